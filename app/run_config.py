@@ -1,0 +1,160 @@
+"""RunConfig: the validated experiment description shared by the CLI, the API, the UI and the worker."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Strict):
+    """Where images come from; every source yields grayscale images in [0, 1]."""
+
+    format: Literal["image-folder", "npz", "synthetic"]
+    path: str | None = Field(None, description="image-folder root or .npz file; not used by synthetic")
+    split: str | None = Field(
+        None, description="image-folder: sub-folder (train/val/test); npz: MedMNIST key prefix; default train"
+    )
+    samples: int = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
+    positive_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> Self:
+        if self.format != "synthetic" and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path (a folder or an .npz file)")
+        return self
+
+
+class DataConfig(_Strict):
+    train: DataSource = DataSource(format="synthetic")
+    test: DataSource | None = Field(None, description="the common test set; omit to hold out test_fraction of train")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    image_size: int = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
+
+
+class ModelConfig(_Strict):
+    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
+    learning_rate: float = Field(0.001, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=1024)
+    batchnorm: Literal["federated", "local", "keras"] = Field(
+        "federated",
+        description=(
+            "how BatchNorm moving statistics are set: federated (recomputed for the global model from the "
+            "clients' data each round), local (recomputed by each client for its own update), keras (as trained)"
+        ),
+    )
+    calibration_samples: int = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
+
+
+class IidPartition(_Strict):
+    kind: Literal["iid"] = "iid"
+
+
+class SizesPartition(_Strict):
+    kind: Literal["sizes"]
+    fractions: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Self:
+        if abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must add up to 1, they add up to {sum(self.fractions):g}")
+        return self
+
+
+class DirichletPartition(_Strict):
+    kind: Literal["dirichlet"]
+    alpha: float = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
+
+
+Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(discriminator="kind")]
+
+
+class ClientEvent(_Strict):
+    """One client joining (first round it trains) or leaving (first round it is gone)."""
+
+    client: int = Field(ge=1)
+    joins: int | None = Field(None, ge=1)
+    leaves: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.joins is None) == (self.leaves is None):
+            raise ValueError("an event has exactly one of joins or leaves")
+        return self
+
+
+class IntermittentConfig(_Strict):
+    approach: Literal["drop", "keep-last"] = Field(
+        "drop", description="drop: a client that left no longer counts; keep-last: its last weights keep counting"
+    )
+    events: list[ClientEvent] = []
+    availability: float = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
+
+
+class FederationConfig(_Strict):
+    clients: int = Field(3, ge=1, le=100)
+    rounds: int = Field(10, ge=1, le=1000)
+    local_epochs: int = Field(1, ge=1, le=100)
+    partition: Partition = IidPartition()
+    client_test_fraction: float = Field(0.25, ge=0, lt=1)
+    intermittent: IntermittentConfig = IntermittentConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if isinstance(self.partition, SizesPartition) and len(self.partition.fractions) != self.clients:
+            raise ValueError(
+                f"partition.fractions has {len(self.partition.fractions)} values; it needs one per client "
+                f"({self.clients})"
+            )
+        seen: set[tuple[int, str]] = set()
+        for event in self.intermittent.events:
+            kind = "joins" if event.joins is not None else "leaves"
+            at = event.joins if event.joins is not None else event.leaves
+            if event.client > self.clients:
+                raise ValueError(f"event for client {event.client}: clients are numbered 1..{self.clients}")
+            if at is not None and at > self.rounds:
+                raise ValueError(f"client {event.client} {kind} at round {at}; rounds are 1..{self.rounds}")
+            if (event.client, kind) in seen:
+                raise ValueError(f"client {event.client} has two '{kind}' events; give at most one of each")
+            seen.add((event.client, kind))
+        for event in self.intermittent.events:
+            if event.leaves is not None:
+                join = next(
+                    (e.joins for e in self.intermittent.events if e.client == event.client and e.joins), 1
+                )
+                if event.leaves <= join:
+                    raise ValueError(f"client {event.client} leaves at round {event.leaves}, before it joins ({join})")
+        return self
+
+
+class CentralizedConfig(_Strict):
+    enabled: bool = True
+    epochs: int | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
+
+
+class RunConfig(_Strict):
+    name: str = Field("experiment", min_length=1, max_length=200)
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    federation: FederationConfig = FederationConfig()
+    centralized: CentralizedConfig = CentralizedConfig()
+
+    @property
+    def centralized_epochs(self) -> int:
+        return self.centralized.epochs or self.federation.rounds * self.federation.local_epochs
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per wrong field: its dotted path, what was given and what is allowed."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "config"
+        given = item.get("input")
+        shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"
+        lines.append(f"{path}: {item['msg']}{shown}")
+    return lines

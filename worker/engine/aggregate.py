@@ -1,0 +1,44 @@
+"""Pure numpy aggregation maths: FedAvg and pooled BatchNorm statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from worker.engine.types import Weights
+
+
+def weighted_mean(updates: Sequence[tuple[Weights, int]]) -> Weights:
+    """FedAvg: average each layer, weighted by client sample count (McMahan et al., 2017)."""
+    counts = [n for _, n in updates]
+    if not updates or sum(counts) <= 0:
+        raise ValueError("cannot aggregate: no client reported training examples")
+    layers = zip(*(w for w, _ in updates), strict=True)
+    return [np.average(np.stack(ls), axis=0, weights=counts).astype(ls[0].dtype) for ls in layers]
+
+
+def pooled_moments(stats: Sequence[tuple[Weights, int]]) -> Weights:
+    """Pool per-client (mean, variance) pairs into the moments of the union of their data.
+
+    ``stats`` holds, per client, ``[mean_1, var_1, mean_2, var_2, ...]`` and a sample count. The
+    pooled variance adds the spread of the client means: E[x^2] - E[x]^2 over the union.
+    """
+    means = weighted_mean([(w[0::2], n) for w, n in stats])
+    second = weighted_mean([([v + m**2 for m, v in zip(w[0::2], w[1::2], strict=True)], n) for w, n in stats])
+    pooled: Weights = []
+    for mean, sq in zip(means, second, strict=True):
+        pooled += [mean, np.maximum(sq - mean**2, 0).astype(mean.dtype)]
+    return pooled
+
+
+def weights_nbytes(weights: Weights) -> int:
+    return sum(int(w.nbytes) for w in weights)
+
+
+def with_batchnorm_statistics(weights: Weights, slots: Sequence[int], stats: Weights) -> Weights:
+    """``weights`` with each BatchNorm layer's moving mean and variance (at ``slot``, ``slot + 1``) from ``stats``."""
+    merged = list(weights)
+    for layer, slot in enumerate(slots):
+        merged[slot], merged[slot + 1] = stats[2 * layer], stats[2 * layer + 1]
+    return merged

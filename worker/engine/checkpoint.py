@@ -1,0 +1,82 @@
+"""Round checkpoints: global weights, strategy state and optimizer state in one atomically written .npz."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.engine.types import ClientUpdate, Weights
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int
+    weights: Weights
+    strategy_state: list[ClientUpdate] = field(default_factory=list)
+    optimizer_state: Weights = field(default_factory=list)  # the centralized run's optimizer
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write to a temporary file and rename, so a killed process never leaves a half-written checkpoint."""
+    arrays = {f"w{i}": w for i, w in enumerate(checkpoint.weights)}
+    arrays |= {f"o{i}": w for i, w in enumerate(checkpoint.optimizer_state)}
+    for k, update in enumerate(checkpoint.strategy_state):
+        arrays |= {f"s{k}_{i}": w for i, w in enumerate(update.weights)}
+    meta = {
+        "round": checkpoint.round,
+        "layers": len(checkpoint.weights),
+        "optimizer": len(checkpoint.optimizer_state),
+        "strategy": [[u.client_id, u.num_examples, len(u.weights)] for u in checkpoint.strategy_state],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    with np.load(path, allow_pickle=False) as archive:
+        meta = json.loads(str(archive["meta"]))
+        state = [
+            ClientUpdate(cid, [archive[f"s{k}_{i}"] for i in range(n_layers)], n)
+            for k, (cid, n, n_layers) in enumerate(meta["strategy"])
+        ]
+        return Checkpoint(
+            round=meta["round"],
+            weights=[archive[f"w{i}"] for i in range(meta["layers"])],
+            strategy_state=state,
+            optimizer_state=[archive[f"o{i}"] for i in range(meta["optimizer"])],
+        )
+
+
+class CheckpointDir:
+    """``round-NNNN.npz`` files in one folder, keeping the newest few."""
+
+    def __init__(self, folder: Path, keep: int = 2) -> None:
+        self.folder = folder
+        self.keep = keep
+
+    def path(self, rnd: int) -> Path:
+        return self.folder / f"round-{rnd:04d}.npz"
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        save_checkpoint(checkpoint, self.path(checkpoint.round))
+        for old in self.rounds()[: -self.keep]:
+            self.path(old).unlink(missing_ok=True)
+
+    def rounds(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        found = (re.fullmatch(r"round-(\d+)\.npz", p.name) for p in self.folder.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def load(self, rnd: int) -> Checkpoint:
+        return load_checkpoint(self.path(rnd))

@@ -1,0 +1,103 @@
+"""Client-side work on one reusable Keras model: local training, prediction, BatchNorm statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.run_config import ModelConfig
+from worker.engine.data import Dataset
+from worker.engine.model import build_cnn, compiled_cnn, recalibrate_batchnorm
+from worker.engine.types import Weights
+
+PREDICT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class FitResult:
+    weights: Weights
+    optimizer_state: Weights
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+class KerasTrainer:
+    """Trains the study's CNN for any client by swapping weights into one compiled model.
+
+    Building a model per fit retraces its graph and made a 10-client round ~3x slower
+    (../shared/NOTES.md), so a process builds one per configuration and reuses it.
+    """
+
+    def __init__(self, image_size: int, config: ModelConfig) -> None:
+        import keras
+
+        self.image_size = image_size
+        self.config = config
+        self.model = compiled_cnn(image_size, config.optimizer, config.learning_rate)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._fresh_optimizer = [v.numpy() for v in self.model.optimizer.variables]
+        self._bn_layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        paths = [w.path for w in self.model.weights]
+        #: positions of each BatchNorm layer's moving mean in ``get_weights()``; the variance follows it.
+        self.batchnorm_slots = [i for i, path in enumerate(paths) if path.endswith("moving_mean")]
+
+    def initial_weights(self, seed: int) -> Weights:
+        """Fresh Glorot-initialised weights, the same for the same seed on any host."""
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        return build_cnn(self.image_size).get_weights()
+
+    def fit(self, weights: Weights, data: Dataset, *, epochs: int, seed: int,
+            optimizer_state: Weights | None = None) -> FitResult:
+        """Local training from ``weights``; the optimizer starts fresh unless a state is passed in."""
+        import keras
+
+        started = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        self.model.set_weights(weights)
+        for variable, value in zip(self.model.optimizer.variables, optimizer_state or self._fresh_optimizer,
+                                   strict=True):
+            variable.assign(value)
+        history = self.model.fit(data.images, data.labels, batch_size=self.config.batch_size, epochs=epochs,
+                                 shuffle=True, verbose=0)
+        if self.config.batchnorm != "keras":
+            recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
+        return FitResult(
+            weights=self.model.get_weights(),
+            optimizer_state=[v.numpy() for v in self.model.optimizer.variables],
+            loss=float(history.history["loss"][-1]),
+            accuracy=float(history.history["accuracy"][-1]),
+            seconds=time.perf_counter() - started,
+        )
+
+    def predict(self, weights: Weights, images: np.ndarray) -> np.ndarray:
+        self.model.set_weights(weights)
+        return np.asarray(self.model.predict(images, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
+
+    def batchnorm_statistics(self, weights: Weights, data: Dataset, seed: int) -> Weights:
+        """``[mean_1, var_1, mean_2, ...]`` of every BatchNorm input under ``weights`` on this client's data."""
+        self.model.set_weights(weights)
+        recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
+        stats: Weights = []
+        for layer in self._bn_layers:
+            stats += [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+        return stats
+
+    def save(self, weights: Weights, path: Path) -> None:
+        """The model as a .keras file that ``keras.models.load_model`` opens without fedlens."""
+        self.model.set_weights(weights)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(path)
+
+    def _calibration_images(self, data: Dataset, seed: int) -> np.ndarray:
+        n = self.config.calibration_samples
+        if len(data) <= n:
+            return data.images
+        pick = np.random.default_rng([seed, 0xB4]).choice(len(data), n, replace=False)
+        return data.images[np.sort(pick)]
+

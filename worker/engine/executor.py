@@ -1,0 +1,63 @@
+"""Where client work runs: the Executor interface and its in-process implementation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from worker.engine.client import KerasTrainer
+from worker.engine.experiment import CLIENT_FIT, ClientData, derive_seed
+from worker.engine.metrics import loss_and_accuracy
+from worker.engine.types import ClientFailure, ClientUpdate, Weights
+
+
+class Executor(Protocol):
+    def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
+        """Each client trains from ``weights`` on its own data and returns its new weights."""
+        ...
+
+    def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
+        """Each client's BatchNorm input moments under ``weights`` (``[mean_1, var_1, ...]``)."""
+        ...
+
+
+def client_update(trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int, seed: int,
+                  local_epochs: int) -> ClientUpdate:
+    """One client's round: local training, then loss and accuracy on its own test set."""
+    fit_seed = derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id))
+    fit = trainer.fit(weights, client.train, epochs=local_epochs, seed=fit_seed)
+    metrics = {"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds}
+    if len(client.test):
+        loss, accuracy = loss_and_accuracy(client.test.labels, trainer.predict(fit.weights, client.test.images))
+        metrics |= {"test.loss": loss, "test.accuracy": accuracy}
+    return ClientUpdate(client.client_id, fit.weights, len(client.train), metrics)
+
+
+def client_statistics(trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int,
+                      seed: int) -> ClientUpdate:
+    started = time.perf_counter()
+    stats = trainer.batchnorm_statistics(weights, client.train, derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id)))
+    return ClientUpdate(client.client_id, stats, len(client.train), {"seconds": time.perf_counter() - started})
+
+
+class InProcessExecutor:
+    """Runs the clients one after another on this process's trainer (the CLI and benchmarks)."""
+
+    def __init__(self, trainer: KerasTrainer, clients: Mapping[str, ClientData], *, seed: int,
+                 local_epochs: int) -> None:
+        self.trainer = trainer
+        self.clients = clients
+        self.seed = seed
+        self.local_epochs = local_epochs
+
+    def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
+        return [
+            client_update(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed,
+                          local_epochs=self.local_epochs)
+            for cid in client_ids
+        ]
+
+    def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
+        return [client_statistics(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed)
+                for cid in client_ids]

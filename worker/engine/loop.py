@@ -1,0 +1,125 @@
+"""The federated and centralized training loops; they report each finished round to a callback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from app.run_config import RunConfig
+from worker.engine.aggregate import pooled_moments, weights_nbytes, with_batchnorm_statistics
+from worker.engine.checkpoint import Checkpoint
+from worker.engine.client import KerasTrainer
+from worker.engine.data import Dataset
+from worker.engine.executor import Executor
+from worker.engine.experiment import CENTRAL_FIT, derive_seed
+from worker.engine.presence import Presence
+from worker.engine.strategy import Aggregate, Strategy
+from worker.engine.types import (
+    ClientFailure,
+    ClientRound,
+    ClientStatus,
+    ClientUpdate,
+    EvalMetrics,
+    RoundResult,
+    Weights,
+)
+
+Evaluate = Callable[[Weights], EvalMetrics]
+#: Called once a round is complete, with its checkpoint; persist both, then return.
+OnRound = Callable[[RoundResult, Checkpoint], None]
+
+
+class Cancelled(Exception):
+    """The run was asked to stop; every round before this one is complete and reported."""
+
+
+def _client_rounds(rnd: int, presence: Presence, samples: dict[str, int], aggregate: Aggregate | None,
+                   updates: Sequence[ClientUpdate], failures: Sequence[ClientFailure]) -> list[ClientRound]:
+    fresh = {u.client_id: u for u in updates}
+    failed = {f.client_id: f.error for f in failures}
+    counted = aggregate.counted if aggregate else {}
+    rows = []
+    for member in presence.members:
+        cid = member.client_id
+        status = ClientStatus.FAILED if cid in failed else counted.get(cid, ClientStatus.ABSENT)
+        metrics = dict(fresh[cid].metrics) if cid in fresh else {}
+        rows.append(ClientRound(cid, status, samples[cid], member.event(rnd), metrics, failed.get(cid)))
+    return rows
+
+
+def run_federated(cfg: RunConfig, executor: Executor, evaluate: Evaluate, *, initial: Weights, strategy: Strategy,
+                  presence: Presence, samples: dict[str, int], batchnorm_slots: Sequence[int], on_round: OnRound,
+                  start: Checkpoint | None = None, should_stop: Callable[[], bool] = lambda: False) -> Weights:
+    """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
+
+    With ``model.batchnorm == "federated"`` each round ends with a second, forward-only pass in
+    which the clients that trained measure BatchNorm moments under the new global weights and the
+    server pools them, so the global model's statistics match the global weights.
+    """
+    weights, first = (start.weights, start.round + 1) if start else (initial, 1)
+    if start:
+        strategy.restore(start.strategy_state)
+    for rnd in range(first, cfg.federation.rounds + 1):
+        if should_stop():
+            raise Cancelled(f"cancelled before round {rnd}")
+        began = time.perf_counter()
+        asked = presence.available(rnd)
+        outcomes = executor.train(rnd, weights, asked) if asked else []
+        updates = [o for o in outcomes if isinstance(o, ClientUpdate)]
+        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        aggregated = time.perf_counter()
+        result = strategy.aggregate(rnd, updates)
+        aggregation_s = time.perf_counter() - aggregated
+        stats: list[ClientUpdate] = []
+        new = weights
+        if result is not None:
+            new = result.weights
+            if cfg.model.batchnorm == "federated" and updates:
+                stats = executor.batchnorm_statistics(rnd, new, [u.client_id for u in updates])
+                pooled = time.perf_counter()
+                moments = pooled_moments([(s.weights, s.num_examples) for s in stats])
+                new = with_batchnorm_statistics(new, batchnorm_slots, moments)
+                aggregation_s += time.perf_counter() - pooled
+        evaluated = time.perf_counter()
+        metrics = evaluate(new)
+        evaluation_s = time.perf_counter() - evaluated
+        weights = new
+        round_result = RoundResult(
+            round=rnd,
+            metrics=metrics,
+            clients=_client_rounds(rnd, presence, samples, result, updates, failures),
+            wall_s=time.perf_counter() - began,
+            train_s=max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0),
+            calibration_s=max((s.metrics.get("seconds", 0.0) for s in stats), default=0.0),
+            aggregation_s=aggregation_s,
+            evaluation_s=evaluation_s,
+            bytes_sent=weights_nbytes(weights) * (len(asked) + len(stats)),
+            bytes_received=sum(weights_nbytes(u.weights) for u in [*updates, *stats]),
+        )
+        on_round(round_result, Checkpoint(rnd, weights, strategy.state()))
+    return weights
+
+
+def run_centralized(cfg: RunConfig, trainer: KerasTrainer, train: Dataset, evaluate: Evaluate, *, initial: Weights,
+                    on_round: OnRound, start: Checkpoint | None = None,
+                    should_stop: Callable[[], bool] = lambda: False) -> Weights:
+    """The baseline: the same model trained on the union of the clients' data, one report per epoch."""
+    weights, first = (start.weights, start.round + 1) if start else (initial, 1)
+    optimizer_state = start.optimizer_state if start and start.optimizer_state else None
+    for epoch in range(first, cfg.centralized_epochs + 1):
+        if should_stop():
+            raise Cancelled(f"cancelled before epoch {epoch}")
+        began = time.perf_counter()
+        fit = trainer.fit(weights, train, epochs=1, seed=derive_seed(cfg.seed, CENTRAL_FIT, epoch),
+                          optimizer_state=optimizer_state)
+        weights, optimizer_state = fit.weights, fit.optimizer_state
+        evaluated = time.perf_counter()
+        metrics = evaluate(weights)
+        evaluation_s = time.perf_counter() - evaluated
+        central = ClientRound("central", ClientStatus.TRAINED, len(train),
+                              metrics={"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds})
+        on_round(
+            RoundResult(epoch, metrics, [central], time.perf_counter() - began, fit.seconds, 0.0, 0.0, evaluation_s, 0, 0),
+            Checkpoint(epoch, weights, optimizer_state=optimizer_state),
+        )
+    return weights

@@ -1,0 +1,53 @@
+"""Which clients take part in each round: join/leave schedule plus seeded connectivity failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.engine.types import ClientEvent
+
+
+@dataclass(frozen=True)
+class Membership:
+    client_id: str
+    joins: int = 1  # first round the client trains
+    leaves: int | None = None  # first round it is gone
+
+    def present(self, rnd: int) -> bool:
+        return self.joins <= rnd and (self.leaves is None or rnd < self.leaves)
+
+    def event(self, rnd: int) -> ClientEvent | None:
+        if rnd == self.joins and rnd > 1:
+            return ClientEvent.JOINED
+        if rnd == self.leaves:
+            return ClientEvent.LEFT
+        return None
+
+
+class Presence:
+    """The participation schedule of a run, deterministic for a seed so that a resumed run agrees."""
+
+    def __init__(self, members: Sequence[Membership], availability: float, seed: int) -> None:
+        if not 0 < availability <= 1:
+            raise ValueError(f"availability must be in (0, 1], got {availability}")
+        self.members = list(members)
+        self.availability = availability
+        self.seed = seed
+
+    def present(self, rnd: int) -> list[str]:
+        return [m.client_id for m in self.members if m.present(rnd)]
+
+    def available(self, rnd: int) -> list[str]:
+        """Present clients that answer in this round; each misses it with probability 1 - availability."""
+        present = self.present(rnd)
+        if self.availability >= 1:
+            return present
+        draws = np.random.default_rng([self.seed, rnd, 0xA7A1]).random(len(self.members))
+        answers = {m.client_id for m, d in zip(self.members, draws, strict=True) if d < self.availability}
+        return [cid for cid in present if cid in answers]
+
+    def event(self, client_id: str, rnd: int) -> ClientEvent | None:
+        return next(m.event(rnd) for m in self.members if m.client_id == client_id)

@@ -1,0 +1,105 @@
+"""Value types that cross the engine's boundaries: updates, statuses, metrics and round results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+Weights = list[np.ndarray]
+
+
+class ClientStatus(StrEnum):
+    """What a client contributed to one round."""
+
+    TRAINED = "trained"  # sent fresh weights this round
+    KEPT = "kept"  # did not train; its last weights were reused (keep-last approach)
+    ABSENT = "absent"  # not joined yet, left, or did not answer; does not count
+    FAILED = "failed"  # was asked to train and its training raised an error
+
+
+class ClientEvent(StrEnum):
+    JOINED = "joined"
+    LEFT = "left"
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    client_id: str
+    weights: Weights
+    num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientFailure:
+    client_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    fpr: list[float]
+    tpr: list[float]
+    thresholds: list[float]
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    """Binary classification metrics of one model on one test set (threshold 0.5)."""
+
+    loss: float
+    accuracy: float
+    auc: float
+    sensitivity: float
+    specificity: float
+    precision: float
+    f1: float
+    samples: int
+    roc: RocCurve
+
+    def scalars(self) -> dict[str, float]:
+        return {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "auc": self.auc,
+            "sensitivity": self.sensitivity,
+            "specificity": self.specificity,
+            "precision": self.precision,
+            "f1": self.f1,
+        }
+
+
+@dataclass(frozen=True)
+class ClientRound:
+    """One client in one round: status, join/leave event and its own metrics when it trained."""
+
+    client_id: str
+    status: ClientStatus
+    samples: int
+    event: ClientEvent | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """Everything measured in one federated round (or one centralized epoch)."""
+
+    round: int
+    metrics: EvalMetrics
+    clients: list[ClientRound]
+    wall_s: float
+    train_s: float  # slowest client's training (the clients train in parallel in a deployment)
+    calibration_s: float  # slowest client's BatchNorm statistics pass
+    aggregation_s: float
+    evaluation_s: float
+    bytes_sent: int  # server → clients
+    bytes_received: int  # clients → server
+
+    @property
+    def critical_path_s(self) -> float:
+        """The round's duration when clients train in parallel: slowest client + server work."""
+        return self.train_s + self.calibration_s + self.aggregation_s + self.evaluation_s

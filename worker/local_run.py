@@ -1,0 +1,121 @@
+"""Run an experiment in this process and keep its rounds, checkpoints and results in a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from app.run_config import RunConfig
+from worker.engine.checkpoint import Checkpoint, CheckpointDir
+from worker.engine.client import KerasTrainer
+from worker.engine.executor import InProcessExecutor
+from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
+from worker.engine.loop import run_centralized, run_federated
+from worker.engine.metrics import binary_metrics
+from worker.engine.strategy import strategy_for
+from worker.engine.types import EvalMetrics, RoundResult, Weights
+from worker.report import Record, phase_summary, round_record, time_reduction
+
+Progress = Callable[[str, RoundResult], None]
+
+
+class RunFolderError(ValueError):
+    """The output folder holds a different experiment."""
+
+
+class PhaseLog:
+    """``DIR/<phase>/rounds.jsonl`` plus checkpoints: a round counts once its line is written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rounds_file = folder / "rounds.jsonl"
+        self.checkpoints = CheckpointDir(folder / "checkpoints")
+
+    def records(self) -> list[Record]:
+        """Complete lines only: a line torn by a killed process is ignored and that round redone."""
+        if not self.rounds_file.exists():
+            return []
+        records = []
+        for line in self.rounds_file.read_text().splitlines(keepends=True):
+            if line.endswith("\n"):
+                records.append(json.loads(line))
+        return records
+
+    def resume_point(self) -> Checkpoint | None:
+        records = self.records()
+        if not records:
+            return None
+        return self.checkpoints.load(records[-1]["round"])
+
+    def append(self, result: RoundResult, checkpoint: Checkpoint) -> None:
+        """Checkpoint first, then the record: a crash between them redoes the round, never skips it."""
+        self.checkpoints.save(checkpoint)
+        self._truncate_torn_line()
+        with open(self.rounds_file, "a") as file:
+            file.write(json.dumps(round_record(result)) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+    def _truncate_torn_line(self) -> None:
+        if self.rounds_file.exists():
+            text = self.rounds_file.read_text()
+            if text and not text.endswith("\n"):
+                self.rounds_file.write_text(text[: text.rfind("\n") + 1])
+
+
+def _claim_folder(output: Path, cfg: RunConfig, fresh: bool) -> None:
+    config_file = output / "config.json"
+    wanted = cfg.model_dump(mode="json")
+    if config_file.exists() and not fresh:
+        if json.loads(config_file.read_text()) != wanted:
+            raise RunFolderError(f"{output} holds a different experiment; choose another folder or pass --fresh")
+        return
+    if fresh:
+        for phase in ("federated", "centralized"):
+            log = PhaseLog(output / phase)
+            log.rounds_file.unlink(missing_ok=True)
+            for rnd in log.checkpoints.rounds():
+                log.checkpoints.path(rnd).unlink()
+    output.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(json.dumps(wanted, indent=2))
+
+
+def run_local(cfg: RunConfig, output: Path, *, progress: Progress = lambda phase, result: None,
+              fresh: bool = False) -> Record:
+    """Federated run, then the centralized baseline, resuming both after their last completed round."""
+    _claim_folder(output, cfg, fresh)
+    federation = prepare(cfg)
+    trainer = KerasTrainer(cfg.data.image_size, cfg.model)
+    initial = trainer.initial_weights(derive_seed(cfg.seed, INIT))
+
+    def evaluate(weights: Weights) -> EvalMetrics:
+        return binary_metrics(federation.test.labels, trainer.predict(weights, federation.test.images))
+
+    def persist(phase: str, log: PhaseLog) -> Callable[[RoundResult, Checkpoint], None]:
+        def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
+            log.append(result, checkpoint)
+            progress(phase, result)
+        return on_round
+
+    fed_log = PhaseLog(output / "federated")
+    clients = {c.client_id: c for c in federation.clients}
+    final = run_federated(
+        cfg, InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=cfg.federation.local_epochs), evaluate,
+        initial=initial, strategy=strategy_for(cfg.federation.intermittent.approach), presence=presence_for(cfg),
+        samples={cid: len(c.train) for cid, c in clients.items()}, batchnorm_slots=trainer.batchnorm_slots,
+        on_round=persist("federated", fed_log), start=fed_log.resume_point(),
+    )
+    trainer.save(final, output / "federated.keras")
+    results: Record = {"name": cfg.name, "config": cfg.model_dump(mode="json"),
+                       "federated": phase_summary(fed_log.records()), "centralized": None}
+    if cfg.centralized.enabled:
+        central_log = PhaseLog(output / "centralized")
+        run_centralized(cfg, trainer, federation.central_train(), evaluate, initial=initial,
+                        on_round=persist("centralized", central_log), start=central_log.resume_point())
+        results["centralized"] = phase_summary(central_log.records())
+        results["time_reduction"] = time_reduction(results["federated"]["critical_path_s"],
+                                                   results["centralized"]["wall_time_s"])
+    (output / "results.json").write_text(json.dumps(results, indent=1))
+    return results
