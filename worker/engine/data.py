@@ -79,6 +79,8 @@ def _npz_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of images and labels")
     with archive:
         for image_key, label_key in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
             if image_key in archive.files and label_key in archive.files:

@@ -1,0 +1,17 @@
+"""Shared set-up for the benchmarks: data paths and quiet TensorFlow logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        raise SystemExit(f"{path} not found: the benchmarks read the chest X-ray files in ../shared/data")
+    return path
