@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -123,9 +123,7 @@ class FederationConfig(_Strict):
             seen.add((event.client, kind))
         for event in self.intermittent.events:
             if event.leaves is not None:
-                join = next(
-                    (e.joins for e in self.intermittent.events if e.client == event.client and e.joins), 1
-                )
+                join = next((e.joins for e in self.intermittent.events if e.client == event.client and e.joins), 1)
                 if event.leaves <= join:
                     raise ValueError(f"client {event.client} leaves at round {event.leaves}, before it joins ({join})")
         return self
@@ -149,6 +147,23 @@ class RunConfig(_Strict):
         return self.centralized.epochs or self.federation.rounds * self.federation.local_epochs
 
 
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models(arg)]
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the section that an unknown field at ``loc`` was given in."""
+    models: list[type[BaseModel]] = [RunConfig]
+    for part in loc[:-1]:
+        if any(part in m.model_fields for m in models if isinstance(part, str)):
+            models = [n for m in models if part in m.model_fields for n in _models(m.model_fields[part].annotation)]
+        elif isinstance(part, str):  # the tag of a discriminated union, e.g. partition kind "sizes"
+            models = [m for m in models if part in get_args(getattr(m.model_fields.get("kind"), "annotation", None))]
+    return list(dict.fromkeys(name for m in models for name in m.model_fields))
+
+
 def describe_errors(error: ValidationError) -> list[str]:
     """One line per wrong field: its dotted path, what was given and what is allowed."""
     lines = []
@@ -156,5 +171,7 @@ def describe_errors(error: ValidationError) -> list[str]:
         path = ".".join(str(part) for part in item["loc"]) or "config"
         given = item.get("input")
         shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"
+        if item["type"] == "extra_forbidden":
+            shown += f"; allowed fields: {', '.join(_allowed_fields(item['loc']))}"
         lines.append(f"{path}: {item['msg']}{shown}")
     return lines

@@ -1,0 +1,82 @@
+"""Binary classification metrics at threshold 0.5 and the thinned ROC curve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from worker.engine.metrics import MAX_ROC_POINTS, binary_metrics, loss_and_accuracy, thin_roc
+
+# 4 positives, 6 negatives; 0.5 counts as positive
+POSITIVES = [0.9, 0.8, 0.5, 0.2]
+NEGATIVES = [0.6, 0.55, 0.3, 0.4, 0.2, 0.05]
+
+
+def test_binary_metrics_match_the_hand_counted_confusion_matrix() -> None:
+    labels = np.array([1] * 4 + [0] * 6)
+    metrics = binary_metrics(labels, np.array(POSITIVES + NEGATIVES))
+    # TP = 3 (0.9, 0.8, 0.5), FN = 1 (0.2), FP = 2 (0.6, 0.55), TN = 4
+    assert metrics.accuracy == pytest.approx(7 / 10)
+    assert metrics.sensitivity == pytest.approx(3 / 4)
+    assert metrics.specificity == pytest.approx(4 / 6)
+    assert metrics.precision == pytest.approx(3 / 5)
+    assert metrics.f1 == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))  # = 2/3
+    # pairs (positive, negative) ranked right: 6 + 6 + 4 + (1 + a tie 0.5) out of 24
+    assert metrics.auc == pytest.approx(17.5 / 24)
+    loss = -(sum(math.log(p) for p in POSITIVES) + sum(math.log(1 - p) for p in NEGATIVES)) / 10
+    assert metrics.loss == pytest.approx(loss)
+    assert metrics.samples == 10
+
+
+def test_perfectly_separated_predictions_have_auc_one() -> None:
+    metrics = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]))
+    assert metrics.auc == 1.0
+    assert (metrics.accuracy, metrics.sensitivity, metrics.specificity, metrics.f1) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_constant_predictions_have_auc_one_half() -> None:
+    metrics = binary_metrics(np.array([0, 1, 1, 0, 1]), np.full(5, 0.7))
+    assert metrics.auc == 0.5
+    # everything predicted positive
+    assert (metrics.sensitivity, metrics.specificity) == (1.0, 0.0)
+    assert metrics.accuracy == pytest.approx(3 / 5)
+    assert metrics.precision == pytest.approx(3 / 5)
+
+
+def test_no_predicted_positives_give_zero_precision_instead_of_an_error() -> None:
+    metrics = binary_metrics(np.array([0, 1]), np.array([0.1, 0.2]))
+    assert (metrics.precision, metrics.sensitivity, metrics.f1) == (0.0, 0.0, 0.0)
+
+
+def test_labels_of_one_class_only_raise() -> None:
+    with pytest.raises(ValueError, match="needs both classes"):
+        binary_metrics(np.ones(5), np.linspace(0.1, 0.9, 5))
+
+
+def test_roc_is_thinned_to_at_most_200_points_spanning_zero_to_one() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 5000)
+    scores = np.clip(0.3 * labels + rng.random(5000) * 0.7, 0, 1)
+    metrics = binary_metrics(labels, scores)
+    roc = metrics.roc
+    assert len(roc.fpr) == len(roc.tpr) == len(roc.thresholds)
+    assert 100 < len(roc.fpr) <= MAX_ROC_POINTS
+    assert (roc.fpr[0], roc.tpr[0]) == (0.0, 0.0)
+    assert (roc.fpr[-1], roc.tpr[-1]) == (1.0, 1.0)
+    assert np.all(np.diff(roc.fpr) >= 0) and np.all(np.diff(roc.tpr) >= 0)
+    assert all(math.isfinite(t) for t in roc.thresholds)
+
+
+def test_short_roc_keeps_every_point() -> None:
+    roc = thin_roc(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.75, 1.0]), np.array([np.inf, 0.6, 0.1]))
+    assert roc.fpr == [0.0, 0.5, 1.0]
+    assert roc.tpr == [0.0, 0.75, 1.0]
+    assert roc.thresholds == [1.0, 0.6, 0.1]  # the infinite first threshold is shown as 1
+
+
+def test_loss_and_accuracy_work_on_a_single_class() -> None:
+    loss, accuracy = loss_and_accuracy(np.array([1, 1, 1, 1]), np.array([0.9, 0.8, 0.4, 0.6]))
+    assert accuracy == pytest.approx(3 / 4)
+    assert loss == pytest.approx(-(math.log(0.9) + math.log(0.8) + math.log(0.4) + math.log(0.6)) / 4)

@@ -1,0 +1,188 @@
+"""RunConfig validation and the error lines describe_errors shows to users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from app.run_config import DirichletPartition, RunConfig, SizesPartition, describe_errors
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def errors_for(config: object) -> list[str]:
+    with pytest.raises(ValidationError) as caught:
+        RunConfig.model_validate(config)
+    return describe_errors(caught.value)
+
+
+def only_error(config: object) -> str:
+    lines = errors_for(config)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def federation(**fields: Any) -> dict[str, Any]:
+    return {"federation": fields}
+
+
+def events(*items: dict[str, int], clients: int = 3, rounds: int = 10) -> dict[str, Any]:
+    return federation(clients=clients, rounds=rounds, intermittent={"events": list(items)})
+
+
+def test_defaults_are_a_valid_config() -> None:
+    cfg = RunConfig()
+    assert cfg.data.train.format == "synthetic"
+    assert (cfg.federation.clients, cfg.federation.rounds) == (3, 10)
+    assert cfg.federation.intermittent.approach == "drop"
+    assert cfg.centralized_epochs == 10  # rounds x local_epochs
+
+
+def test_examples_folder_has_configs() -> None:
+    assert EXAMPLES, "examples/*.yaml should hold at least one config"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_config_validates(path: Path) -> None:
+    cfg = RunConfig.model_validate(yaml.safe_load(path.read_text()))
+    assert cfg.name
+
+
+def test_sizes_and_dirichlet_partitions_parse_into_their_types() -> None:
+    sizes = RunConfig.model_validate(federation(clients=2, partition={"kind": "sizes", "fractions": [0.7, 0.3]}))
+    dirichlet = RunConfig.model_validate(federation(partition={"kind": "dirichlet", "alpha": 0.5}))
+    assert isinstance(sizes.federation.partition, SizesPartition)
+    assert isinstance(dirichlet.federation.partition, DirichletPartition)
+
+
+def test_unknown_field_names_its_path_and_the_allowed_fields() -> None:
+    line = only_error(federation(round=5))
+    assert line.startswith("federation.round: ")
+    assert "not permitted" in line
+    assert "(got 5)" in line
+    assert "allowed fields: clients, rounds, local_epochs, partition, client_test_fraction, intermittent" in line
+
+
+def test_unknown_field_in_a_partition_lists_that_partitions_fields() -> None:
+    line = only_error(federation(clients=1, partition={"kind": "sizes", "fractions": [1.0], "alpha": 2}))
+    assert line.startswith("federation.partition.sizes.alpha: ")
+    assert line.endswith("allowed fields: kind, fractions")
+
+
+def test_unknown_field_in_an_event_lists_the_event_fields() -> None:
+    line = only_error(events({"client": 1, "leaves": 3, "round": 2}))
+    assert line.startswith("federation.intermittent.events.0.round: ")
+    assert line.endswith("allowed fields: client, joins, leaves")
+
+
+def test_zero_rounds_names_the_field_and_the_lower_bound() -> None:
+    assert only_error(federation(rounds=0)) == "federation.rounds: Input should be greater than or equal to 1 (got 0)"
+
+
+def test_unknown_partition_kind_lists_the_allowed_kinds() -> None:
+    line = only_error(federation(partition={"kind": "foo"}))
+    assert line.startswith("federation.partition: ")
+    assert "'foo'" in line
+    assert "'iid', 'sizes', 'dirichlet'" in line
+
+
+def test_fractions_not_adding_up_to_one_are_reported_with_their_sum() -> None:
+    line = only_error(federation(clients=2, partition={"kind": "sizes", "fractions": [0.5, 0.6]}))
+    assert line.startswith("federation.partition.sizes: ")
+    assert "fractions must add up to 1, they add up to 1.1" in line
+
+
+def test_fractions_of_the_wrong_length_need_one_per_client() -> None:
+    line = only_error(federation(clients=3, partition={"kind": "sizes", "fractions": [0.5, 0.5]}))
+    assert line.startswith("federation: ")
+    assert "partition.fractions has 2 values; it needs one per client (3)" in line
+
+
+def test_negative_fraction_names_its_index() -> None:
+    lines = errors_for(federation(clients=2, partition={"kind": "sizes", "fractions": [1.5, -0.5]}))
+    assert "federation.partition.sizes.fractions.1: Input should be greater than 0 (got -0.5)" in lines
+
+
+def test_event_for_a_client_beyond_the_federation_names_the_valid_numbers() -> None:
+    line = only_error(events({"client": 7, "leaves": 3}))
+    assert line.startswith("federation: ")
+    assert "event for client 7: clients are numbered 1..3" in line
+
+
+def test_event_with_both_joins_and_leaves_asks_for_exactly_one() -> None:
+    line = only_error(events({"client": 1, "joins": 2, "leaves": 4}))
+    assert line.startswith("federation.intermittent.events.0: ")
+    assert "exactly one of joins or leaves" in line
+
+
+def test_event_with_neither_joins_nor_leaves_asks_for_exactly_one() -> None:
+    assert "exactly one of joins or leaves" in only_error(events({"client": 1}))
+
+
+def test_leaving_before_joining_names_both_rounds() -> None:
+    line = only_error(events({"client": 2, "joins": 4}, {"client": 2, "leaves": 3}))
+    assert line.startswith("federation: ")
+    assert "client 2 leaves at round 3, before it joins (4)" in line
+
+
+def test_leaving_in_round_one_is_below_the_lower_bound() -> None:
+    line = only_error(events({"client": 2, "leaves": 1}))
+    assert line == "federation.intermittent.events.0.leaves: Input should be greater than or equal to 2 (got 1)"
+
+
+def test_event_after_the_last_round_names_the_round_range() -> None:
+    line = only_error(events({"client": 1, "joins": 12}, rounds=10))
+    assert "client 1 joins at round 12; rounds are 1..10" in line
+
+
+def test_two_leave_events_for_one_client_are_refused() -> None:
+    line = only_error(events({"client": 1, "leaves": 3}, {"client": 1, "leaves": 5}))
+    assert "client 1 has two 'leaves' events; give at most one of each" in line
+
+
+def test_zero_availability_names_the_field_and_the_bound() -> None:
+    line = only_error(federation(intermittent={"availability": 0}))
+    assert line == "federation.intermittent.availability: Input should be greater than 0 (got 0)"
+
+
+def test_unknown_approach_lists_the_allowed_approaches() -> None:
+    line = only_error(federation(intermittent={"approach": "keep"}))
+    assert line == "federation.intermittent.approach: Input should be 'drop' or 'keep-last' (got 'keep')"
+
+
+@pytest.mark.parametrize("fmt", ["npz", "image-folder"])
+def test_file_formats_without_a_path_ask_for_one(fmt: str) -> None:
+    line = only_error({"data": {"train": {"format": fmt}}})
+    assert line.startswith("data.train: ")
+    assert f"format '{fmt}' needs a path" in line
+
+
+def test_unknown_data_format_lists_the_allowed_formats() -> None:
+    line = only_error({"data": {"train": {"format": "csv", "path": "x.csv"}}})
+    assert line == "data.train.format: Input should be 'image-folder', 'npz' or 'synthetic' (got 'csv')"
+
+
+def test_missing_data_format_is_reported_without_a_given_value() -> None:
+    assert only_error({"data": {"train": {"path": "x.npz"}}}) == "data.train.format: Field required"
+
+
+def test_wrong_types_are_each_reported_with_the_given_value() -> None:
+    lines = errors_for({"seed": "x", "federation": {"rounds": "many", "clients": [1]}, "model": {"optimizer": "adamw"}})
+    assert sorted(lines) == sorted(
+        [
+            "seed: Input should be a valid integer, unable to parse string as an integer (got 'x')",
+            "federation.rounds: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+            "federation.clients: Input should be a valid integer (got [1])",
+            "model.optimizer: Input should be 'rmsprop', 'adam' or 'sgd' (got 'adamw')",
+        ]
+    )
+
+
+def test_a_config_that_is_not_a_mapping_is_reported_at_the_top() -> None:
+    line = only_error([1, 2])
+    assert line.startswith("config: ")
+    assert "(got [1, 2])" in line
