@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import shared_file
-
 from app.run_config import RunConfig
+from bench.common import shared_file
 from worker.engine.aggregate import pooled_moments, weighted_mean, with_batchnorm_statistics
 from worker.engine.client import KerasTrainer
 from worker.engine.executor import InProcessExecutor
@@ -61,10 +60,14 @@ def engine_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial:
     log = PhaseLog(folder)
     started = time.perf_counter()
     run_federated(
-        cfg, InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
+        cfg,
+        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
         lambda w: binary_metrics(fed.test.labels, trainer.predict(w, fed.test.images)),
-        initial=initial, strategy=strategy_for("drop"), presence=presence_for(cfg),
-        samples={cid: len(c.train) for cid, c in clients.items()}, batchnorm_slots=trainer.batchnorm_slots,
+        initial=initial,
+        strategy=strategy_for("drop"),
+        presence=presence_for(cfg),
+        samples={cid: len(c.train) for cid, c in clients.items()},
+        batchnorm_slots=trainer.batchnorm_slots,
         on_round=log.append,
     )
     return time.perf_counter() - started
@@ -83,10 +86,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "subset.npz"
         np.savez(npz, images=images, labels=labels)
-        cfg = RunConfig.model_validate({
-            "data": {"train": {"format": "npz", "path": str(npz)}, "image_size": 64},
-            "federation": {"clients": args.clients, "rounds": args.rounds},
-        })
+        cfg = RunConfig.model_validate(
+            {
+                "data": {"train": {"format": "npz", "path": str(npz)}, "image_size": 64},
+                "federation": {"clients": args.clients, "rounds": args.rounds},
+            }
+        )
         fed = prepare(cfg)
         trainer = KerasTrainer(64, cfg.model)
         initial = trainer.initial_weights(0)
@@ -97,10 +102,15 @@ def main() -> None:
         for rep in range(args.repeats):
             engine_s.append(engine_loop(cfg, trainer, fed, initial, Path(tmp) / f"engine-{rep}"))
             bare_s.append(bare_loop(cfg, trainer, fed, initial))
-            print(f"repeat {rep + 1}: engine {engine_s[-1]:.2f} s  bare {bare_s[-1]:.2f} s  "
-                  f"ratio {engine_s[-1] / bare_s[-1]:.3f}", flush=True)
-    print(f"data: {args.samples} Kermany train images at 64x64, {args.clients} clients, {args.rounds} rounds, "
-          f"{args.repeats} interleaved repeats (medians)")
+            print(
+                f"repeat {rep + 1}: engine {engine_s[-1]:.2f} s  bare {bare_s[-1]:.2f} s  "
+                f"ratio {engine_s[-1] / bare_s[-1]:.3f}",
+                flush=True,
+            )
+    print(
+        f"data: {args.samples} Kermany train images at 64x64, {args.clients} clients, {args.rounds} rounds, "
+        f"{args.repeats} interleaved repeats (medians)"
+    )
     print(f"engine_s={statistics.median(engine_s):.2f} bare_s={statistics.median(bare_s):.2f}")
     print(f"overhead_ratio={statistics.median(engine_s) / statistics.median(bare_s):.3f}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from app.run_config import RunConfig, describe_errors
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress bar
 
 
 def load_config(path: Path) -> RunConfig:
@@ -32,14 +35,20 @@ def load_config(path: Path) -> RunConfig:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """fedlens: federated learning on medical images."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for rounds, checkpoints, results.json and federated.keras.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for rounds, checkpoints, results.json and federated.keras.",
+)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming what the folder holds.")
 def run(config: Path, output: Path, fresh: bool) -> None:
     """Run the federated experiment in CONFIG and its centralized baseline in this process."""

@@ -82,8 +82,9 @@ def _claim_folder(output: Path, cfg: RunConfig, fresh: bool) -> None:
     config_file.write_text(json.dumps(wanted, indent=2))
 
 
-def run_local(cfg: RunConfig, output: Path, *, progress: Progress = lambda phase, result: None,
-              fresh: bool = False) -> Record:
+def run_local(
+    cfg: RunConfig, output: Path, *, progress: Progress = lambda phase, result: None, fresh: bool = False
+) -> Record:
     """Federated run, then the centralized baseline, resuming both after their last completed round."""
     _claim_folder(output, cfg, fresh)
     federation = prepare(cfg)
@@ -97,25 +98,44 @@ def run_local(cfg: RunConfig, output: Path, *, progress: Progress = lambda phase
         def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
             log.append(result, checkpoint)
             progress(phase, result)
+
         return on_round
 
     fed_log = PhaseLog(output / "federated")
     clients = {c.client_id: c for c in federation.clients}
     final = run_federated(
-        cfg, InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=cfg.federation.local_epochs), evaluate,
-        initial=initial, strategy=strategy_for(cfg.federation.intermittent.approach), presence=presence_for(cfg),
-        samples={cid: len(c.train) for cid, c in clients.items()}, batchnorm_slots=trainer.batchnorm_slots,
-        on_round=persist("federated", fed_log), start=fed_log.resume_point(),
+        cfg,
+        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=cfg.federation.local_epochs),
+        evaluate,
+        initial=initial,
+        strategy=strategy_for(cfg.federation.intermittent.approach),
+        presence=presence_for(cfg),
+        samples={cid: len(c.train) for cid, c in clients.items()},
+        batchnorm_slots=trainer.batchnorm_slots,
+        on_round=persist("federated", fed_log),
+        start=fed_log.resume_point(),
     )
     trainer.save(final, output / "federated.keras")
-    results: Record = {"name": cfg.name, "config": cfg.model_dump(mode="json"),
-                       "federated": phase_summary(fed_log.records()), "centralized": None}
+    results: Record = {
+        "name": cfg.name,
+        "config": cfg.model_dump(mode="json"),
+        "federated": phase_summary(fed_log.records()),
+        "centralized": None,
+    }
     if cfg.centralized.enabled:
         central_log = PhaseLog(output / "centralized")
-        run_centralized(cfg, trainer, federation.central_train(), evaluate, initial=initial,
-                        on_round=persist("centralized", central_log), start=central_log.resume_point())
+        run_centralized(
+            cfg,
+            trainer,
+            federation.central_train(),
+            evaluate,
+            initial=initial,
+            on_round=persist("centralized", central_log),
+            start=central_log.resume_point(),
+        )
         results["centralized"] = phase_summary(central_log.records())
-        results["time_reduction"] = time_reduction(results["federated"]["critical_path_s"],
-                                                   results["centralized"]["wall_time_s"])
+        results["time_reduction"] = time_reduction(
+            results["federated"]["critical_path_s"], results["centralized"]["wall_time_s"]
+        )
     (output / "results.json").write_text(json.dumps(results, indent=1))
     return results

@@ -18,8 +18,14 @@ def round_record(result: RoundResult) -> Record:
         "test_samples": result.metrics.samples,
         "roc": {"fpr": result.metrics.roc.fpr, "tpr": result.metrics.roc.tpr},
         "clients": [
-            {"id": c.client_id, "status": str(c.status), "samples": c.samples,
-             "event": str(c.event) if c.event else None, "metrics": dict(c.metrics), "error": c.error}
+            {
+                "id": c.client_id,
+                "status": str(c.status),
+                "samples": c.samples,
+                "event": str(c.event) if c.event else None,
+                "metrics": dict(c.metrics),
+                "error": c.error,
+            }
             for c in result.clients
         ],
         "wall_s": result.wall_s,
@@ -52,7 +58,9 @@ def time_reduction(federated_s: float, centralized_s: float) -> float | None:
 
 def table3(results: Record) -> str:
     """The study's Table 3: test loss, accuracy, AUC, rounds, execution time, time reduction."""
-    header = f"{'run':<12} {'loss':>7} {'acc':>7} {'AUC':>7} {'rounds':>7} {'time s':>9} {'parallel s':>11} {'saved':>7}"
+    header = (
+        f"{'run':<12} {'loss':>7} {'acc':>7} {'AUC':>7} {'rounds':>7} {'time s':>9} {'parallel s':>11} {'saved':>7}"
+    )
     lines = [header, "-" * len(header)]
     central = results.get("centralized")
     for name in ("federated", "centralized"):
@@ -68,6 +76,8 @@ def table3(results: Record) -> str:
             f"{name:<12} {final['loss']:>7.3f} {final['accuracy']:>7.3f} {final['auc']:>7.3f} "
             f"{phase['rounds_done']:>7d} {phase['wall_time_s']:>9.1f} {phase['critical_path_s']:>11.1f} {saved:>7}"
         )
-    lines.append("parallel s: slowest client + server work per round, as when every hospital trains at once; "
-                 "saved: centralized time minus that, as a share of the centralized time")
+    lines.append(
+        "parallel s: slowest client + server work per round, as when every hospital trains at once; "
+        "saved: centralized time minus that, as a share of the centralized time"
+    )
     return "\n".join(lines)

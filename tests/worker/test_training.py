@@ -16,13 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_config(**federation: object) -> RunConfig:
-    return RunConfig.model_validate({
-        "name": "tiny",
-        "seed": 7,
-        "data": {"train": {"format": "synthetic", "samples": 600}, "image_size": 32, "test_fraction": 0.25},
-        "federation": {"clients": 3, "rounds": 3, "client_test_fraction": 0.2, **federation},
-        "centralized": {"enabled": True, "epochs": 2},
-    })
+    return RunConfig.model_validate(
+        {
+            "name": "tiny",
+            "seed": 7,
+            "data": {"train": {"format": "synthetic", "samples": 600}, "image_size": 32, "test_fraction": 0.25},
+            "federation": {"clients": 3, "rounds": 3, "client_test_fraction": 0.2, **federation},
+            "centralized": {"enabled": True, "epochs": 2},
+        }
+    )
 
 
 def test_tiny_federated_run_learns_and_writes_results(tmp_path: Path) -> None:
@@ -74,7 +76,8 @@ def test_interrupted_run_resumes_without_repeating_a_round(tmp_path: Path) -> No
 def test_precise_batchnorm_beats_keras_moving_statistics(tmp_path: Path) -> None:
     """The documented fix: with Keras' own moving statistics the first rounds predict one class."""
     fixed = run_local(tiny_config(rounds=1), tmp_path / "fixed")
-    stale_cfg = tiny_config(rounds=1).model_copy(update={"model": tiny_config().model.model_copy(update={"batchnorm": "keras"})})
+    keras_bn = tiny_config().model.model_copy(update={"batchnorm": "keras"})
+    stale_cfg = tiny_config(rounds=1).model_copy(update={"model": keras_bn})
     stale = run_local(stale_cfg, tmp_path / "stale")
 
     assert fixed["federated"]["final"]["accuracy"] > 0.8

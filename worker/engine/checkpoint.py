@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -23,20 +24,21 @@ class Checkpoint:
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     """Write to a temporary file and rename, so a killed process never leaves a half-written checkpoint."""
-    arrays = {f"w{i}": w for i, w in enumerate(checkpoint.weights)}
-    arrays |= {f"o{i}": w for i, w in enumerate(checkpoint.optimizer_state)}
-    for k, update in enumerate(checkpoint.strategy_state):
-        arrays |= {f"s{k}_{i}": w for i, w in enumerate(update.weights)}
     meta = {
         "round": checkpoint.round,
         "layers": len(checkpoint.weights),
         "optimizer": len(checkpoint.optimizer_state),
         "strategy": [[u.client_id, u.num_examples, len(u.weights)] for u in checkpoint.strategy_state],
     }
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    arrays |= {f"w{i}": w for i, w in enumerate(checkpoint.weights)}
+    arrays |= {f"o{i}": w for i, w in enumerate(checkpoint.optimizer_state)}
+    for k, update in enumerate(checkpoint.strategy_state):
+        arrays |= {f"s{k}_{i}": w for i, w in enumerate(update.weights)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
-        np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
+        np.savez(file, **cast(dict[str, Any], arrays))  # the stub mistakes array names for options
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, path)

@@ -40,7 +40,7 @@ class KerasTrainer:
         self.model = compiled_cnn(image_size, config.optimizer, config.learning_rate)
         self.model.optimizer.build(self.model.trainable_variables)
         self._fresh_optimizer = [v.numpy() for v in self.model.optimizer.variables]
-        self._bn_layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        self._bn_layers = [layer for layer in self.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         paths = [w.path for w in self.model.weights]
         #: positions of each BatchNorm layer's moving mean in ``get_weights()``; the variance follows it.
         self.batchnorm_slots = [i for i, path in enumerate(paths) if path.endswith("moving_mean")]
@@ -50,21 +50,25 @@ class KerasTrainer:
         import keras
 
         keras.utils.set_random_seed(seed)
-        return build_cnn(self.image_size).get_weights()
+        weights: Weights = build_cnn(self.image_size).get_weights()
+        return weights
 
-    def fit(self, weights: Weights, data: Dataset, *, epochs: int, seed: int,
-            optimizer_state: Weights | None = None) -> FitResult:
+    def fit(
+        self, weights: Weights, data: Dataset, *, epochs: int, seed: int, optimizer_state: Weights | None = None
+    ) -> FitResult:
         """Local training from ``weights``; the optimizer starts fresh unless a state is passed in."""
         import keras
 
         started = time.perf_counter()
         keras.utils.set_random_seed(seed)
         self.model.set_weights(weights)
-        for variable, value in zip(self.model.optimizer.variables, optimizer_state or self._fresh_optimizer,
-                                   strict=True):
+        for variable, value in zip(
+            self.model.optimizer.variables, optimizer_state or self._fresh_optimizer, strict=True
+        ):
             variable.assign(value)
-        history = self.model.fit(data.images, data.labels, batch_size=self.config.batch_size, epochs=epochs,
-                                 shuffle=True, verbose=0)
+        history = self.model.fit(
+            data.images, data.labels, batch_size=self.config.batch_size, epochs=epochs, shuffle=True, verbose=0
+        )
         if self.config.batchnorm != "keras":
             recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
         return FitResult(
@@ -100,4 +104,3 @@ class KerasTrainer:
             return data.images
         pick = np.random.default_rng([seed, 0xB4]).choice(len(data), n, replace=False)
         return data.images[np.sort(pick)]
-

@@ -22,8 +22,9 @@ class Executor(Protocol):
         ...
 
 
-def client_update(trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int, seed: int,
-                  local_epochs: int) -> ClientUpdate:
+def client_update(
+    trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int, seed: int, local_epochs: int
+) -> ClientUpdate:
     """One client's round: local training, then loss and accuracy on its own test set."""
     fit_seed = derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id))
     fit = trainer.fit(weights, client.train, epochs=local_epochs, seed=fit_seed)
@@ -34,18 +35,22 @@ def client_update(trainer: KerasTrainer, client: ClientData, weights: Weights, *
     return ClientUpdate(client.client_id, fit.weights, len(client.train), metrics)
 
 
-def client_statistics(trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int,
-                      seed: int) -> ClientUpdate:
+def client_statistics(
+    trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int, seed: int
+) -> ClientUpdate:
     started = time.perf_counter()
-    stats = trainer.batchnorm_statistics(weights, client.train, derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id)))
+    stats = trainer.batchnorm_statistics(
+        weights, client.train, derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id))
+    )
     return ClientUpdate(client.client_id, stats, len(client.train), {"seconds": time.perf_counter() - started})
 
 
 class InProcessExecutor:
     """Runs the clients one after another on this process's trainer (the CLI and benchmarks)."""
 
-    def __init__(self, trainer: KerasTrainer, clients: Mapping[str, ClientData], *, seed: int,
-                 local_epochs: int) -> None:
+    def __init__(
+        self, trainer: KerasTrainer, clients: Mapping[str, ClientData], *, seed: int, local_epochs: int
+    ) -> None:
         self.trainer = trainer
         self.clients = clients
         self.seed = seed
@@ -53,11 +58,13 @@ class InProcessExecutor:
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         return [
-            client_update(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed,
-                          local_epochs=self.local_epochs)
+            client_update(
+                self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed, local_epochs=self.local_epochs
+            )
             for cid in client_ids
         ]
 
     def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
-        return [client_statistics(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed)
-                for cid in client_ids]
+        return [
+            client_statistics(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed) for cid in client_ids
+        ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from app.run_config import DirichletPartition, RunConfig, SizesPartition
 from worker.engine import partition
-from worker.engine.data import Dataset, DataError, load_source, require_both_classes
+from worker.engine.data import DataError, Dataset, load_source, require_both_classes
 from worker.engine.presence import Membership, Presence
 
 
@@ -59,7 +59,9 @@ def prepare(cfg: RunConfig) -> Federation:
     if cfg.data.test is not None:
         test = load_source(cfg.data.test, size, derive_seed(cfg.seed, SYNTHETIC_TEST))
     else:
-        keep, held = partition.holdout(data.labels, cfg.data.test_fraction, np.random.default_rng([cfg.seed, TEST_SPLIT]))
+        keep, held = partition.holdout(
+            data.labels, cfg.data.test_fraction, np.random.default_rng([cfg.seed, TEST_SPLIT])
+        )
         data, test = data.subset(keep), data.subset(held)
     require_both_classes(test, "the common test set")
     clients = []
@@ -76,7 +78,5 @@ def prepare(cfg: RunConfig) -> Federation:
 def presence_for(cfg: RunConfig) -> Presence:
     joins = {e.client: e.joins for e in cfg.federation.intermittent.events if e.joins is not None}
     leaves = {e.client: e.leaves for e in cfg.federation.intermittent.events if e.leaves is not None}
-    members = [
-        Membership(str(c), joins.get(c, 1), leaves.get(c)) for c in range(1, cfg.federation.clients + 1)
-    ]
+    members = [Membership(str(c), joins.get(c, 1), leaves.get(c)) for c in range(1, cfg.federation.clients + 1)]
     return Presence(members, cfg.federation.intermittent.availability, cfg.seed)

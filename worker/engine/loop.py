@@ -33,8 +33,14 @@ class Cancelled(Exception):
     """The run was asked to stop; every round before this one is complete and reported."""
 
 
-def _client_rounds(rnd: int, presence: Presence, samples: dict[str, int], aggregate: Aggregate | None,
-                   updates: Sequence[ClientUpdate], failures: Sequence[ClientFailure]) -> list[ClientRound]:
+def _client_rounds(
+    rnd: int,
+    presence: Presence,
+    samples: dict[str, int],
+    aggregate: Aggregate | None,
+    updates: Sequence[ClientUpdate],
+    failures: Sequence[ClientFailure],
+) -> list[ClientRound]:
     fresh = {u.client_id: u for u in updates}
     failed = {f.client_id: f.error for f in failures}
     counted = aggregate.counted if aggregate else {}
@@ -47,9 +53,20 @@ def _client_rounds(rnd: int, presence: Presence, samples: dict[str, int], aggreg
     return rows
 
 
-def run_federated(cfg: RunConfig, executor: Executor, evaluate: Evaluate, *, initial: Weights, strategy: Strategy,
-                  presence: Presence, samples: dict[str, int], batchnorm_slots: Sequence[int], on_round: OnRound,
-                  start: Checkpoint | None = None, should_stop: Callable[[], bool] = lambda: False) -> Weights:
+def run_federated(
+    cfg: RunConfig,
+    executor: Executor,
+    evaluate: Evaluate,
+    *,
+    initial: Weights,
+    strategy: Strategy,
+    presence: Presence,
+    samples: dict[str, int],
+    batchnorm_slots: Sequence[int],
+    on_round: OnRound,
+    start: Checkpoint | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Weights:
     """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
 
     With ``model.batchnorm == "federated"`` each round ends with a second, forward-only pass in
@@ -72,9 +89,9 @@ def run_federated(cfg: RunConfig, executor: Executor, evaluate: Evaluate, *, ini
         aggregation_s = time.perf_counter() - aggregated
         stats: list[ClientUpdate] = []
         new = weights
-        if result is not None:
+        if result is not None and updates:  # with only kept updates, the global model would not change
             new = result.weights
-            if cfg.model.batchnorm == "federated" and updates:
+            if cfg.model.batchnorm == "federated":
                 stats = executor.batchnorm_statistics(rnd, new, [u.client_id for u in updates])
                 pooled = time.perf_counter()
                 moments = pooled_moments([(s.weights, s.num_examples) for s in stats])
@@ -100,9 +117,17 @@ def run_federated(cfg: RunConfig, executor: Executor, evaluate: Evaluate, *, ini
     return weights
 
 
-def run_centralized(cfg: RunConfig, trainer: KerasTrainer, train: Dataset, evaluate: Evaluate, *, initial: Weights,
-                    on_round: OnRound, start: Checkpoint | None = None,
-                    should_stop: Callable[[], bool] = lambda: False) -> Weights:
+def run_centralized(
+    cfg: RunConfig,
+    trainer: KerasTrainer,
+    train: Dataset,
+    evaluate: Evaluate,
+    *,
+    initial: Weights,
+    on_round: OnRound,
+    start: Checkpoint | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Weights:
     """The baseline: the same model trained on the union of the clients' data, one report per epoch."""
     weights, first = (start.weights, start.round + 1) if start else (initial, 1)
     optimizer_state = start.optimizer_state if start and start.optimizer_state else None
@@ -110,16 +135,23 @@ def run_centralized(cfg: RunConfig, trainer: KerasTrainer, train: Dataset, evalu
         if should_stop():
             raise Cancelled(f"cancelled before epoch {epoch}")
         began = time.perf_counter()
-        fit = trainer.fit(weights, train, epochs=1, seed=derive_seed(cfg.seed, CENTRAL_FIT, epoch),
-                          optimizer_state=optimizer_state)
+        fit = trainer.fit(
+            weights, train, epochs=1, seed=derive_seed(cfg.seed, CENTRAL_FIT, epoch), optimizer_state=optimizer_state
+        )
         weights, optimizer_state = fit.weights, fit.optimizer_state
         evaluated = time.perf_counter()
         metrics = evaluate(weights)
         evaluation_s = time.perf_counter() - evaluated
-        central = ClientRound("central", ClientStatus.TRAINED, len(train),
-                              metrics={"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds})
+        central = ClientRound(
+            "central",
+            ClientStatus.TRAINED,
+            len(train),
+            metrics={"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds},
+        )
         on_round(
-            RoundResult(epoch, metrics, [central], time.perf_counter() - began, fit.seconds, 0.0, 0.0, evaluation_s, 0, 0),
+            RoundResult(
+                epoch, metrics, [central], time.perf_counter() - began, fit.seconds, 0.0, 0.0, evaluation_s, 0, 0
+            ),
             Checkpoint(epoch, weights, optimizer_state=optimizer_state),
         )
     return weights

@@ -14,7 +14,9 @@ def _split_class(indices: np.ndarray, fractions: Sequence[float]) -> list[np.nda
     return np.split(indices, cuts)
 
 
-def _by_class(labels: np.ndarray, fractions_per_class: Sequence[Sequence[float]], rng: np.random.Generator) -> list[np.ndarray]:
+def _by_class(
+    labels: np.ndarray, fractions_per_class: Sequence[Sequence[float]], rng: np.random.Generator
+) -> list[np.ndarray]:
     k = len(fractions_per_class[0])
     shares: list[list[np.ndarray]] = [[] for _ in range(k)]
     for cls, fractions in zip(np.unique(labels), fractions_per_class, strict=True):

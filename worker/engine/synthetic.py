@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: np.ndarray, cx: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> np.ndarray:
+def _ellipse(
+    yy: np.ndarray, xx: np.ndarray, cy: np.ndarray, cx: np.ndarray, ry: np.ndarray, rx: np.ndarray
+) -> np.ndarray:
     """Soft-edged ellipse masks, one per image (parameters are per-image column vectors)."""
     d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
-    return np.clip((1.0 - d) * 4, 0, 1)
+    mask: np.ndarray = np.clip((1.0 - d) * 4, 0, 1)
+    return mask
 
 
 def synthetic_xrays(samples: int, size: int, positive_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,7 +23,7 @@ def synthetic_xrays(samples: int, size: int, positive_fraction: float, seed: int
     """
     rng = np.random.default_rng(seed)
     labels = (rng.random(samples) < positive_fraction).astype(np.uint8)
-    yy, xx = np.mgrid[0:1:complex(size), 0:1:complex(size)]
+    yy, xx = np.mgrid[0 : 1 : complex(size), 0 : 1 : complex(size)]
     yy, xx = yy[None], xx[None]
 
     def col(low: float, high: float) -> np.ndarray:
@@ -35,9 +38,9 @@ def synthetic_xrays(samples: int, size: int, positive_fraction: float, seed: int
     n_spots = rng.integers(1, 4, samples)
     for spot in range(3):
         active = (labels == 1) & (n_spots > spot)
-        side = np.where(rng.random((samples, 1, 1)) < 0.5, -1, 1)
+        sign = np.where(rng.random((samples, 1, 1)) < 0.5, -1, 1)
         cy = lung_y + col(-0.15, 0.18)
-        cx = 0.5 + side * col(0.13, 0.22)
+        cx = 0.5 + sign * col(0.13, 0.22)
         radius = col(0.06, 0.12)
         blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)))
         images = images + active[:, None, None] * 0.3 * col(0.6, 1.0) * blob
