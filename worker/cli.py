@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.run_config import RunConfig, describe_errors
+from app.settings import Settings, get_settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress bar
 
@@ -89,3 +92,115 @@ def run(config: Path, output: Path, fresh: bool) -> None:
 def validate(config: Path) -> None:
     """Check CONFIG and print it with every default filled in, as JSON."""
     click.echo(json.dumps(load_config(config).model_dump(mode="json"), indent=2))
+
+
+def _service_env(settings: Settings) -> dict[str, str]:
+    """Pin every path, so that workers started from anywhere share the API's database, broker and artifacts."""
+    return os.environ | {
+        "FEDLENS_DATA_DIR": str(settings.data_dir.resolve()),
+        "FEDLENS_DATABASE_URL": settings.database,
+        "FEDLENS_BROKER_URL": settings.broker,
+        "FEDLENS_ARTIFACTS_DIR": str(settings.artifacts),
+    }
+
+
+def _worker_command(queues: str, concurrency: int, name: str) -> list[str]:
+    pool = ["--pool=solo"] if concurrency == 1 else ["--pool=prefork", f"--concurrency={concurrency}"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        *pool,
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    ]
+
+
+@main.command()
+@click.option(
+    "-Q",
+    "--queues",
+    default="runs,train",
+    show_default=True,
+    help="runs: orchestrate federated runs; train: client training and centralized baselines.",
+)
+@click.option("-c", "--concurrency", default=1, show_default=True, help="Processes (one model each).")
+def worker(queues: str, concurrency: int) -> None:
+    """Run a Celery worker (a GPU host joins with: fedlens worker -Q train)."""
+    if "runs" in queues.split(",") and "train" in queues.split(",") and concurrency < 2:
+        raise click.ClickException(
+            "a single process cannot both wait for clients and train them; use -c 2 or more, or one worker per queue"
+        )
+    os.execvpe(sys.executable, _worker_command(queues, concurrency, "worker"), os.environ)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the REST API and the dashboard (no training happens in this process)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply the Alembic migrations to FEDLENS_DATABASE_URL (default: SQLite in the data directory)."""
+    from app.migrate import upgrade as migrate
+
+    settings = get_settings()
+    migrate(settings.database)
+    click.echo(f"database schema is up to date: {settings.database}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
+@click.option("--train-workers", default=1, show_default=True, help="Client-training processes to start.")
+def up(host: str | None, port: int | None, train_workers: int) -> None:
+    """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services."""
+    import uvicorn
+
+    from app.embedded import EmbeddedRedis
+    from app.logs import configure_logging
+    from app.main import create_app
+    from app.migrate import upgrade as migrate
+
+    configure_logging()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if settings.broker_url is None:
+            stack.enter_context(EmbeddedRedis(settings.redis_socket, settings.data_dir))
+        migrate(settings.database)
+        env = _service_env(settings)
+        for queue, concurrency in (("runs", 1), ("train", train_workers)):
+            process = subprocess.Popen(_worker_command(queue, concurrency, queue), env=env)
+            stack.callback(_stop, process)
+        click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
+        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()

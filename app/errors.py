@@ -1,0 +1,40 @@
+"""Domain errors raised by the services and the one place that maps them to HTTP responses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+class DomainError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class InvalidTransition(DomainError):
+    """The run's status does not allow the request (cancel a finished run, resume a running one)."""
+
+    status_code = 409
+
+
+class BadRequest(DomainError):
+    status_code = 422
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+class Unavailable(DomainError):
+    """A dependency (broker, database) cannot be reached; the request may be retried."""
+
+    status_code = 503

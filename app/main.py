@@ -1,0 +1,92 @@
+"""The FastAPI application: REST API, dashboard pages, health check and the stale-run watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from app.db import SettingsDep, session_factory
+from app.errors import install_handlers
+from app.logs import configure_logging
+from app.broker import client_for
+from app.routes import api_experiments, api_runs
+from app.runs import requeue_stale_runs
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def _requeue(settings: Settings) -> None:
+    with session_factory(settings)() as session:
+        requeue_stale_runs(session=session, celery=client_for(settings.broker), stale_after_s=settings.stale_after_s)
+
+
+async def watchdog(settings: Settings) -> None:
+    """Requeue runs whose worker died (stale heartbeat); the next worker resumes them after their last round."""
+    while True:
+        try:
+            await run_in_threadpool(_requeue, settings)
+        except Exception:
+            logger.exception("stale-run watchdog failed; retrying")
+        await asyncio.sleep(max(0.5, settings.stale_after_s / 3))
+
+
+def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's error list plus a dotted ``field`` path that forms can show next to the input."""
+    details = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"] if p != "body"]
+        details.append({"field": ".".join(loc), "message": item["msg"], **jsonable_encoder(item)})
+    return details
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(watchdog(settings))
+        yield
+        task.cancel()
+
+    configure_logging()
+    app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_handlers(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _field_errors(error)}, status_code=422)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz(current: SettingsDep) -> JSONResponse:
+        """200 when the database and the broker answer, else 503 with what failed."""
+        checks: dict[str, str] = {}
+        try:
+            with session_factory(current)() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"error: {error}"
+        try:
+            with client_for(current.broker).connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            checks["broker"] = "ok"
+        except Exception as error:
+            checks["broker"] = f"error: {error}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(checks, status_code=200 if healthy else 503)
+
+    app.include_router(api_experiments.router)
+    app.include_router(api_runs.router)
+    return app

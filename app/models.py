@@ -1,0 +1,193 @@
+"""SQLAlchemy tables: experiment → run → fl_round → round_metric, plus client_round (participation)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: Statuses a client can have in a round; the engine's ClientStatus uses the same words.
+CLIENT_STATUSES = ("trained", "kept", "absent", "failed")
+GLOBAL = ""  # client_id of metrics measured by the server on the common test set
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every database: SQLite stores naive text, so reads get UTC attached back."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class RunKind(StrEnum):
+    FEDERATED = "federated"
+    CENTRALIZED = "centralized"
+
+
+def _enum(cls: type[StrEnum]) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        name=cls.__name__.lower(),
+    )
+
+
+class Base(DeclarativeBase):
+    """Every constraint is named, so Alembic diffs stay stable across databases (as MLflow does)."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime}
+
+
+class Experiment(Base):
+    __tablename__ = "experiment"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # RunConfig.model_dump(mode="json")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    runs: Mapped[list[Run]] = relationship(
+        back_populates="experiment", order_by="Run.created_at", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Run(Base):
+    __tablename__ = "run"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    experiment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("experiment.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[RunKind] = mapped_column(_enum(RunKind))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED, index=True)
+    seed: Mapped[int]
+    total_rounds: Mapped[int]  # rounds (federated) or epochs (centralized)
+    current_round: Mapped[int] = mapped_column(default=0)  # last completed round
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    model_path: Mapped[str | None] = mapped_column(String(500))
+
+    experiment: Mapped[Experiment] = relationship(back_populates="runs")
+
+
+class FlRound(Base):
+    """One completed round (or centralized epoch); its primary key makes a redelivered write a no-op."""
+
+    __tablename__ = "fl_round"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    wall_s: Mapped[float]
+    train_s: Mapped[float]
+    calibration_s: Mapped[float]
+    aggregation_s: Mapped[float]
+    evaluation_s: Mapped[float]
+    bytes_sent: Mapped[int] = mapped_column(BigInteger)
+    bytes_received: Mapped[int] = mapped_column(BigInteger)
+    test_samples: Mapped[int]
+    roc: Mapped[dict[str, list[float]]] = mapped_column(JSON)  # {"fpr": [...], "tpr": [...]}, <= 200 points
+    checkpoint: Mapped[str] = mapped_column(String(500))
+    finished_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (CheckConstraint("number >= 1", name="number_positive"),)
+
+
+class RoundMetric(Base):
+    """One value per (run, round, client, key): global test metrics have client_id "" (MLflow's long table)."""
+
+    __tablename__ = "round_metric"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # "test.auc", "train.loss", ...
+    value: Mapped[float]
+    is_nan: Mapped[bool] = mapped_column(default=False)  # NaN is stored as 0 + flag (SQLite turns NaN into NULL)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "round"],
+            ["fl_round.run_id", "fl_round.number"],
+            ondelete="CASCADE",
+            name="fk_round_metric_round",
+        ),
+    )
+
+
+class ClientRound(Base):
+    """A client's participation in one round: status, join/leave event and sample count."""
+
+    __tablename__ = "client_round"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(16))
+    samples: Mapped[int]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "round"],
+            ["fl_round.run_id", "fl_round.number"],
+            ondelete="CASCADE",
+            name="fk_client_round_round",
+        ),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in CLIENT_STATUSES)})", name="status_known"),
+        CheckConstraint("event IS NULL OR event IN ('joined', 'left')", name="event_known"),
+    )

@@ -1,0 +1,146 @@
+"""Read a run's results: rounds with global and per-client metrics, ROC curves, Table 3 and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import uuid
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import BadRequest, NotFound
+from app.models import GLOBAL, ClientRound, FlRound, RoundMetric, Run, RunKind
+from app.runs import get_run
+from app.schemas import ClientRoundRead, CompareRow, RocRead, RoundRead, RunRead
+
+
+def run_read(run: Run) -> RunRead:
+    return RunRead.model_validate(run).model_copy(update={"has_model": run.model_path is not None})
+
+
+def _value(metric: RoundMetric) -> float | None:
+    return None if metric.is_nan else metric.value
+
+
+def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[RoundRead]:
+    """All rounds after ``since``: one query per table whatever the number of rounds and clients."""
+    rounds = session.scalars(
+        select(FlRound).where(FlRound.run_id == run_id, FlRound.number > since).order_by(FlRound.number)
+    ).all()
+    metrics: dict[tuple[int, str], dict[str, float | None]] = defaultdict(dict)
+    for m in session.scalars(select(RoundMetric).where(RoundMetric.run_id == run_id, RoundMetric.round > since)):
+        metrics[m.round, m.client_id][m.key] = _value(m)
+    clients: dict[int, list[ClientRoundRead]] = defaultdict(list)
+    query = select(ClientRound).where(ClientRound.run_id == run_id, ClientRound.round > since)
+    for c in session.scalars(query.order_by(ClientRound.round, ClientRound.client_id)):
+        clients[c.round].append(
+            ClientRoundRead(
+                id=c.client_id,
+                status=c.status,
+                event=c.event,
+                samples=c.samples,
+                error=c.error,
+                metrics=metrics.get((c.round, c.client_id), {}),
+            )
+        )
+    for rows in clients.values():
+        rows.sort(key=lambda c: (len(c.id), c.id))  # "2" before "10"
+    return [
+        RoundRead(
+            number=r.number,
+            metrics=metrics.get((r.number, GLOBAL), {}),
+            clients=clients.get(r.number, []),
+            wall_s=r.wall_s,
+            train_s=r.train_s,
+            calibration_s=r.calibration_s,
+            aggregation_s=r.aggregation_s,
+            evaluation_s=r.evaluation_s,
+            critical_path_s=r.train_s + r.calibration_s + r.aggregation_s + r.evaluation_s,
+            bytes_sent=r.bytes_sent,
+            bytes_received=r.bytes_received,
+            test_samples=r.test_samples,
+            finished_at=r.finished_at,
+        )
+        for r in rounds
+    ]
+
+
+def roc(*, session: Session, run_id: uuid.UUID, round_number: int | None) -> RocRead:
+    """The ROC curve of one round's global model; the last completed round by default."""
+    get_run(session=session, run_id=run_id)
+    query = select(FlRound).where(FlRound.run_id == run_id)
+    query = query.where(FlRound.number == round_number) if round_number else query.order_by(FlRound.number.desc())
+    found = session.scalars(query.limit(1)).first()
+    if found is None:
+        where = f"round {round_number}" if round_number else "any completed round"
+        raise NotFound(f"run {run_id} has no ROC curve for {where}")
+    auc = session.get(RoundMetric, (run_id, found.number, GLOBAL, "test.auc"))
+    return RocRead(
+        run_id=run_id, round=found.number, auc=_value(auc) if auc else None, fpr=found.roc["fpr"], tpr=found.roc["tpr"]
+    )
+
+
+def _summary(session: Session, run: Run) -> tuple[dict[str, float | None], float, float]:
+    rounds = load_rounds(session=session, run_id=run.id)
+    final = rounds[-1].metrics if rounds else {}
+    return final, sum(r.wall_s for r in rounds), sum(r.critical_path_s for r in rounds)
+
+
+def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
+    """The study's Table 3 for these runs; each federated run is compared with a centralized run.
+
+    The centralized reference is one of the requested runs if there is one, else the baseline
+    launched with the federated run's experiment.
+    """
+    if not run_ids:
+        raise BadRequest("give at least one run id: /api/compare?runs=ID,ID")
+    runs = [get_run(session=session, run_id=rid) for rid in run_ids]
+    summaries = {run.id: _summary(session, run) for run in runs}
+    chosen = next((r for r in runs if r.kind == RunKind.CENTRALIZED), None)
+    rows = []
+    for run in runs:
+        final, wall, parallel = summaries[run.id]
+        central = chosen
+        if central is None and run.kind == RunKind.FEDERATED:
+            central = next((r for r in run.experiment.runs if r.kind == RunKind.CENTRALIZED), None)
+        reduction = None
+        if central is not None and run.kind == RunKind.FEDERATED:
+            central_wall = summaries[central.id][1] if central.id in summaries else _summary(session, central)[1]
+            reduction = (central_wall - parallel) / central_wall if central_wall > 0 else None
+        rows.append(
+            CompareRow(
+                run_id=run.id,
+                experiment=run.experiment.name,
+                kind=run.kind,
+                status=run.status,
+                clients=run.experiment.config["federation"]["clients"] if run.kind == RunKind.FEDERATED else None,
+                loss=final.get("test.loss"),
+                accuracy=final.get("test.accuracy"),
+                auc=final.get("test.auc"),
+                rounds=run.current_round,
+                execution_time_s=wall,
+                parallel_time_s=parallel if run.kind == RunKind.FEDERATED else wall,
+                centralized_run_id=central.id if central else None,
+                time_reduction=reduction,
+            )
+        )
+    return rows
+
+
+def metrics_csv(*, session: Session, run_id: uuid.UUID) -> str:
+    """Long format, one row per (round, client, metric): client "" is the global model on the common test set."""
+    get_run(session=session, run_id=run_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["round", "client", "status", "metric", "value"])
+    for r in load_rounds(session=session, run_id=run_id):
+        for key, value in r.metrics.items():
+            writer.writerow([r.number, "", "", key, "" if value is None or math.isnan(value) else value])
+        for c in r.clients:
+            writer.writerow([r.number, c.id, c.status, "samples", c.samples])
+            for key, value in c.metrics.items():
+                writer.writerow([r.number, c.id, c.status, key, "" if value is None else value])
+    return out.getvalue()

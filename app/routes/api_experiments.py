@@ -1,0 +1,42 @@
+"""REST endpoints for experiments: create, list, read, launch."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app import runs
+from app.db import SessionDep
+from app.deps import CeleryDep
+from app.results import run_read
+from app.schemas import ExperimentCreate, ExperimentRead, Launch, Page
+
+router = APIRouter(prefix="/api/experiments", tags=["experiments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_experiment(body: ExperimentCreate, session: SessionDep) -> ExperimentRead:
+    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed."""
+    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body))
+
+
+@router.get("")
+def list_experiments(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+) -> Page[ExperimentRead]:
+    items, total = runs.list_experiments(session=session, limit=limit, offset=offset)
+    return Page(items=[ExperimentRead.model_validate(e) for e in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{experiment_id}")
+def get_experiment(experiment_id: uuid.UUID, session: SessionDep) -> ExperimentRead:
+    return ExperimentRead.model_validate(runs.get_experiment(session=session, experiment_id=experiment_id))
+
+
+@router.post("/{experiment_id}/runs", status_code=status.HTTP_201_CREATED)
+def launch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Launch:
+    """Create and enqueue the federated run and, if the config asks, its centralized baseline."""
+    federated, central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)
+    return Launch(federated=run_read(federated), centralized=run_read(central) if central else None)

@@ -1,0 +1,100 @@
+"""REST endpoints for runs: status, rounds, ROC, events, cancel/resume, CSV, model, compare."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+
+from app import results, runs
+from app.db import SessionDep, SettingsDep
+from app.deps import CeleryDep
+from app.errors import BadRequest, NotFound
+from app.events import run_events
+from app.schemas import CompareRow, RocRead, RunRead, RunRounds
+
+router = APIRouter(prefix="/api", tags=["runs"])
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
+    return results.run_read(runs.get_run(session=session, run_id=run_id))
+
+
+@router.get("/runs/{run_id}/rounds")
+def get_rounds(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    since: Annotated[int, Query(ge=0, description="only rounds after this one")] = 0,
+) -> RunRounds:
+    """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
+    run = runs.get_run(session=session, run_id=run_id)
+    return RunRounds(run=results.run_read(run), rounds=results.load_rounds(session=session, run_id=run_id, since=since))
+
+
+@router.get("/runs/{run_id}/roc")
+def get_roc(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    round: Annotated[int | None, Query(ge=1, description="default: the last completed round")] = None,
+) -> RocRead:
+    return results.roc(session=session, run_id=run_id, round_number=round)
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> RunRead:
+    """409 if the run has finished; a running run stops before its next client task."""
+    return results.run_read(runs.cancel_run(session=session, run_id=run_id, stale_after_s=settings.stale_after_s))
+
+
+@router.post("/runs/{run_id}/resume")
+def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead:
+    """Queue a failed or cancelled run again; it continues after its last completed round."""
+    return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id))
+
+
+@router.get("/runs/{run_id}/events")
+async def events(
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, since: Annotated[int, Query(ge=0)] = 0
+) -> StreamingResponse:
+    """Server-sent events: ``status`` on every status change, ``round`` for every finished round."""
+    last_event = request.headers.get("last-event-id", "")
+    start = int(last_event) if last_event.isdigit() else since
+    stream = await run_events(run_id, settings, request, since=start)
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.get("/runs/{run_id}/metrics.csv", response_class=PlainTextResponse)
+def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
+    body = results.metrics_csv(session=session, run_id=run_id)
+    return PlainTextResponse(
+        body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'}
+    )
+
+
+@router.get("/runs/{run_id}/model", response_class=FileResponse)
+def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
+    """The final model as a .keras file (``keras.models.load_model`` opens it)."""
+    run = runs.get_run(session=session, run_id=run_id)
+    if not run.model_path or not Path(run.model_path).exists():
+        raise NotFound(f"run {run_id} has no final model yet (status {run.status})")
+    return FileResponse(
+        run.model_path, media_type="application/octet-stream", filename=f"fedlens-{run.kind}-{run_id}.keras"
+    )
+
+
+@router.get("/compare")
+def compare(
+    session: SessionDep, runs_: Annotated[str, Query(alias="runs", description="comma-separated run ids")]
+) -> list[CompareRow]:
+    """The study's Table 3 for these runs: loss, accuracy, AUC, rounds, execution time, time reduction."""
+    try:
+        ids = [uuid.UUID(part.strip()) for part in runs_.split(",") if part.strip()]
+    except ValueError as error:
+        raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}") from error
+    return results.compare(session=session, run_ids=ids)

@@ -1,0 +1,142 @@
+"""Run service: create experiments, launch, cancel, resume and requeue runs (no FastAPI here)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from app.errors import InvalidTransition, NotFound, Unavailable
+from app.models import Experiment, Run, RunKind, RunStatus, utcnow
+from app.broker import enqueue_run
+from app.run_config import RunConfig
+from app.schemas import ExperimentCreate
+
+logger = logging.getLogger(__name__)
+
+
+def create_experiment(*, session: Session, data: ExperimentCreate) -> Experiment:
+    experiment = Experiment(
+        name=data.name or data.config.name, description=data.description, config=data.config.model_dump(mode="json")
+    )
+    session.add(experiment)
+    session.commit()
+    return experiment
+
+
+def list_experiments(*, session: Session, limit: int, offset: int) -> tuple[list[Experiment], int]:
+    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    query = (
+        select(Experiment)
+        .options(selectinload(Experiment.runs))
+        .order_by(Experiment.created_at.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(query)), total
+
+
+def get_experiment(*, session: Session, experiment_id: uuid.UUID) -> Experiment:
+    experiment = session.get(Experiment, experiment_id, options=[selectinload(Experiment.runs)])
+    if experiment is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    return experiment
+
+
+def get_run(*, session: Session, run_id: uuid.UUID) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    return run
+
+
+def _enqueue(celery: Celery, runs: list[Run]) -> None:
+    try:
+        for run in runs:
+            enqueue_run(celery, run.id, centralized=run.kind == RunKind.CENTRALIZED)
+    except OperationalError as error:
+        raise Unavailable(
+            f"the broker is unreachable ({error}); the run stays queued and starts once a "
+            "worker and the broker are back (the API requeues it)"
+        ) from error
+
+
+def launch(*, session: Session, celery: Celery, experiment_id: uuid.UUID) -> tuple[Run, Run | None]:
+    """Commit the federated run (and the centralized baseline if the config asks), then enqueue their ids."""
+    experiment = get_experiment(session=session, experiment_id=experiment_id)
+    cfg = RunConfig.model_validate(experiment.config)
+    now = utcnow()
+    federated = Run(
+        experiment=experiment,
+        kind=RunKind.FEDERATED,
+        seed=cfg.seed,
+        total_rounds=cfg.federation.rounds,
+        heartbeat_at=now,
+    )
+    central = None
+    if cfg.centralized.enabled:
+        central = Run(
+            experiment=experiment,
+            kind=RunKind.CENTRALIZED,
+            seed=cfg.seed,
+            total_rounds=cfg.centralized_epochs,
+            heartbeat_at=now,
+        )
+    session.add_all([r for r in (federated, central) if r])
+    session.commit()
+    _enqueue(celery, [r for r in (federated, central) if r])
+    return federated, central
+
+
+def cancel_run(*, session: Session, run_id: uuid.UUID, stale_after_s: float) -> Run:
+    """A queued (or silently dead) run is cancelled at once; a running one stops before its next client task."""
+    run = get_run(session=session, run_id=run_id)
+    if RunStatus(run.status).finished:
+        raise InvalidTransition(f"run {run_id} is already {run.status}; only queued or running runs can be cancelled")
+    dead = run.heartbeat_at is not None and run.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
+    if run.status == RunStatus.QUEUED or dead:
+        run.status, run.finished_at = RunStatus.CANCELLED, utcnow()
+    run.cancel_requested = True
+    session.commit()
+    return run
+
+
+def resume_run(*, session: Session, celery: Celery, run_id: uuid.UUID) -> Run:
+    """Queue a failed or cancelled run again; it continues after its last completed round."""
+    run = get_run(session=session, run_id=run_id)
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise InvalidTransition(f"run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+    run.status, run.error, run.finished_at = RunStatus.QUEUED, None, None
+    run.cancel_requested, run.heartbeat_at = False, utcnow()
+    session.commit()
+    _enqueue(celery, [run])
+    return run
+
+
+def requeue_stale_runs(*, session: Session, celery: Celery, stale_after_s: float) -> list[uuid.UUID]:
+    """Re-enqueue runs whose worker went silent, and queued runs whose message may be lost.
+
+    Duplicates are harmless: a worker claims a run only if it is queued or its heartbeat is stale.
+    """
+    stale = utcnow() - timedelta(seconds=stale_after_s)
+    candidates = session.scalars(
+        select(Run).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]), Run.heartbeat_at < stale)
+    ).all()
+    requeued = []
+    for run in candidates:
+        claimed = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == run.status, Run.heartbeat_at < stale)
+            .values(status=RunStatus.QUEUED, heartbeat_at=utcnow())
+        ).rowcount  # type: ignore[attr-defined]
+        session.commit()
+        if claimed:
+            logger.warning("requeueing run %s (was %s, last heartbeat %s)", run.id, run.status, run.heartbeat_at)
+            _enqueue(celery, [run])
+            requeued.append(run.id)
+    return requeued

@@ -1,0 +1,56 @@
+"""Per-process caches for workers: a run's config, its prepared data and one trainer per model shape."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+
+from app.db import session_factory
+from app.models import Run
+from app.run_config import ModelConfig, RunConfig
+from app.settings import get_settings
+from worker.engine.client import KerasTrainer
+from worker.engine.experiment import ClientData, Federation, prepare
+
+
+@dataclass(frozen=True)
+class RunContext:
+    config: RunConfig
+    federation: Federation
+    trainer: KerasTrainer
+
+    def client(self, client_id: str) -> ClientData:
+        return next(c for c in self.federation.clients if c.client_id == client_id)
+
+
+@lru_cache(maxsize=2)
+def _prepared(config_json: str) -> Federation:
+    return prepare(RunConfig.model_validate_json(config_json))
+
+
+@lru_cache(maxsize=4)
+def _trainer(image_size: int, model_json: str) -> KerasTrainer:
+    return KerasTrainer(image_size, ModelConfig.model_validate_json(model_json))
+
+
+def config_of(run_id: uuid.UUID) -> RunConfig:
+    with session_factory(get_settings())() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} does not exist")
+        return RunConfig.model_validate(run.experiment.config)
+
+
+@lru_cache(maxsize=8)
+def run_context(run_id: uuid.UUID) -> RunContext:
+    """Everything a task of this run needs; built once per worker process (data loading, model tracing)."""
+    cfg = config_of(run_id)
+    return context_for(cfg)
+
+
+def context_for(cfg: RunConfig) -> RunContext:
+    config_json = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    model_json = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
+    return RunContext(cfg, _prepared(config_json), _trainer(cfg.data.image_size, model_json))

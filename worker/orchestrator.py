@@ -1,0 +1,179 @@
+"""The life of a run on a worker: claim it, keep a heartbeat, resume after its last round, finish it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_factory
+from app.models import Run, RunKind, RunStatus
+from app.run_config import RunConfig
+from app.settings import Settings
+from worker import store
+from worker.celery_executor import CeleryExecutor
+from worker.context import RunContext, context_for
+from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
+from worker.engine.data import DataError
+from worker.engine.experiment import INIT, derive_seed, presence_for
+from worker.engine.loop import Cancelled, run_centralized, run_federated
+from worker.engine.metrics import binary_metrics
+from worker.engine.strategy import strategy_for
+from worker.engine.types import EvalMetrics, RoundResult, Weights
+
+logger = logging.getLogger(__name__)
+CANCEL_POLL_S = 0.25
+
+
+class Superseded(Exception):
+    """Another worker claimed this run after ours went silent; stop without touching it."""
+
+
+class Watch:
+    """Background thread: heartbeat every ``heartbeat_s``, and a cancel check every quarter second."""
+
+    def __init__(self, sessions: sessionmaker[Session], run_id: uuid.UUID, worker: str, heartbeat_s: float) -> None:
+        self.sessions, self.run_id, self.worker, self.heartbeat_s = sessions, run_id, worker, heartbeat_s
+        self.cancelled = threading.Event()
+        self.superseded = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{run_id}", daemon=True)
+
+    def _loop(self) -> None:
+        beats = max(1, round(self.heartbeat_s / CANCEL_POLL_S))
+        tick = 0
+        while not self._stop.wait(CANCEL_POLL_S):
+            tick += 1
+            try:
+                with self.sessions() as session:
+                    if store.cancel_requested(session, self.run_id):
+                        self.cancelled.set()
+                    if tick % beats == 0 and not store.heartbeat(session, self.run_id, self.worker):
+                        self.superseded.set()
+            except Exception:  # a database hiccup must not kill the watch; the next tick retries
+                logger.exception("heartbeat of run %s failed", self.run_id)
+
+    def should_stop(self) -> bool:
+        if self.superseded.is_set():
+            raise Superseded(f"run {self.run_id} was claimed by another worker")
+        return self.cancelled.is_set()
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
+    """Run (or resume) one run to its end; returns its final status, or 'skipped' if it is not ours."""
+    sessions = session_factory(settings)
+    me = worker_name()
+    with sessions() as session:
+        if not store.claim(session, run_id, me, settings.stale_after_s):
+            logger.info("run %s is not claimable (finished, or alive elsewhere); skipping", run_id)
+            return "skipped"
+        run = session.get(Run, run_id)
+        assert run is not None  # claim() just updated it
+        kind, config = run.kind, run.experiment.config
+        last = store.last_round(session, run_id)
+    folder = settings.artifacts / "runs" / str(run_id)
+    status, error, model_path = RunStatus.FAILED, None, None
+    try:
+        ctx = context_for(RunConfig.model_validate(config))
+        start = load_checkpoint(Path(last.checkpoint)) if last else None
+        logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
+        with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
+            weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
+        model_path = str(folder / "model.keras")
+        ctx.trainer.save(weights, Path(model_path))
+        status = RunStatus.SUCCEEDED
+    except Superseded:
+        logger.warning("run %s was taken over by another worker; leaving it", run_id)
+        return "superseded"
+    except Cancelled:
+        status = RunStatus.CANCELLED
+    except DataError as exc:
+        error = f"data error: {exc}"
+    except Exception as exc:
+        logger.exception("run %s failed", run_id)
+        error = f"{type(exc).__name__}: {exc}"
+    with sessions() as session:
+        store.finish(session, run_id, me, status, error=error, model_path=model_path)
+    shutil.rmtree(folder / "exchange", ignore_errors=True)
+    logger.info("run %s %s", run_id, status)
+    return str(status)
+
+
+def _train(
+    ctx: RunContext,
+    kind: RunKind,
+    run_id: uuid.UUID,
+    folder: Path,
+    sessions: sessionmaker[Session],
+    celery: Celery,
+    watch: Watch,
+    start: Checkpoint | None,
+    settings: Settings,
+) -> Weights:
+    cfg, trainer, federation = ctx.config, ctx.trainer, ctx.federation
+    checkpoints = CheckpointDir(folder / "checkpoints", keep=3)
+
+    def evaluate(weights: Weights) -> EvalMetrics:
+        return binary_metrics(federation.test.labels, trainer.predict(weights, federation.test.images))
+
+    def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
+        checkpoints.save(checkpoint)
+        with sessions() as session:
+            stored = store.save_round(session, run_id, result, str(checkpoints.path(result.round)))
+        shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
+        logger.info(
+            "run %s round %d %s: auc %.3f",
+            run_id,
+            result.round,
+            "stored" if stored else "already stored",
+            result.metrics.auc,
+        )
+
+    initial = trainer.initial_weights(derive_seed(cfg.seed, INIT))
+    if kind == RunKind.CENTRALIZED:
+        return run_centralized(
+            cfg,
+            trainer,
+            federation.central_train(),
+            evaluate,
+            initial=initial,
+            on_round=on_round,
+            start=start,
+            should_stop=watch.should_stop,
+        )
+    executor = CeleryExecutor(
+        celery, run_id, folder / "exchange", should_stop=watch.should_stop, timeout_s=settings.client_timeout_s
+    )
+    return run_federated(
+        cfg,
+        executor,
+        evaluate,
+        initial=initial,
+        strategy=strategy_for(cfg.federation.intermittent.approach),
+        presence=presence_for(cfg),
+        samples={c.client_id: len(c.train) for c in federation.clients},
+        batchnorm_slots=trainer.batchnorm_slots,
+        on_round=on_round,
+        start=start,
+        should_stop=watch.should_stop,
+    )

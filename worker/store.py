@@ -1,0 +1,126 @@
+"""Persist runs and rounds for the worker: claims, heartbeats, one transaction per completed round."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import GLOBAL, ClientRound, FlRound, RoundMetric, Run, RunStatus, utcnow
+from worker.engine.types import RoundResult
+
+
+def claim(session: Session, run_id: uuid.UUID, worker: str, stale_after_s: float) -> bool:
+    """Take the run if it is queued, or running with a stale heartbeat (its worker died); else it is someone's."""
+    now = utcnow()
+    taken = session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .where(
+            (Run.status == RunStatus.QUEUED)
+            | ((Run.status == RunStatus.RUNNING) & (Run.heartbeat_at < now - timedelta(seconds=stale_after_s)))
+        )
+        .values(status=RunStatus.RUNNING, worker=worker, heartbeat_at=now, error=None)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(update(Run).where(Run.id == run_id, Run.started_at.is_(None)).values(started_at=now))
+    session.commit()
+    return bool(taken)
+
+
+def heartbeat(session: Session, run_id: uuid.UUID, worker: str) -> bool:
+    """Refresh the heartbeat; False when the run is no longer this worker's (requeued and claimed elsewhere)."""
+    alive = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.worker == worker, Run.status == RunStatus.RUNNING)
+        .values(heartbeat_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return bool(alive)
+
+
+def cancel_requested(session: Session, run_id: uuid.UUID) -> bool:
+    return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def last_round(session: Session, run_id: uuid.UUID) -> FlRound | None:
+    return session.scalars(
+        select(FlRound).where(FlRound.run_id == run_id).order_by(FlRound.number.desc()).limit(1)
+    ).first()
+
+
+def _metric(run_id: uuid.UUID, rnd: int, client: str, key: str, value: float) -> RoundMetric:
+    nan = math.isnan(value)
+    return RoundMetric(run_id=run_id, round=rnd, client_id=client, key=key, value=0.0 if nan else value, is_nan=nan)
+
+
+def save_round(session: Session, run_id: uuid.UUID, result: RoundResult, checkpoint: str) -> bool:
+    """Store a round with its client statuses and metrics in one transaction.
+
+    Returns False if the round was already stored: a redelivered or repeated write is a no-op,
+    so a completed round is never lost and never counted twice.
+    """
+    rnd = result.round
+    session.add(
+        FlRound(
+            run_id=run_id,
+            number=rnd,
+            wall_s=result.wall_s,
+            train_s=result.train_s,
+            calibration_s=result.calibration_s,
+            aggregation_s=result.aggregation_s,
+            evaluation_s=result.evaluation_s,
+            bytes_sent=result.bytes_sent,
+            bytes_received=result.bytes_received,
+            test_samples=result.metrics.samples,
+            roc={"fpr": result.metrics.roc.fpr, "tpr": result.metrics.roc.tpr},
+            checkpoint=checkpoint,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        return False
+    rows: list[ClientRound | RoundMetric] = [
+        _metric(run_id, rnd, GLOBAL, f"test.{key}", value) for key, value in result.metrics.scalars().items()
+    ]
+    for c in result.clients:
+        rows.append(
+            ClientRound(
+                run_id=run_id,
+                round=rnd,
+                client_id=c.client_id,
+                status=str(c.status),
+                event=str(c.event) if c.event else None,
+                samples=c.samples,
+                error=c.error,
+            )
+        )
+        rows += [_metric(run_id, rnd, c.client_id, key, value) for key, value in c.metrics.items()]
+    session.add_all(rows)
+    session.execute(update(Run).where(Run.id == run_id).values(current_round=rnd, heartbeat_at=utcnow()))
+    session.commit()
+    return True
+
+
+def finish(
+    session: Session,
+    run_id: uuid.UUID,
+    worker: str,
+    status: RunStatus,
+    *,
+    error: str | None = None,
+    model_path: str | None = None,
+) -> None:
+    """Final status, only while the run is still this worker's."""
+    values: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error}
+    if model_path:
+        values["model_path"] = model_path
+    session.execute(
+        update(Run).where(Run.id == run_id, Run.worker == worker, Run.status == RunStatus.RUNNING).values(**values)
+    )
+    session.commit()
