@@ -17,7 +17,11 @@ TRAIN_QUEUE = "train"  # model training: client rounds and centralized baselines
 
 
 def configure(celery: Celery, settings: Settings) -> Celery:
-    return configure_broker(celery, settings.broker)
+    configure_broker(celery, settings.broker)
+    # An unacknowledged task (its worker was killed) is delivered again after this long; a task still
+    # running then is duplicated, which the claims and the idempotent writes make harmless.
+    celery.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_after_s}
+    return celery
 
 
 def configure_broker(celery: Celery, broker: str) -> Celery:
@@ -46,4 +50,6 @@ def client_for(broker: str) -> Celery:
 def enqueue_run(celery: Celery, run_id: uuid.UUID, *, centralized: bool) -> str:
     """Send by name; a centralized baseline goes to the training queue, a federated run to its orchestrators."""
     queue = TRAIN_QUEUE if centralized else RUNS_QUEUE
-    return str(celery.send_task(TRAIN_RUN, args=[str(run_id)], queue=queue).id)
+    # ignore_result: the outcome is read from the database; subscribing to the result channel would make a
+    # broker outage raise the backend's RuntimeError after ~20 s of retries instead of kombu's OperationalError.
+    return str(celery.send_task(TRAIN_RUN, args=[str(run_id)], queue=queue, ignore_result=True).id)

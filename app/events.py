@@ -41,8 +41,9 @@ async def run_events(run_id: uuid.UUID, settings: Settings, request: Request, si
         run, rounds = first
         last_round, last_status, quiet_since = since, None, time.monotonic()
         while True:
-            if run.status != last_status or (run.cancel_requested and last_status != "cancelling"):
-                last_status = "cancelling" if run.cancel_requested and run.status == RunStatus.RUNNING else run.status
+            shown = "cancelling" if run.cancel_requested and run.status == RunStatus.RUNNING else str(run.status)
+            if shown != last_status:
+                last_status = shown
                 yield _event("status", run.model_dump_json())
                 quiet_since = time.monotonic()
             for r in rounds:

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = Field(None, description="checkpoints, client updates, final models; default data_dir")
     heartbeat_s: float = Field(5.0, gt=0, description="how often a running task proves it is alive")
     stale_after_s: float = Field(60.0, gt=0, description="a running run silent this long is requeued")
+    redelivery_after_s: int = Field(600, ge=10, description="a task whose worker died is delivered again after this")
     client_timeout_s: float = Field(3600.0, gt=0, description="longest wait for one round's client tasks")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

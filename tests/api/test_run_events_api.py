@@ -1,0 +1,127 @@
+"""Server-sent events of a run: status changes, rounds and the end, read through the API's own sessions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.events import POLL_S
+from app.models import Experiment, Run, RunStatus
+from tests.api.factories import add_experiment, add_run, new_id, round_result, trained
+from worker.store import save_round
+
+
+@pytest.fixture
+def commit_run(engine: Engine) -> Iterator[Callable[..., Run]]:
+    """Runs with 2 stored rounds, committed for real: the event stream reads through its own sessions.
+
+    Their experiments are deleted afterwards; the foreign keys cascade to runs, rounds and metrics.
+    """
+    experiments: list[uuid.UUID] = []
+
+    def commit(status: RunStatus = RunStatus.SUCCEEDED, *, cancel_requested: bool = False) -> Run:
+        with Session(engine, expire_on_commit=False) as session:
+            experiment = add_experiment(session, name="sse")
+            experiments.append(experiment.id)
+            run = add_run(session, experiment, status=status, total_rounds=2)
+            run.cancel_requested = cancel_requested
+            session.commit()
+        for number in (1, 2):
+            with Session(engine) as session:
+                assert save_round(session, run.id, round_result(number, clients=[trained("1")]), f"ckpt/{number}")
+        return run
+
+    yield commit
+    with Session(engine) as session:
+        session.execute(delete(Experiment).where(Experiment.id.in_(experiments)))
+        session.commit()
+        assert session.scalar(select(func.count()).select_from(Run).where(Run.experiment_id.in_(experiments))) == 0
+
+
+@pytest.fixture
+def committed_run(commit_run: Callable[..., Run]) -> Run:
+    return commit_run()
+
+
+def parse_events(body: str) -> list[dict[str, str]]:
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append(fields)
+    return events
+
+
+def test_events_of_a_finished_run_stream_status_rounds_and_end(client: TestClient, committed_run: Run) -> None:
+    response = client.get(f"/api/runs/{committed_run.id}/events")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_events(response.text)
+    assert [(e["event"], e.get("id")) for e in events] == [
+        ("status", None),
+        ("round", "1"),
+        ("round", "2"),
+        ("end", None),
+    ]
+    assert json.loads(events[0]["data"])["status"] == "succeeded"
+    assert [json.loads(e["data"])["number"] for e in events[1:3]] == [1, 2]
+    assert json.loads(events[3]["data"]) == {"status": "succeeded"}
+
+
+def test_events_resume_after_the_last_event_id(client: TestClient, committed_run: Run) -> None:
+    by_header = client.get(f"/api/runs/{committed_run.id}/events", headers={"Last-Event-ID": "1"})
+    by_query = client.get(f"/api/runs/{committed_run.id}/events", params={"since": 1})
+
+    for response in (by_header, by_query):
+        assert [(e["event"], e.get("id")) for e in parse_events(response.text)] == [
+            ("status", None),
+            ("round", "2"),
+            ("end", None),
+        ]
+
+
+def test_events_of_a_cancelled_run_report_its_status_once(client: TestClient, commit_run: Callable[..., Run]) -> None:
+    run = commit_run(RunStatus.CANCELLED, cancel_requested=True)
+
+    events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
+
+    assert [(e["event"], e.get("id")) for e in events] == [
+        ("status", None),
+        ("round", "1"),
+        ("round", "2"),
+        ("end", None),
+    ]
+    assert json.loads(events[-1]["data"]) == {"status": "cancelled"}
+
+
+def test_events_report_cancelling_once_until_the_run_stops(
+    client: TestClient, engine: Engine, commit_run: Callable[..., Run]
+) -> None:
+    run = commit_run(RunStatus.RUNNING, cancel_requested=True)
+
+    def worker_stops() -> None:
+        with Session(engine) as session:
+            session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.CANCELLED))
+            session.commit()
+
+    stopper = threading.Timer(4 * POLL_S, worker_stops)
+    stopper.start()
+    try:
+        events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
+    finally:
+        stopper.join()
+
+    statuses = [json.loads(e["data"])["status"] for e in events if e["event"] == "status"]
+    assert statuses == ["running", "cancelled"]  # the first one has cancel_requested set: shown as cancelling
+    assert [e["event"] for e in events if e["event"] != "status"] == ["round", "round", "end"]
+
+
+def test_events_of_an_unknown_run_are_404(client: TestClient) -> None:
+    assert client.get(f"/api/runs/{new_id()}/events").status_code == 404
