@@ -7,12 +7,13 @@ import io
 import math
 import uuid
 from collections import defaultdict
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
 
 from app.errors import BadRequest, NotFound
-from app.models import GLOBAL, ClientRound, FlRound, RoundMetric, Run, RunKind
+from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind, utcnow
 from app.runs import get_run
 from app.schemas import ClientRoundRead, CompareRow, RocRead, RoundRead, RunRead
 
@@ -144,3 +145,82 @@ def metrics_csv(*, session: Session, run_id: uuid.UUID) -> str:
             for key, value in c.metrics.items():
                 writer.writerow([r.number, c.id, c.status, key, "" if value is None else value])
     return out.getvalue()
+
+
+def best_auc(*, session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    """Best global test AUC of each run, in one query."""
+    if not run_ids:
+        return {}
+    query = (
+        select(RoundMetric.run_id, func.max(RoundMetric.value))
+        .where(
+            RoundMetric.run_id.in_(run_ids),
+            RoundMetric.client_id == GLOBAL,
+            RoundMetric.key == "test.auc",
+            RoundMetric.is_nan.is_(False),
+        )
+        .group_by(RoundMetric.run_id)
+    )
+    return {run_id: value for run_id, value in session.execute(query)}
+
+
+def _duration_s(run: Run) -> float | None:
+    if run.started_at is None:
+        return None
+    end = run.finished_at or utcnow()
+    return (end - run.started_at).total_seconds()
+
+
+def experiment_rows(*, session: Session) -> list[dict[str, Any]]:
+    """Every experiment with its runs, progress, best AUC and duration: the dashboard's home table."""
+    experiments = session.scalars(
+        select(Experiment).options(selectinload(Experiment.runs)).order_by(Experiment.created_at.desc())
+    ).all()
+    best = best_auc(session=session, run_ids=[r.id for e in experiments for r in e.runs])
+    rows = []
+    for e in experiments:
+        run_rows = [
+            {
+                "id": str(r.id),
+                "kind": str(r.kind),
+                "status": str(r.status),
+                "done": r.current_round,
+                "total": r.total_rounds,
+                "best_auc": best.get(r.id),
+                "duration_s": _duration_s(r),
+                "error": r.error,
+                "created_at": r.created_at,
+            }
+            for r in e.runs
+        ]
+        aucs = [r["best_auc"] for r in run_rows if r["best_auc"] is not None]
+        rows.append(
+            {
+                "id": str(e.id),
+                "name": e.name,
+                "description": e.description,
+                "created_at": e.created_at,
+                "clients": e.config["federation"]["clients"],
+                "rounds": e.config["federation"]["rounds"],
+                "runs": run_rows,
+                "best_auc": max(aucs) if aucs else None,
+            }
+        )
+    return rows
+
+
+def best_of(table: list[CompareRow]) -> dict[str, uuid.UUID]:
+    """For each Table 3 column, the run with the best value (lowest loss and time, highest accuracy and AUC)."""
+    best: dict[str, uuid.UUID] = {}
+    for column, pick in (
+        ("loss", min),
+        ("accuracy", max),
+        ("auc", max),
+        ("execution_time_s", min),
+        ("parallel_time_s", min),
+        ("time_reduction", max),
+    ):
+        scored = [(getattr(row, column), row.run_id) for row in table if getattr(row, column) is not None]
+        if len(scored) > 1:
+            best[column] = pick(scored, key=lambda s: s[0])[1]
+    return best

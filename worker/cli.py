@@ -128,18 +128,18 @@ def _worker_command(queues: str, concurrency: int, name: str) -> list[str]:
 @click.option(
     "-Q",
     "--queues",
-    default="runs,train",
+    type=click.Choice(["runs", "train"]),
+    default="train",
     show_default=True,
-    help="runs: orchestrate federated runs; train: client training and centralized baselines.",
+    help="runs: orchestrate federated runs (waits on clients); train: client training and centralized runs.",
 )
-@click.option("-c", "--concurrency", default=1, show_default=True, help="Processes (one model each).")
+@click.option("-c", "--concurrency", default=1, show_default=True, help="Processes (each holds one model).")
 def worker(queues: str, concurrency: int) -> None:
-    """Run a Celery worker (a GPU host joins with: fedlens worker -Q train)."""
-    if "runs" in queues.split(",") and "train" in queues.split(",") and concurrency < 2:
-        raise click.ClickException(
-            "a single process cannot both wait for clients and train them; use -c 2 or more, or one worker per queue"
-        )
-    os.execvpe(sys.executable, _worker_command(queues, concurrency, "worker"), os.environ)
+    """Run a Celery worker; a GPU host joins with ``fedlens worker -Q train``.
+
+    One queue per worker: an orchestrator waiting on its clients must never hold the process they need.
+    """
+    os.execvpe(sys.executable, _worker_command(queues, concurrency, queues), _service_env(get_settings()))
 
 
 @main.command()
@@ -204,3 +204,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(30)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The new-experiment form: flat fields named by their dotted config path, presets, and errors per field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.run_config import RunConfig, SizesPartition
+
+# The study's setups, as config overrides of the defaults; "quickstart" trains in about a minute on a laptop.
+_PAPER_DATA = {
+    "train": {"format": "image-folder", "path": "data/chest_xray", "split": "train"},
+    "test": {"format": "image-folder", "path": "data/chest_xray", "split": "test"},
+    "image_size": 150,
+}
+_SCHEDULE = [{"client": 3, "joins": 3}, {"client": 2, "leaves": 6}]
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "quickstart": (
+        "Quick start (synthetic, 1 minute)",
+        {
+            "name": "quickstart",
+            "data": {"train": {"format": "synthetic", "samples": 600}, "image_size": 32},
+            "federation": {"clients": 3, "rounds": 5},
+            "centralized": {"enabled": True, "epochs": 5},
+        },
+    ),
+    "paper-3": (
+        "Study: 3 clients",
+        {"name": "paper-3-clients", "data": _PAPER_DATA, "federation": {"clients": 3, "rounds": 10}},
+    ),
+    "paper-10": (
+        "Study: 10 clients",
+        {"name": "paper-10-clients", "data": _PAPER_DATA, "federation": {"clients": 10, "rounds": 10}},
+    ),
+    "paper-drop": (
+        "Study: intermittent, approach 1 (drop)",
+        {
+            "name": "paper-intermittent-drop",
+            "data": _PAPER_DATA,
+            "federation": {"clients": 3, "rounds": 10, "intermittent": {"approach": "drop", "events": _SCHEDULE}},
+        },
+    ),
+    "paper-keep": (
+        "Study: intermittent, approach 2 (keep last)",
+        {
+            "name": "paper-intermittent-keep-last",
+            "data": _PAPER_DATA,
+            "federation": {"clients": 3, "rounds": 10, "intermittent": {"approach": "keep-last", "events": _SCHEDULE}},
+        },
+    ),
+}
+
+EVENT_LINE = re.compile(r"^\s*(?:client\s*)?(\d+)\s+(joins|leaves)\s+(?:at\s+)?(?:round\s*)?(\d+)\s*$", re.IGNORECASE)
+NUMBER_FIELDS = {
+    "seed",
+    "data.train.samples",
+    "data.image_size",
+    "data.test_fraction",
+    "model.learning_rate",
+    "model.batch_size",
+    "model.calibration_samples",
+    "federation.clients",
+    "federation.rounds",
+    "federation.local_epochs",
+    "federation.client_test_fraction",
+    "federation.partition.alpha",
+    "federation.intermittent.availability",
+    "centralized.epochs",
+    "data.train.positive_fraction",
+}
+
+
+class FormError(ValueError):
+    """A field that cannot even be parsed (text in a number field, a malformed event line)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def preset_config(name: str) -> RunConfig:
+    overrides = PRESETS.get(name, PRESETS["quickstart"])[1]
+    return RunConfig.model_validate(overrides)
+
+
+def form_values(cfg: RunConfig) -> dict[str, str]:
+    """The form's field values for a config."""
+    values: dict[str, str] = {
+        "name": cfg.name,
+        "seed": str(cfg.seed),
+        "data.train.format": cfg.data.train.format,
+        "data.train.path": cfg.data.train.path or "",
+        "data.train.split": cfg.data.train.split or "",
+        "data.train.samples": str(cfg.data.train.samples),
+        "data.train.positive_fraction": str(cfg.data.train.positive_fraction),
+        "data.test.format": cfg.data.test.format if cfg.data.test else "holdout",
+        "data.test.path": cfg.data.test.path or "" if cfg.data.test else "",
+        "data.test.split": cfg.data.test.split or "" if cfg.data.test else "",
+        "data.test_fraction": str(cfg.data.test_fraction),
+        "data.image_size": str(cfg.data.image_size),
+        "model.optimizer": cfg.model.optimizer,
+        "model.learning_rate": str(cfg.model.learning_rate),
+        "model.batch_size": str(cfg.model.batch_size),
+        "model.batchnorm": cfg.model.batchnorm,
+        "model.calibration_samples": str(cfg.model.calibration_samples),
+        "federation.clients": str(cfg.federation.clients),
+        "federation.rounds": str(cfg.federation.rounds),
+        "federation.local_epochs": str(cfg.federation.local_epochs),
+        "federation.partition.kind": cfg.federation.partition.kind,
+        "federation.partition.fractions": ", ".join(f"{f:g}" for f in cfg.federation.partition.fractions)
+        if isinstance(cfg.federation.partition, SizesPartition)
+        else "",
+        "federation.partition.alpha": str(getattr(cfg.federation.partition, "alpha", 0.5)),
+        "federation.client_test_fraction": str(cfg.federation.client_test_fraction),
+        "federation.intermittent.approach": cfg.federation.intermittent.approach,
+        "federation.intermittent.events": "\n".join(
+            f"{e.client} joins {e.joins}" if e.joins is not None else f"{e.client} leaves {e.leaves}"
+            for e in cfg.federation.intermittent.events
+        ),
+        "federation.intermittent.availability": str(cfg.federation.intermittent.availability),
+        "centralized.enabled": "on" if cfg.centralized.enabled else "",
+        "centralized.epochs": str(cfg.centralized.epochs or ""),
+    }
+    return values
+
+
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # left as text: validation then says which number it should be
+
+
+def _events(text: str) -> list[dict[str, int]]:
+    events = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = EVENT_LINE.match(line)
+        if not match:
+            raise FormError(
+                {
+                    "federation.intermittent.events": f"line {number} '{line.strip()}': write one event "
+                    "per line as '<client> joins <round>' or '<client> leaves <round>'"
+                }
+            )
+        events.append({"client": int(match[1]), match[2].lower(): int(match[3])})
+    return events
+
+
+def config_from_form(form: Mapping[str, str]) -> dict[str, Any]:
+    """The raw config a form describes; RunConfig validates it (empty fields fall back to defaults)."""
+
+    def get(key: str) -> Any:
+        value = form.get(key, "").strip()
+        return _number(value) if key in NUMBER_FIELDS and value else value
+
+    def source(prefix: str) -> dict[str, Any]:
+        fmt = get(f"{prefix}.format")
+        raw: dict[str, Any] = {"format": fmt}
+        if fmt == "synthetic":
+            raw |= {k: get(f"{prefix}.{k}") for k in ("samples", "positive_fraction") if get(f"{prefix}.{k}") != ""}
+        else:
+            raw |= {k: get(f"{prefix}.{k}") or None for k in ("path", "split")}
+        return raw
+
+    kind = get("federation.partition.kind") or "iid"
+    partition: dict[str, Any] = {"kind": kind}
+    if kind == "sizes":
+        fractions = [f.strip() for f in str(get("federation.partition.fractions")).split(",") if f.strip()]
+        partition["fractions"] = [_number(f) for f in fractions]
+    elif kind == "dirichlet":
+        partition["alpha"] = get("federation.partition.alpha")
+    data: dict[str, Any] = {
+        "train": source("data.train"),
+        "image_size": get("data.image_size"),
+        "test_fraction": get("data.test_fraction"),
+    }
+    if get("data.test.format") not in ("", "holdout"):
+        data["test"] = source("data.test")
+    raw: dict[str, Any] = {
+        "name": get("name"),
+        "seed": get("seed"),
+        "data": data,
+        "model": {
+            k: get(f"model.{k}")
+            for k in ("optimizer", "learning_rate", "batch_size", "batchnorm", "calibration_samples")
+        },
+        "federation": {
+            **{k: get(f"federation.{k}") for k in ("clients", "rounds", "local_epochs", "client_test_fraction")},
+            "partition": partition,
+            "intermittent": {
+                "approach": get("federation.intermittent.approach"),
+                "events": _events(form.get("federation.intermittent.events", "")),
+                "availability": get("federation.intermittent.availability"),
+            },
+        },
+        "centralized": {
+            "enabled": form.get("centralized.enabled") == "on",
+            "epochs": get("centralized.epochs") or None,
+        },
+    }
+    cleaned: dict[str, Any] = _drop_empty(raw)
+    return cleaned
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v != ""}
+    return value
+
+
+def field_errors(error: ValidationError) -> dict[str, str]:
+    """Validation messages keyed by form field; a message about a whole section goes to that section."""
+    errors: dict[str, str] = {}
+    for item in error.errors():
+        parts = [str(p) for p in item["loc"] if not isinstance(p, int) and p not in ("iid", "sizes", "dirichlet")]
+        if "events" in parts:
+            parts = parts[: parts.index("events") + 1]
+        key = ".".join(parts) or "config"
+        given = item.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) and item["type"] != "missing" else ""
+        errors.setdefault(key, f"{item['msg'].removeprefix('Value error, ')}{shown}")
+    return errors
+
+
+def validate_form(form: Mapping[str, str]) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
+    """(config or None, the raw config, errors per field)."""
+    try:
+        raw = config_from_form(form)
+    except FormError as error:
+        return None, {}, error.errors
+    try:
+        return RunConfig.model_validate(raw), raw, {}
+    except ValidationError as error:
+        return None, raw, field_errors(error)

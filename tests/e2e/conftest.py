@@ -1,0 +1,83 @@
+"""Deployments for the end-to-end tests: PostgreSQL + Redis on this machine, and the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from app.embedded import EmbeddedRedis
+from app.migrate import upgrade
+from tests.e2e.stack import Stack
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_E2E = "postgresql+psycopg://postgres@127.0.0.1:5432/fedlens_e2e"
+REDIS_E2E = "redis://127.0.0.1:6379/14"
+
+
+def _fresh_postgres() -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS fedlens_e2e WITH (FORCE)")
+        conn.execute("CREATE DATABASE fedlens_e2e")
+    upgrade(PG_E2E)
+
+
+@pytest.fixture(params=["postgres-redis", "embedded"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """API + one orchestrator + one training worker, with fast heartbeats so a dead worker is noticed in seconds."""
+    env = {
+        "FEDLENS_DATA_DIR": str(tmp_path / "data"),
+        "FEDLENS_HEARTBEAT_S": "0.5",
+        "FEDLENS_STALE_AFTER_S": "4",
+        "FEDLENS_CLIENT_TIMEOUT_S": "300",
+    }
+    embedded = None
+    if request.param == "postgres-redis":
+        _fresh_postgres()
+        redis.Redis.from_url(REDIS_E2E).flushdb()
+        env |= {"FEDLENS_DATABASE_URL": PG_E2E, "FEDLENS_BROKER_URL": REDIS_E2E}
+    else:
+        data = tmp_path / "data"
+        embedded = EmbeddedRedis(data / "redis.sock", data)
+        embedded.start()
+        database = f"sqlite:///{data / 'fedlens.db'}"
+        upgrade(database)
+        env |= {"FEDLENS_DATABASE_URL": database, "FEDLENS_BROKER_URL": f"redis+socket://{data / 'redis.sock'}"}
+    deployment = Stack(tmp_path, env)
+    try:
+        deployment.start_api()
+        deployment.start_worker("runs")
+        deployment.start_worker("train")
+        yield deployment
+    finally:
+        failed = request.node.stash.get(FAILED, False)
+        deployment.stop()
+        if embedded:
+            embedded.stop()
+        if failed:
+            print(deployment.logs())
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def tiny_config(rounds: int = 3, **federation: object) -> dict[str, object]:
+    return {
+        "name": "e2e",
+        "seed": 5,
+        "data": {"train": {"format": "synthetic", "samples": 360}, "image_size": 32},
+        "model": {"calibration_samples": 128},
+        "federation": {"clients": 3, "rounds": rounds, **federation},
+        "centralized": {"enabled": False},
+    }

@@ -1,0 +1,88 @@
+"""The whole service with real processes: API, broker, orchestrator and training workers, database."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.e2e.conftest import tiny_config
+from tests.e2e.stack import Stack
+
+pytestmark = pytest.mark.slow
+
+
+def round_numbers(stack: Stack, run_id: str) -> list[int]:
+    return [r["number"] for r in stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]]
+
+
+def test_launched_experiment_trains_streams_rounds_and_compares(stack: Stack) -> None:
+    config = tiny_config(intermittent={"approach": "keep-last", "events": [{"client": 3, "leaves": 3}]})
+    config["centralized"] = {"enabled": True, "epochs": 2}
+    launched = stack.launch(config)
+    run_id = launched["federated"]["id"]
+
+    events = list(stack.events(run_id))
+
+    rounds = [data for kind, data in events if kind == "round"]
+    assert [r["number"] for r in rounds] == [1, 2, 3]
+    assert events[-1] == ("end", {"status": "succeeded"})
+    assert rounds[-1]["metrics"]["test.auc"] > 0.8
+    assert [(c["id"], c["status"], c["event"]) for c in rounds[2]["clients"]] == [
+        ("1", "trained", None),
+        ("2", "trained", None),
+        ("3", "kept", "left"),
+    ]
+    central_id = launched["centralized"]["id"]
+    central = stack.wait_status(central_id, {"succeeded", "failed"})
+    assert central["status"] == "succeeded", central["error"]
+    table = stack.http.get("/api/compare", params={"runs": f"{run_id},{central_id}"}).json()
+    assert [row["kind"] for row in table] == ["federated", "centralized"]
+    assert table[0]["rounds"] == 3 and table[1]["rounds"] == 2
+    assert table[0]["time_reduction"] is not None and table[0]["auc"] > 0.8
+    model = stack.http.get(f"/api/runs/{run_id}/model")
+    assert model.status_code == 200 and len(model.content) > 1_000_000
+
+
+def test_run_survives_sigkill_of_its_worker_with_every_round_once(stack: Stack) -> None:
+    run_id = stack.launch(tiny_config(rounds=6))["federated"]["id"]
+    stack.wait_round(run_id, 2)
+
+    stack.kill("runs", signal.SIGKILL)
+    stack.start_worker("runs", name="runs-2")
+    done = stack.wait_status(run_id, {"succeeded", "failed"})
+
+    assert done["status"] == "succeeded", done["error"]
+    assert round_numbers(stack, run_id) == [1, 2, 3, 4, 5, 6]
+    assert done["current_round"] == 6
+
+
+def test_api_restart_during_a_run_loses_nothing(stack: Stack) -> None:
+    run_id = stack.launch(tiny_config(rounds=5))["federated"]["id"]
+    stack.wait_round(run_id, 1)
+
+    stack.kill("api", signal.SIGTERM)
+    stack.start_api()
+    done = stack.wait_status(run_id, {"succeeded", "failed"})
+
+    assert done["status"] == "succeeded", done["error"]
+    assert round_numbers(stack, run_id) == [1, 2, 3, 4, 5]
+    replayed = [data["number"] for kind, data in stack.events(run_id) if kind == "round"]
+    assert replayed == [1, 2, 3, 4, 5]
+
+
+def test_cancel_stops_a_running_run_and_resume_finishes_it(stack: Stack) -> None:
+    run_id = stack.launch(tiny_config(rounds=8))["federated"]["id"]
+    stack.wait_round(run_id, 1)
+
+    assert stack.http.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    cancelled = stack.wait_status(run_id, {"cancelled", "succeeded", "failed"}, timeout_s=60)
+
+    assert cancelled["status"] == "cancelled"
+    done_before = round_numbers(stack, run_id)
+    assert done_before == list(range(1, len(done_before) + 1)) and len(done_before) < 8
+    assert stack.http.post(f"/api/runs/{run_id}/cancel").status_code == 409
+    assert stack.http.post(f"/api/runs/{run_id}/resume").status_code == 200
+    done = stack.wait_status(run_id, {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    assert round_numbers(stack, run_id) == list(range(1, 9))
