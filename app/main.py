@@ -12,14 +12,15 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from app.broker import client_for
 from app.db import SettingsDep, session_factory
 from app.errors import install_handlers
 from app.logs import configure_logging
-from app.broker import client_for
-from app.routes import api_experiments, api_runs
+from app.routes import api_experiments, api_runs, pages
 from app.runs import requeue_stale_runs
 from app.settings import Settings, get_settings
 
@@ -89,4 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_experiments.router)
     app.include_router(api_runs.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
     return app

@@ -11,9 +11,9 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from app.broker import enqueue_run
 from app.errors import InvalidTransition, NotFound, Unavailable
 from app.models import Experiment, Run, RunKind, RunStatus, utcnow
-from app.broker import enqueue_run
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 

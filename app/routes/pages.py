@@ -1,0 +1,175 @@
+"""Server-rendered dashboard pages; the charts fetch their data from the REST API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from app import forms, results, runs
+from app.db import SessionDep
+from app.deps import CeleryDep
+from app.errors import Unavailable
+from app.models import RunKind
+from app.schemas import ExperimentCreate
+
+ROOT = Path(__file__).resolve().parents[2]
+templates = Jinja2Templates(directory=ROOT / "templates")
+router = APIRouter(include_in_schema=False)
+SORTS = {"newest": "Newest first", "name": "Name", "auc": "Best AUC"}
+
+
+def plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@router.get("/static/vendor/plotly.min.js")
+def plotly_bundle() -> FileResponse:
+    """plotly.js as shipped inside the plotly package: no CDN, works offline."""
+    return FileResponse(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/", response_class=HTMLResponse)
+def experiments_page(
+    request: Request, session: SessionDep, q: str = "", status: str = "", sort: str = "newest"
+) -> Response:
+    rows = results.experiment_rows(session=session)
+    if q:
+        rows = [r for r in rows if q.lower() in r["name"].lower() or q.lower() in r["description"].lower()]
+    if status:
+        rows = [r for r in rows if any(run["status"] == status for run in r["runs"])]
+    if sort == "name":
+        rows.sort(key=lambda r: r["name"].lower())
+    elif sort == "auc":
+        rows.sort(key=lambda r: -(r["best_auc"] if r["best_auc"] is not None else -1))
+    return templates.TemplateResponse(
+        request,
+        "experiments.html",
+        {
+            "rows": rows,
+            "q": q,
+            "status": status,
+            "sort": sort,
+            "sorts": SORTS,
+            "statuses": ["queued", "running", "succeeded", "failed", "cancelled"],
+        },
+    )
+
+
+def _new_page(
+    request: Request, values: dict[str, str], errors: dict[str, str], preset: str, status_code: int = 200
+) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "new_experiment.html",
+        {"v": values, "errors": errors, "presets": forms.PRESETS, "preset": preset},
+        status_code=status_code,
+    )
+
+
+@router.get("/experiments/new", response_class=HTMLResponse)
+def new_experiment_page(request: Request, preset: str = "quickstart") -> Response:
+    return _new_page(request, forms.form_values(forms.preset_config(preset)), {}, preset)
+
+
+@router.post("/experiments/new", response_class=HTMLResponse)
+async def create_from_form(request: Request, session: SessionDep, celery: CeleryDep) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    cfg, _raw, errors = forms.validate_form(form)
+    if cfg is None:
+        return _new_page(request, form, errors, "", status_code=422)
+    experiment = runs.create_experiment(
+        session=session, data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg)
+    )
+    try:
+        federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id)
+    except Unavailable as error:
+        return _new_page(request, form, {"config": error.detail}, "", status_code=503)
+    return RedirectResponse(f"/runs/{federated.id}", status_code=303)
+
+
+@router.post("/experiments/preview")
+async def preview(request: Request) -> JSONResponse:
+    """The config a form describes, as YAML and JSON, with its errors per field (the live preview)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    cfg, raw, errors = forms.validate_form(form)
+    shown: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True) if cfg else raw
+    return JSONResponse(
+        {"yaml": yaml.safe_dump(shown, sort_keys=False), "json": json.dumps(shown, indent=2), "errors": errors}
+    )
+
+
+@router.post("/experiments/{experiment_id}/launch")
+def relaunch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Response:
+    federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)
+    return RedirectResponse(f"/runs/{federated.id}", status_code=303)
+
+
+@router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+def experiment_page(request: Request, experiment_id: uuid.UUID, session: SessionDep) -> Response:
+    experiment = runs.get_experiment(session=session, experiment_id=experiment_id)
+    return templates.TemplateResponse(
+        request,
+        "experiment.html",
+        {
+            "experiment": experiment,
+            "yaml": yaml.safe_dump(experiment.config, sort_keys=False),
+            "best": results.best_auc(session=session, run_ids=[r.id for r in experiment.runs]),
+        },
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Response:
+    run = runs.get_run(session=session, run_id=run_id)
+    siblings = [r for r in run.experiment.runs if r.id != run.id]
+    central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
+    return templates.TemplateResponse(
+        request,
+        "run.html",
+        {
+            "run": results.run_read(run),
+            "experiment": run.experiment,
+            "config": run.experiment.config,
+            "central": central,
+            "siblings": siblings,
+            "approach": run.experiment.config["federation"]["intermittent"]["approach"],
+        },
+    )
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, session: SessionDep, runs_: Annotated[str, Query(alias="runs")] = "") -> Response:
+    picked = [uuid.UUID(p) for p in runs_.split(",") if _is_uuid(p)]
+    table = results.compare(session=session, run_ids=picked) if picked else []
+    return templates.TemplateResponse(
+        request,
+        "compare.html",
+        {
+            "table": table,
+            "picked": [str(p) for p in picked],
+            "best": results.best_of(table),
+            "choices": results.experiment_rows(session=session),
+        },
+    )
+
+
+@router.post("/compare")
+def compare_form(runs_: Annotated[list[str] | None, Form(alias="runs")] = None) -> Response:
+    return RedirectResponse(f"/compare?runs={','.join(runs_ or [])}", status_code=303)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text.strip())
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,175 @@
+// Run page: load the rounds from the REST API, then follow the run live over server-sent events.
+"use strict";
+
+(() => {
+  const root = document.getElementById("run");
+  const runId = root.dataset.runId;
+  const kind = root.dataset.kind;
+  const centralId = root.dataset.centralId;
+  const total = Number(root.dataset.total);
+  const unit = kind === "federated" ? "round" : "epoch";
+  const state = { run: null, rounds: [], central: [], rocRound: null };
+  const layout = (title, x, y, extra = {}) => FL.layout(title, x, y, extra, total);
+  const finished = (status) => ["succeeded", "failed", "cancelled"].includes(status);
+
+  function clientIds() {
+    const ids = new Set();
+    for (const r of state.rounds) for (const c of r.clients) ids.add(c.id);
+    return [...ids].sort((a, b) => a.length - b.length || a.localeCompare(b));
+  }
+
+  function globalCharts() {
+    for (const [key, label, unitText] of [["loss", "Test loss", "binary cross-entropy"], ["accuracy", "Test accuracy", "share correct"], ["auc", "Test AUC", "area under the ROC curve"]]) {
+      const fed = FL.series(state.rounds, `test.${key}`);
+      const traces = [{ ...fed, mode: "lines+markers", name: kind === "federated" ? "federated" : "centralized", line: { color: FL.palette[0] } }];
+      if (state.central.length) {
+        traces.push({ ...FL.series(state.central, `test.${key}`), mode: "lines+markers", name: "centralized (per epoch)", line: { color: FL.palette[1], dash: "dash" } });
+      }
+      FL.plot(`chart-${key}`, traces, layout(`${label} on the common test set`, kind === "federated" ? "round (centralized: epoch)" : "epoch", unitText));
+    }
+  }
+
+  function clientCharts() {
+    for (const [key, label] of [["loss", "loss (binary cross-entropy)"], ["accuracy", "accuracy (share correct)"]]) {
+      const traces = [];
+      clientIds().forEach((id, i) => {
+        for (const [prefix, dash, what] of [["train", "solid", "train"], ["test", "dash", "own test"]]) {
+          const xs = [], ys = [];
+          for (const r of state.rounds) {
+            const c = r.clients.find((x) => x.id === id);
+            const v = c && c.metrics[`${prefix}.${key}`];
+            if (v !== undefined && v !== null) { xs.push(r.number); ys.push(v); }
+          }
+          if (xs.length) traces.push({ x: xs, y: ys, mode: "lines+markers", name: `client ${id} ${what}`, line: { color: FL.palette[i % 10], dash }, marker: { size: 5 } });
+        }
+      });
+      FL.plot(`chart-client-${key}`, traces, layout(`Per-client ${key}: train (solid) and own test set (dashed)`, unit, label));
+    }
+  }
+
+  function timelineChart() {
+    if (!document.getElementById("chart-timeline")) return;
+    const ids = clientIds(), order = ["absent", "kept", "trained", "failed"];
+    const z = ids.map((id) => state.rounds.map((r) => { const c = r.clients.find((x) => x.id === id); return c ? order.indexOf(c.status) : null; }));
+    const text = ids.map((id) => state.rounds.map((r) => { const c = r.clients.find((x) => x.id === id); return c ? `client ${id}, round ${r.number}: ${c.status}${c.event ? ` (${c.event})` : ""}` : ""; }));
+    const colors = order.map((s) => FL.statusColors[s]);
+    const colorscale = order.flatMap((s, i) => [[i / order.length, colors[i]], [(i + 1) / order.length, colors[i]]]);
+    const traces = [{ type: "heatmap", x: state.rounds.map((r) => r.number), y: ids.map((id) => `client ${id}`), z, text, hoverinfo: "text",
+      zmin: -0.5, zmax: order.length - 0.5, colorscale, xgap: 2, ygap: 2, showscale: false, name: "status" }];
+    for (const s of order) traces.push({ x: [null], y: [null], mode: "markers", marker: { color: FL.statusColors[s], symbol: "square", size: 12 }, name: s === "kept" ? "kept (stale weights)" : s });
+    for (const [event, symbol] of [["joined", "triangle-right"], ["left", "x"]]) {
+      const xs = [], ys = [];
+      for (const r of state.rounds) for (const c of r.clients) if (c.event === event) { xs.push(r.number); ys.push(`client ${c.id}`); }
+      traces.push({ x: xs, y: ys, mode: "markers", name: event, marker: { symbol, size: 13, color: "#000", line: { width: 2 } } });
+    }
+    const approach = root.dataset.approach === "keep-last" ? "approach 2, keep last weights" : "approach 1, drop departed clients";
+    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client",
+      { yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height: Math.max(300, 150 + 32 * ids.length) }));
+  }
+
+  function timingCharts() {
+    const xs = state.rounds.map((r) => r.number);
+    const parts = [["train_s", "slowest client"], ["calibration_s", "BatchNorm pass"], ["aggregation_s", "aggregation"], ["evaluation_s", "evaluation"]];
+    const traces = parts.map(([key, name], i) => ({ type: "bar", x: xs, y: state.rounds.map((r) => r[key]), name, marker: { color: FL.palette[i] } }));
+    traces.push({ x: xs, y: state.rounds.map((r) => r.wall_s), mode: "lines+markers", name: "wall (clients one after another here)", line: { color: "#333" } });
+    FL.plot("chart-timing", traces, layout(`Time per ${unit}`, unit, "seconds", { barmode: "stack" }));
+    FL.plot("chart-bytes", [
+      { type: "bar", x: xs, y: state.rounds.map((r) => r.bytes_sent / 1e6), name: "server → clients" },
+      { type: "bar", x: xs, y: state.rounds.map((r) => r.bytes_received / 1e6), name: "clients → server" },
+    ], layout("Traffic per round", "round", "megabytes"));
+  }
+
+  async function rocChart() {
+    const select = document.getElementById("roc-round");
+    const numbers = state.rounds.map((r) => r.number);
+    if (!numbers.length) return;
+    const wanted = state.rocRound && numbers.includes(state.rocRound) ? state.rocRound : numbers[numbers.length - 1];
+    select.innerHTML = numbers.map((n) => `<option value="${n}" ${n === wanted ? "selected" : ""}>${n}${n === numbers[numbers.length - 1] ? " (latest)" : ""}</option>`).join("");
+    const traces = [FL.chanceLine()];
+    const latest = await FL.json(`/api/runs/${runId}/roc`);
+    traces.push(FL.rocTrace(latest, `final model, ${unit} ${latest.round}`, FL.palette[0]));
+    if (wanted !== latest.round) traces.push(FL.rocTrace(await FL.json(`/api/runs/${runId}/roc?round=${wanted}`), `${unit} ${wanted}`, FL.palette[2], "dash"));
+    if (state.central.length) traces.push(FL.rocTrace(await FL.json(`/api/runs/${centralId}/roc`), "centralized", FL.palette[1], "dot"));
+    FL.plot("chart-roc", traces, layout("ROC curve on the common test set", "false positive rate (1 − specificity)", "true positive rate (sensitivity)",
+      { xaxis: { title: { text: "false positive rate (1 − specificity)" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (sensitivity)" }, range: [0, 1.02] } }));
+  }
+
+  function clientTable() {
+    const body = document.querySelector("#client-table tbody");
+    const rows = clientIds().map((id) => {
+      const seen = state.rounds.map((r) => r.clients.find((c) => c.id === id)).filter(Boolean);
+      const trained = seen.filter((c) => c.status === "trained");
+      const last = trained[trained.length - 1] || { metrics: {}, samples: seen.length ? seen[0].samples : 0 };
+      const status = seen.length ? seen[seen.length - 1].status : "–";
+      const cells = [`<th scope="row">${id === "central" ? "all data" : `client ${id}`}</th>`, last.samples ?? "–", trained.length,
+        `<span class="badge status-${status}">${status}</span>`, FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]),
+        FL.fmt(last.metrics["train.loss"]), FL.fmt(last.metrics["train.accuracy"])];
+      return `<tr>${cells.map((c, i) => (i ? `<td>${c}</td>` : c)).join("")}</tr>`;
+    });
+    body.innerHTML = rows.join("") || `<tr><td colspan="8" class="muted">No round has finished yet.</td></tr>`;
+  }
+
+  function progress() {
+    const done = state.rounds.length ? state.rounds[state.rounds.length - 1].number : 0;
+    document.getElementById("progress").value = done;
+    let text = `${done} of ${total} ${unit}s`;
+    if (state.run && state.run.status === "running" && done > 0 && done < total) {
+      const mean = state.rounds.reduce((s, r) => s + r.wall_s, 0) / state.rounds.length;
+      const eta = Math.round(mean * (total - done));
+      text += ` · about ${eta < 120 ? `${eta} s` : `${Math.round(eta / 60)} min`} left`;
+    }
+    if (state.run && state.run.cancel_requested && state.run.status === "running") text += " · cancelling…";
+    document.getElementById("progress-text").textContent = text;
+    document.getElementById("empty").hidden = done > 0;
+  }
+
+  function showRun(run) {
+    state.run = run;
+    document.getElementById("status").innerHTML = `<span class="badge status-${run.status}">${run.status}</span>`;
+    document.getElementById("cancel").hidden = finished(run.status);
+    document.getElementById("resume").hidden = !["failed", "cancelled"].includes(run.status);
+    document.getElementById("model-link").hidden = !run.has_model;
+    document.getElementById("error").hidden = !run.error;
+    document.getElementById("error-text").textContent = run.error || "";
+    progress();
+  }
+
+  function render() {
+    globalCharts(); clientCharts(); timelineChart(); timingCharts(); clientTable(); progress();
+    rocChart().catch((e) => console.warn("ROC:", e.message));
+  }
+
+  function follow(id, since, onRound, onStatus) {
+    const source = new EventSource(`/api/runs/${id}/events?since=${since}`);
+    source.addEventListener("round", (e) => onRound(JSON.parse(e.data)));
+    source.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
+    source.addEventListener("end", () => source.close());
+    return source;
+  }
+
+  async function action(name) {
+    try { showRun(await FL.json(`/api/runs/${runId}/${name}`, { method: "POST" })); if (name === "resume") start(); }
+    catch (e) { document.getElementById("progress-text").textContent = `Could not ${name}: ${e.message}`; }
+  }
+
+  async function start() {
+    const data = await FL.json(`/api/runs/${runId}/rounds`);
+    state.rounds = data.rounds;
+    showRun(data.run);
+    if (centralId) state.central = (await FL.json(`/api/runs/${centralId}/rounds`)).rounds;
+    render();
+    if (!finished(data.run.status)) {
+      const last = state.rounds.length ? state.rounds[state.rounds.length - 1].number : 0;
+      follow(runId, last, (r) => { if (!state.rounds.some((x) => x.number === r.number)) { state.rounds.push(r); render(); } }, showRun);
+    }
+    if (centralId && state.central.length < 1000) {
+      const lastCentral = state.central.length ? state.central[state.central.length - 1].number : 0;
+      follow(centralId, lastCentral, (r) => { if (!state.central.some((x) => x.number === r.number)) { state.central.push(r); globalCharts(); } }, () => {});
+    }
+  }
+
+  document.getElementById("cancel").addEventListener("click", () => action("cancel"));
+  document.getElementById("resume").addEventListener("click", () => action("resume"));
+  document.getElementById("roc-round").addEventListener("change", (e) => { state.rocRound = Number(e.target.value); rocChart(); });
+  window.addEventListener("load", () => start().catch((e) => { document.getElementById("progress-text").textContent = `Could not load the run: ${e.message}`; }));
+})();
