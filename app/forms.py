@@ -205,7 +205,7 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
             "partition": partition,
             "intermittent": {
                 "approach": get("federation.intermittent.approach"),
-                "events": _events(form.get("federation.intermittent.events", "")),
+                "events": events,
                 "availability": get("federation.intermittent.availability"),
             },
         },
