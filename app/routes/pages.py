@@ -84,8 +84,8 @@ def new_experiment_page(request: Request, preset: str = "quickstart") -> Respons
 async def create_from_form(request: Request, session: SessionDep, celery: CeleryDep) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     cfg, _raw, errors = forms.validate_form(form)
-    if cfg is None:
-        return _new_page(request, form, errors, "", status_code=422)
+    if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
+        return _new_page(request, form, errors, "")
     experiment = runs.create_experiment(
         session=session, data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg)
     )
