@@ -21,6 +21,7 @@ from app.db import SettingsDep, session_factory
 from app.errors import install_handlers
 from app.logs import configure_logging
 from app.routes import api_experiments, api_runs, pages
+from app.run_config import allowed_fields
 from app.runs import requeue_stale_runs
 from app.settings import Settings, get_settings
 
@@ -47,7 +48,10 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for item in error.errors():
         loc = [str(p) for p in item["loc"] if p != "body"]
-        details.append({"field": ".".join(loc), "message": item["msg"], **jsonable_encoder(item)})
+        message = item["msg"]
+        if item["type"] == "extra_forbidden" and loc[:1] == ["config"]:
+            message += f"; allowed fields: {', '.join(allowed_fields(tuple(item['loc'][2:])))}"
+        details.append({"field": ".".join(loc), "message": message, **jsonable_encoder(item)})
     return details
 
 

@@ -153,7 +153,7 @@ def _models(annotation: Any) -> list[type[BaseModel]]:
     return [model for arg in get_args(annotation) for model in _models(arg)]
 
 
-def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+def allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
     """The field names of the section that an unknown field at ``loc`` was given in."""
     models: list[type[BaseModel]] = [RunConfig]
     for part in loc[:-1]:
@@ -172,6 +172,6 @@ def describe_errors(error: ValidationError) -> list[str]:
         given = item.get("input")
         shown = "" if isinstance(given, dict) or item["type"] == "missing" else f" (got {given!r})"
         if item["type"] == "extra_forbidden":
-            shown += f"; allowed fields: {', '.join(_allowed_fields(item['loc']))}"
+            shown += f"; allowed fields: {', '.join(allowed_fields(item['loc']))}"
         lines.append(f"{path}: {item['msg']}{shown}")
     return lines

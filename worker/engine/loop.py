@@ -53,6 +53,32 @@ def _client_rounds(
     return rows
 
 
+def _global_weights(
+    cfg: RunConfig,
+    executor: Executor,
+    rnd: int,
+    weights: Weights,
+    result: Aggregate | None,
+    updates: Sequence[ClientUpdate],
+    slots: Sequence[int],
+) -> tuple[Weights, list[ClientUpdate], float]:
+    """(new global weights, BatchNorm statistics used, seconds spent pooling them).
+
+    With only kept updates the global model would not change, so the current weights stay. A
+    statistics pass that nobody answers keeps the averaged moments of the clients' own updates.
+    """
+    if result is None or not updates:
+        return weights, [], 0.0
+    if cfg.model.batchnorm != "federated":
+        return result.weights, [], 0.0
+    stats = executor.batchnorm_statistics(rnd, result.weights, [u.client_id for u in updates])
+    if not stats:
+        return result.weights, [], 0.0
+    pooled = time.perf_counter()
+    moments = pooled_moments([(s.weights, s.num_examples) for s in stats])
+    return with_batchnorm_statistics(result.weights, slots, moments), stats, time.perf_counter() - pooled
+
+
 def run_federated(
     cfg: RunConfig,
     executor: Executor,
@@ -87,16 +113,8 @@ def run_federated(
         aggregated = time.perf_counter()
         result = strategy.aggregate(rnd, updates)
         aggregation_s = time.perf_counter() - aggregated
-        stats: list[ClientUpdate] = []
-        new = weights
-        if result is not None and updates:  # with only kept updates, the global model would not change
-            new = result.weights
-            if cfg.model.batchnorm == "federated":
-                stats = executor.batchnorm_statistics(rnd, new, [u.client_id for u in updates])
-                pooled = time.perf_counter()
-                moments = pooled_moments([(s.weights, s.num_examples) for s in stats])
-                new = with_batchnorm_statistics(new, batchnorm_slots, moments)
-                aggregation_s += time.perf_counter() - pooled
+        new, stats, pooling_s = _global_weights(cfg, executor, rnd, weights, result, updates, batchnorm_slots)
+        aggregation_s += pooling_s
         evaluated = time.perf_counter()
         metrics = evaluate(new)
         evaluation_s = time.perf_counter() - evaluated
