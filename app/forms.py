@@ -231,6 +231,8 @@ def field_errors(error: ValidationError) -> dict[str, str]:
         parts = [str(p) for p in item["loc"] if not isinstance(p, int) and p not in ("iid", "sizes", "dirichlet")]
         if "events" in parts:
             parts = parts[: parts.index("events") + 1]
+        if item["loc"][-1:] == ("sizes",):  # the sizes partition's own check (sum to 1) is about its fractions
+            parts.append("fractions")
         key = ".".join(parts) or "config"
         given = item.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) and item["type"] != "missing" else ""

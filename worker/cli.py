@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
     """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services."""
     import uvicorn
 
-    from app.embedded import EmbeddedRedis
+    from app.embedded import EmbeddedRedis, die_with_parent
     from app.logs import configure_logging
     from app.main import create_app
     from app.migrate import upgrade as migrate
@@ -186,13 +187,16 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
     configure_logging()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets the workers and
+    # the embedded Redis be stopped below instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         if settings.broker_url is None:
             stack.enter_context(EmbeddedRedis(settings.redis_socket, settings.data_dir))
         migrate(settings.database)
         env = _service_env(settings)
         for queue, concurrency in (("runs", 1), ("train", train_workers)):
-            process = subprocess.Popen(_worker_command(queue, concurrency, queue), env=env)
+            process = subprocess.Popen(_worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
         click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
         uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
