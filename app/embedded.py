@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -41,29 +42,43 @@ class EmbeddedRedis:
         self.data_dir = data_dir
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pidfile(self) -> Path:
+        return (self.data_dir / "redis.pid").resolve()
+
+    def _stop_orphan(self) -> None:
+        """A server left by a ``fedlens up`` that was killed would share the append-only file: stop it first."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.socket).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
     def start(self, timeout_s: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         self.socket.unlink(missing_ok=True)
+        data = str(self.data_dir.resolve())
+        options = {
+            "port": "0",
+            "unixsocket": str(self.socket),
+            "unixsocketperm": "700",
+            "dir": data,
+            "appendonly": "yes",
+            "save": "",
+            "pidfile": str(self.pidfile),
+            "logfile": f"{data}/redis.log",
+        }
         self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
-                "--unixsocketperm",
-                "700",
-                "--dir",
-                str(self.data_dir.resolve()),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--logfile",
-                str((self.data_dir / "redis.log").resolve()),
-            ],
+            [redis_server_binary(), *(arg for key, value in options.items() for arg in (f"--{key}", value))],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while not self.socket.exists():
