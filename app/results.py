@@ -5,21 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.errors import BadRequest, NotFound
 from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind, utcnow
 from app.runs import get_run
-from app.schemas import ClientRoundRead, CompareRow, RocRead, RoundRead, RunRead
+from app.schemas import CompareRow, RocRead, RoundRead, RunRead
 
 
 def run_read(run: Run) -> RunRead:
     return RunRead.model_validate(run).model_copy(update={"has_model": run.model_path is not None})
+
+
+_ROUNDS = TypeAdapter(list[RoundRead])
 
 
 def _value(metric: RoundMetric) -> float | None:
@@ -27,46 +32,94 @@ def _value(metric: RoundMetric) -> float | None:
 
 
 def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[RoundRead]:
-    """All rounds after ``since``: one query per table whatever the number of rounds and clients."""
-    rounds = session.scalars(
-        select(FlRound).where(FlRound.run_id == run_id, FlRound.number > since).order_by(FlRound.number)
-    ).all()
+    """All rounds after ``since``: one query per table whatever the number of rounds and clients.
+
+    Plain column tuples rather than ORM objects: a run of 10 clients x 100 rounds has ~7,000 metric
+    rows, and building an ORM object for each was most of the endpoint's time.
+    """
     metrics: dict[tuple[int, str], dict[str, float | None]] = defaultdict(dict)
-    for m in session.scalars(select(RoundMetric).where(RoundMetric.run_id == run_id, RoundMetric.round > since)):
-        metrics[m.round, m.client_id][m.key] = _value(m)
-    clients: dict[int, list[ClientRoundRead]] = defaultdict(list)
-    query = select(ClientRound).where(ClientRound.run_id == run_id, ClientRound.round > since)
-    for c in session.scalars(query.order_by(ClientRound.round, ClientRound.client_id)):
-        clients[c.round].append(
-            ClientRoundRead(
-                id=c.client_id,
-                status=c.status,
-                event=c.event,
-                samples=c.samples,
-                error=c.error,
-                metrics=metrics.get((c.round, c.client_id), {}),
-            )
+    m = RoundMetric
+    metric_rows = select(m.round, m.client_id, m.key, m.value, m.is_nan).where(m.run_id == run_id, m.round > since)
+    for rnd, client, key, value, is_nan in session.execute(metric_rows):
+        metrics[rnd, client][key] = None if is_nan else value
+    clients: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    c = ClientRound
+    client_rows = select(c.round, c.client_id, c.status, c.event, c.samples, c.error).where(
+        c.run_id == run_id, c.round > since
+    )
+    for rnd, client, status, event, samples, error in session.execute(client_rows):
+        clients[rnd].append(
+            {
+                "id": client,
+                "status": status,
+                "event": event,
+                "samples": samples,
+                "error": error,
+                "metrics": metrics.get((rnd, client), {}),
+            }
         )
     for rows in clients.values():
-        rows.sort(key=lambda c: (len(c.id), c.id))  # "2" before "10"
-    return [
-        RoundRead(
-            number=r.number,
-            metrics=metrics.get((r.number, GLOBAL), {}),
-            clients=clients.get(r.number, []),
-            wall_s=r.wall_s,
-            train_s=r.train_s,
-            calibration_s=r.calibration_s,
-            aggregation_s=r.aggregation_s,
-            evaluation_s=r.evaluation_s,
-            critical_path_s=r.train_s + r.calibration_s + r.aggregation_s + r.evaluation_s,
-            bytes_sent=r.bytes_sent,
-            bytes_received=r.bytes_received,
-            test_samples=r.test_samples,
-            finished_at=r.finished_at,
-        )
-        for r in rounds
-    ]
+        rows.sort(key=lambda row: (len(row["id"]), row["id"]))  # "2" before "10"
+    f = FlRound
+    round_rows = select(
+        f.number,
+        f.wall_s,
+        f.train_s,
+        f.calibration_s,
+        f.aggregation_s,
+        f.evaluation_s,
+        f.bytes_sent,
+        f.bytes_received,
+        f.test_samples,
+        f.finished_at,
+    ).where(f.run_id == run_id, f.number > since)
+    rounds = []
+    for row in session.execute(round_rows.order_by(f.number)):
+        r = row._asdict()
+        r["critical_path_s"] = r["train_s"] + r["calibration_s"] + r["aggregation_s"] + r["evaluation_s"]
+        r["metrics"] = metrics.get((r["number"], GLOBAL), {})
+        r["clients"] = clients.get(r["number"], [])
+        rounds.append(r)
+    return _ROUNDS.validate_python(rounds)
+
+
+class _RoundsCache:
+    """Serialized rounds keyed by (database, run, since, last stored round).
+
+    Stored rounds never change, so a key is valid until the run stores another round, which
+    changes ``current_round``; dashboards that many people watch then cost one small query each.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, uuid.UUID, int, int], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, uuid.UUID, int, int]) -> bytes | None:
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        return None
+
+    def put(self, key: tuple[str, uuid.UUID, int, int], value: bytes) -> None:
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+_rounds_cache = _RoundsCache()
+
+
+def rounds_json(*, session: Session, run: Run, since: int = 0) -> bytes:
+    """``load_rounds`` as JSON, served from memory while the run has stored no new round."""
+    key = (str(session.get_bind().engine.url), run.id, since, run.current_round)
+    cached = _rounds_cache.get(key)
+    if cached is None:
+        cached = _ROUNDS.dump_json(load_rounds(session=session, run_id=run.id, since=since))
+        _rounds_cache.put(key, cached)
+    return cached
 
 
 def roc(*, session: Session, run_id: uuid.UUID, round_number: int | None) -> RocRead:

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, group
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import GroupResult
 
 from app.broker import CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_QUEUE
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.loop import Cancelled
 from worker.engine.types import ClientFailure, ClientUpdate, Weights
 
-POLL_S = 0.01
+CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel
 
 
 class ClientTimeout(RuntimeError):
@@ -49,6 +51,28 @@ class CeleryExecutor:
         done = self._fan_out(CLIENT_STATISTICS, rnd, weights, client_ids)
         return [self._update(cid, out) for cid, out in done if not isinstance(out, BaseException)]
 
+    def _wait(self, result: GroupResult, rnd: int) -> list[Any]:
+        """Block on the result backend (Redis pub/sub, no polling), waking up to check for a cancel."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if self.should_stop():
+                result.revoke()
+                raise Cancelled(f"cancelled during round {rnd}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                result.revoke()
+                raise ClientTimeout(
+                    f"round {rnd}: clients did not answer within {self.timeout_s:.0f} s; "
+                    "is a worker listening on the 'train' queue?"
+                )
+            try:
+                values: list[Any] = result.get(
+                    timeout=min(CANCEL_CHECK_S, remaining), propagate=False, disable_sync_subtasks=False
+                )
+                return values
+            except CeleryTimeout:
+                continue
+
     def _update(self, client_id: str, outcome: dict[str, Any]) -> ClientUpdate:
         weights = load_checkpoint(Path(outcome["ref"])).weights
         return ClientUpdate(client_id, weights, int(outcome["num_examples"]), outcome["metrics"])
@@ -63,21 +87,10 @@ class CeleryExecutor:
             for cid in client_ids
         ]
         result = group(signatures).apply_async()
-        deadline = time.monotonic() + self.timeout_s
-        while not result.ready():
-            if self.should_stop():
-                result.revoke()
-                raise Cancelled(f"cancelled during round {rnd}")
-            if time.monotonic() > deadline:
-                result.revoke()
-                raise ClientTimeout(
-                    f"round {rnd}: clients did not answer within {self.timeout_s:.0f} s; "
-                    "is a worker listening on the 'train' queue?"
-                )
-            time.sleep(POLL_S)
+        values = self._wait(result, rnd)
+        result.forget()  # the replies are read; drop them from the result backend
         outcomes: list[tuple[str, dict[str, Any] | BaseException]] = []
-        for cid, child in zip(client_ids, result.results, strict=True):
-            value = child.get(propagate=False, disable_sync_subtasks=False)
+        for cid, value in zip(client_ids, values, strict=True):
             if isinstance(value, dict) and value.get("cancelled"):
                 raise Cancelled(f"cancelled during round {rnd}")
             outcomes.append((cid, value))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
 from app.db import SessionDep, SettingsDep
@@ -24,15 +24,19 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds")
+@router.get("/runs/{run_id}/rounds", response_model=RunRounds)
 def get_rounds(
     run_id: uuid.UUID,
     session: SessionDep,
     since: Annotated[int, Query(ge=0, description="only rounds after this one")] = 0,
-) -> RunRounds:
+) -> Response:
     """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
     run = runs.get_run(session=session, run_id=run_id)
-    return RunRounds(run=results.run_read(run), rounds=results.load_rounds(session=session, run_id=run_id, since=since))
+    body = results.rounds_json(session=session, run=run, since=since)
+    return Response(
+        b'{"run":' + results.run_read(run).model_dump_json().encode() + b',"rounds":' + body + b"}",
+        media_type="application/json",
+    )
 
 
 @router.get("/runs/{run_id}/roc")
