@@ -105,7 +105,7 @@ def _service_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _worker_command(queues: str, concurrency: int, name: str) -> list[str]:
+def worker_command(queues: str, concurrency: int, name: str) -> list[str]:
     pool = ["--pool=solo"] if concurrency == 1 else ["--pool=prefork", f"--concurrency={concurrency}"]
     return [
         sys.executable,
@@ -140,7 +140,7 @@ def worker(queues: str, concurrency: int) -> None:
 
     One queue per worker: an orchestrator waiting on its clients must never hold the process they need.
     """
-    os.execvpe(sys.executable, _worker_command(queues, concurrency, queues), _service_env(get_settings()))
+    os.execvpe(sys.executable, worker_command(queues, concurrency, queues), _service_env(get_settings()))
 
 
 @main.command()
@@ -196,7 +196,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
         migrate(settings.database)
         env = _service_env(settings)
         for queue, concurrency in (("runs", 1), ("train", train_workers)):
-            process = subprocess.Popen(_worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
+            process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
         click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
         uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ from app.db import session_factory
 from app.settings import get_settings
 from worker import store
 from worker.celery_app import celery_app
-from worker.context import run_context
+from worker.context import RunContext, run_context
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.executor import client_statistics, client_update
+from worker.engine.types import ClientUpdate, Weights
 from worker.orchestrator import execute_run
 
 
@@ -27,36 +29,55 @@ def _cancelled(run_id: uuid.UUID) -> bool:
         return store.cancel_requested(session, run_id)
 
 
-@celery_app.task(name=TRAIN_CLIENT, acks_late=True)
-def train_client(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
-    """One client's local round; the new weights go beside the global ones, the reply carries their path."""
+def _client_task(
+    run_id: str,
+    rnd: int,
+    client_id: str,
+    weights_ref: str,
+    kind: str,
+    work: Callable[[RunContext, Weights], ClientUpdate],
+) -> dict[str, Any]:
+    """Skip if the run is being cancelled; else do the work and store its weights beside the global ones."""
     rid = uuid.UUID(run_id)
     if _cancelled(rid):
         return {"cancelled": True}
     ctx = run_context(rid)
-    weights = load_checkpoint(Path(weights_ref)).weights
-    update = client_update(
-        ctx.trainer,
-        ctx.client(client_id),
-        weights,
-        rnd=rnd,
-        seed=ctx.config.seed,
-        local_epochs=ctx.config.federation.local_epochs,
+    result = work(ctx, load_checkpoint(Path(weights_ref)).weights)
+    out = Path(weights_ref).with_name(f"{kind}-{client_id}.npz")
+    save_checkpoint(Checkpoint(rnd, result.weights), out)
+    return {"ref": str(out), "num_examples": result.num_examples, "metrics": dict(result.metrics)}
+
+
+@celery_app.task(name=TRAIN_CLIENT, acks_late=True)
+def train_client(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+    """One client's local round; the reply carries the path of its new weights, not the weights."""
+    return _client_task(
+        run_id,
+        rnd,
+        client_id,
+        weights_ref,
+        "update",
+        lambda ctx, weights: client_update(
+            ctx.trainer,
+            ctx.client(client_id),
+            weights,
+            rnd=rnd,
+            seed=ctx.config.seed,
+            local_epochs=ctx.config.federation.local_epochs,
+        ),
     )
-    out = Path(weights_ref).with_name(f"update-{client_id}.npz")
-    save_checkpoint(Checkpoint(rnd, update.weights), out)
-    return {"ref": str(out), "num_examples": update.num_examples, "metrics": dict(update.metrics)}
 
 
 @celery_app.task(name=CLIENT_STATISTICS, acks_late=True)
 def client_batchnorm_statistics(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
     """BatchNorm input moments of the new global model on this client's data (forward passes only)."""
-    rid = uuid.UUID(run_id)
-    if _cancelled(rid):
-        return {"cancelled": True}
-    ctx = run_context(rid)
-    weights = load_checkpoint(Path(weights_ref)).weights
-    stats = client_statistics(ctx.trainer, ctx.client(client_id), weights, rnd=rnd, seed=ctx.config.seed)
-    out = Path(weights_ref).with_name(f"stats-{client_id}.npz")
-    save_checkpoint(Checkpoint(rnd, stats.weights), out)
-    return {"ref": str(out), "num_examples": stats.num_examples, "metrics": dict(stats.metrics)}
+    return _client_task(
+        run_id,
+        rnd,
+        client_id,
+        weights_ref,
+        "stats",
+        lambda ctx, weights: client_statistics(
+            ctx.trainer, ctx.client(client_id), weights, rnd=rnd, seed=ctx.config.seed
+        ),
+    )

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from worker.cli import worker_command
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,25 +64,8 @@ class Stack:
             return False
 
     def start_worker(self, queue: str, name: str | None = None) -> None:
-        self._spawn(
-            name or queue,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                queue,
-                "--pool=solo",
-                "-n",
-                f"{name or queue}-{time.monotonic_ns()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-            ],
-        )
+        unique = f"{name or queue}-{time.monotonic_ns()}"
+        self._spawn(name or queue, worker_command(queue, 1, unique))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
