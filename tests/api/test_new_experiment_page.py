@@ -1,0 +1,226 @@
+"""The new-experiment page: fields, presets, errors next to fields, launch and preview."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app import forms
+from app.models import Experiment, RunKind, RunStatus
+from app.run_config import RunConfig
+from tests.api.pages import SCHEDULE_TEXT, launched_experiment, queued_run_ids, quickstart_form
+from tests.api.pagetree import form_state, page
+
+# --- new experiment ---------------------------------------------------------------------------------------------
+
+
+def test_new_experiment_form_has_one_field_per_config_value_and_a_description(client: TestClient) -> None:
+    form = page(client.get("/experiments/new")).by_id("experiment-form")
+
+    fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
+    named = [e.attrs["name"] or "" for e in fields]
+    assert sorted(named) == sorted([*forms.form_values(RunConfig()), "description"])
+    assert len(named) == 30  # 29 config fields and the description
+
+
+def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) -> None:
+    root = page(client.get("/experiments/new"))
+
+    fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea")]
+    labels = {label.attrs.get("for"): label.text for label in root.find_all("label")}
+    assert len(fields) == 30
+    for element in fields:
+        assert labels.get(element.attrs.get("id")), element.attrs
+
+
+PRESET_VALUES = {
+    "quickstart": {
+        "name": "quickstart",
+        "data.train.format": "synthetic",
+        "data.train.samples": "600",
+        "data.test.format": "holdout",
+        "data.image_size": "32",
+        "federation.clients": "3",
+        "federation.rounds": "5",
+        "centralized.enabled": "on",
+        "centralized.epochs": "5",
+    },
+    "paper-3": {
+        "name": "paper-3-clients",
+        "data.train.format": "image-folder",
+        "data.train.path": "data/chest_xray",
+        "data.train.split": "train",
+        "data.test.format": "image-folder",
+        "data.test.path": "data/chest_xray",
+        "data.test.split": "test",
+        "data.image_size": "150",
+        "federation.clients": "3",
+        "federation.rounds": "10",
+        "federation.intermittent.events": "",
+        "centralized.epochs": "",
+    },
+    "paper-10": {"name": "paper-10-clients", "federation.clients": "10", "federation.partition.kind": "iid"},
+    "paper-drop": {"federation.intermittent.approach": "drop", "federation.intermittent.events": SCHEDULE_TEXT},
+    "paper-keep": {"federation.intermittent.approach": "keep-last", "federation.intermittent.events": SCHEDULE_TEXT},
+}
+
+
+@pytest.mark.parametrize("preset", list(forms.PRESETS))
+def test_each_preset_prefills_the_form(client: TestClient, preset: str) -> None:
+    root = page(client.get("/experiments/new", params={"preset": preset}))
+
+    state = form_state(root.by_id("experiment-form"))
+    assert {key: state[key] for key in PRESET_VALUES[preset]} == PRESET_VALUES[preset]
+    current = root.find("nav", class_="presets").find("a", aria_current="true")
+    assert current.attrs["href"] == f"/experiments/new?preset={preset}"
+
+
+@pytest.mark.parametrize("preset", list(forms.PRESETS))
+def test_each_preset_page_submits_exactly_its_config(client: TestClient, preset: str) -> None:
+    """Every value reaches the page, selects included: a missing option would submit the first one instead."""
+    state = form_state(page(client.get("/experiments/new", params={"preset": preset})).by_id("experiment-form"))
+
+    cfg, _raw, errors = forms.validate_form(state)
+
+    assert errors == {}
+    assert cfg == forms.preset_config(preset)
+
+
+def test_an_unknown_preset_falls_back_to_the_quick_start(client: TestClient) -> None:
+    root = page(client.get("/experiments/new", params={"preset": "nope"}))
+
+    assert form_state(root)["name"] == "quickstart"
+    assert root.find("nav", class_="presets").find_all("a", aria_current="true") == []
+
+
+def test_posting_an_invalid_form_shows_the_error_next_to_its_field_and_keeps_the_values(
+    client: TestClient, session: Session, broker: redis.Redis
+) -> None:
+    sent = quickstart_form(name="my-study", federation__rounds="0", federation__clients="4")
+
+    root = page(client.post("/experiments/new", data=sent))
+
+    error = root.find(data_error_for="federation.rounds")
+    assert error.text == "Input should be greater than or equal to 1 (got 0)"
+    rounds = root.find("input", name="federation.rounds")
+    assert error.parent is rounds.parent
+    assert rounds.attrs["aria-invalid"] == "true"
+    assert root.by_id("form-errors").find("strong").text == "1 field to fix"
+    assert form_state(root.by_id("experiment-form")) == sent
+    assert session.scalar(select(func.count()).where(Experiment.name == "my-study")) == 0
+    assert broker.llen("runs") == 0
+
+
+def test_a_malformed_event_line_is_shown_together_with_the_other_errors(client: TestClient) -> None:
+    events = "3 joins 3\n2 leaves at round six"
+    sent = quickstart_form(federation__rounds="0", federation__intermittent__events=events)
+
+    root = page(client.post("/experiments/new", data=sent))
+
+    assert root.find(data_error_for="federation.rounds").text.startswith("Input should be greater than or equal to 1")
+    assert root.find(data_error_for="federation.intermittent.events").text == (
+        "line 2 '2 leaves at round six': write one event per line as "
+        "'<client> joins <round>' or '<client> leaves <round>'"
+    )
+    assert root.by_id("form-errors").find("strong").text == "2 fields to fix"
+    assert root.find("textarea", name="federation.intermittent.events").raw_text == events
+
+
+def test_fractions_that_do_not_add_up_to_one_are_shown_next_to_the_fractions_field(client: TestClient) -> None:
+    sent = quickstart_form(federation__partition__kind="sizes", federation__partition__fractions="0.5, 0.3, 0.1")
+
+    root = page(client.post("/experiments/new", data=sent))
+
+    error = root.find(data_error_for="federation.partition.fractions")
+    assert error.text == "fractions must add up to 1, they add up to 0.9"
+    assert error.parent is root.find("input", name="federation.partition.fractions").parent
+
+
+def test_an_event_for_an_unknown_client_is_shown_next_to_the_events(client: TestClient) -> None:
+    root = page(client.post("/experiments/new", data=quickstart_form(federation__intermittent__events="4 joins 2")))
+
+    note = root.find(data_error_for="federation.intermittent.events")
+    assert "clients are numbered 1..3" in note.text
+
+
+def test_posting_a_valid_form_creates_the_experiment_and_queues_both_runs(
+    client: TestClient, session: Session, broker: redis.Redis
+) -> None:
+    response = client.post("/experiments/new", data=quickstart_form(), follow_redirects=False)
+
+    assert response.status_code == 303
+    experiment = launched_experiment(session, response.headers["location"])
+    assert (experiment.name, experiment.description) == ("quickstart", "first try")
+    assert experiment.config["federation"]["rounds"] == 5
+    federated, central = experiment.runs
+    assert (federated.kind, federated.status, federated.total_rounds) == (RunKind.FEDERATED, RunStatus.QUEUED, 5)
+    assert (central.kind, central.status, central.total_rounds) == (RunKind.CENTRALIZED, RunStatus.QUEUED, 5)
+    assert response.headers["location"] == f"/runs/{federated.id}"
+    assert queued_run_ids(broker, "runs") == [str(federated.id)]
+    assert queued_run_ids(broker, "train") == [str(central.id)]
+
+
+def test_an_unchecked_baseline_creates_and_queues_only_the_federated_run(
+    client: TestClient, session: Session, broker: redis.Redis
+) -> None:
+    sent = quickstart_form()
+    del sent["centralized.enabled"]  # browsers do not submit unchecked boxes
+
+    response = client.post("/experiments/new", data=sent, follow_redirects=False)
+
+    experiment = launched_experiment(session, response.headers["location"])
+    assert [run.kind for run in experiment.runs] == [RunKind.FEDERATED]
+    assert (broker.llen("runs"), broker.llen("train")) == (1, 0)
+
+
+def test_preview_of_a_valid_form_is_the_config_without_empty_values(client: TestClient) -> None:
+    expected: dict[str, Any] = {
+        "name": "quickstart",
+        "seed": 42,
+        "data": {
+            "train": {"format": "synthetic", "samples": 600, "positive_fraction": 0.5},
+            "test_fraction": 0.2,
+            "image_size": 32,
+        },
+        "model": {
+            "optimizer": "rmsprop",
+            "learning_rate": 0.001,
+            "batch_size": 32,
+            "batchnorm": "federated",
+            "calibration_samples": 512,
+        },
+        "federation": {
+            "clients": 3,
+            "rounds": 5,
+            "local_epochs": 1,
+            "partition": {"kind": "iid"},
+            "client_test_fraction": 0.25,
+            "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
+        },
+        "centralized": {"enabled": True, "epochs": 5},
+    }
+
+    body = client.post("/experiments/preview", data=quickstart_form()).json()
+
+    assert body["errors"] == {}
+    assert json.loads(body["json"]) == expected
+    assert yaml.safe_load(body["yaml"]) == expected
+    assert body["yaml"].startswith("name: quickstart\nseed: 42\n")
+
+
+def test_preview_of_an_invalid_form_shows_what_was_given_and_the_errors_per_field(client: TestClient) -> None:
+    sent = quickstart_form(federation__rounds="0", federation__intermittent__events="soon")
+
+    body = client.post("/experiments/preview", data=sent).json()
+
+    assert set(body["errors"]) == {"federation.rounds", "federation.intermittent.events"}
+    assert body["errors"]["federation.rounds"] == "Input should be greater than or equal to 1 (got 0)"
+    assert json.loads(body["json"])["federation"]["rounds"] == 0
+    assert yaml.safe_load(body["yaml"])["federation"]["rounds"] == 0
