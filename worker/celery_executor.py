@@ -81,7 +81,7 @@ class CeleryExecutor:
         self, task: str, rnd: int, weights: Weights, client_ids: Sequence[str]
     ) -> list[tuple[str, dict[str, Any] | BaseException]]:
         ref = self.folder / f"round-{rnd:04d}" / f"{task.rsplit('.', 1)[-1]}-global.npz"
-        save_checkpoint(Checkpoint(rnd, weights), ref)
+        save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
         signatures = [
             self.celery.signature(task, args=[str(self.run_id), rnd, cid, str(ref)], queue=TRAIN_QUEUE)
             for cid in client_ids

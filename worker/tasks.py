@@ -44,7 +44,7 @@ def _client_task(
     ctx = run_context(rid)
     result = work(ctx, load_checkpoint(Path(weights_ref)).weights)
     out = Path(weights_ref).with_name(f"{kind}-{client_id}.npz")
-    save_checkpoint(Checkpoint(rnd, result.weights), out)
+    save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
     return {"ref": str(out), "num_examples": result.num_examples, "metrics": dict(result.metrics)}
 
 

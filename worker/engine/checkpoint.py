@@ -22,8 +22,11 @@ class Checkpoint:
     optimizer_state: Weights = field(default_factory=list)  # the centralized run's optimizer
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
-    """Write to a temporary file and rename, so a killed process never leaves a half-written checkpoint."""
+def save_checkpoint(checkpoint: Checkpoint, path: Path, *, durable: bool = True) -> None:
+    """Write to a temporary file and rename, so a killed process never leaves a half-written checkpoint.
+
+    ``durable=False`` skips the fsync, for weights that only travel within a round (a crash redoes the round).
+    """
     meta = {
         "round": checkpoint.round,
         "layers": len(checkpoint.weights),
@@ -39,8 +42,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
         np.savez(file, **cast(dict[str, Any], arrays))  # the stub mistakes array names for options
-        file.flush()
-        os.fsync(file.fileno())
+        if durable:
+            file.flush()
+            os.fsync(file.fileno())
     os.replace(tmp, path)
 
 
