@@ -22,7 +22,6 @@ from worker.engine.client import KerasTrainer
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import Federation, prepare, presence_for
 from worker.engine.loop import run_federated
-from worker.engine.metrics import binary_metrics
 from worker.engine.model import recalibrate_batchnorm
 from worker.engine.strategy import strategy_for
 from worker.engine.types import Weights
@@ -62,7 +61,7 @@ def engine_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial:
     run_federated(
         cfg,
         InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
-        lambda w: binary_metrics(fed.test.labels, trainer.predict(w, fed.test.images)),
+        lambda w: trainer.evaluate(w, fed.test),
         initial=initial,
         strategy=strategy_for("drop"),
         presence=presence_for(cfg),

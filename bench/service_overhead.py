@@ -34,7 +34,6 @@ from tests.e2e.stack import Stack, wait_for
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.loop import run_federated
-from worker.engine.metrics import binary_metrics
 from worker.engine.strategy import strategy_for
 from worker.engine.types import ClientRound, ClientStatus, EvalMetrics, RocCurve, RoundResult
 from worker.local_run import PhaseLog
@@ -65,7 +64,7 @@ def in_process(cfg: RunConfig, folder: Path) -> float:
     run_federated(
         cfg,
         InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
-        lambda w: binary_metrics(fed.test.labels, trainer.predict(w, fed.test.images)),
+        lambda w: trainer.evaluate(w, fed.test),
         initial=trainer.initial_weights(derive_seed(cfg.seed, INIT)),
         strategy=strategy_for("drop"),
         presence=presence_for(cfg),

@@ -13,7 +13,6 @@ from worker.engine.client import KerasTrainer
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.loop import run_centralized, run_federated
-from worker.engine.metrics import binary_metrics
 from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.report import Record, phase_summary, round_record, time_reduction
@@ -82,6 +81,14 @@ def _claim_folder(output: Path, cfg: RunConfig, fresh: bool) -> None:
     config_file.write_text(json.dumps(wanted, indent=2))
 
 
+def _persist(phase: str, log: PhaseLog, progress: Progress) -> Callable[[RoundResult, Checkpoint], None]:
+    def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
+        log.append(result, checkpoint)
+        progress(phase, result)
+
+    return on_round
+
+
 def run_local(
     cfg: RunConfig, output: Path, *, progress: Progress = lambda phase, result: None, fresh: bool = False
 ) -> Record:
@@ -92,14 +99,7 @@ def run_local(
     initial = trainer.initial_weights(derive_seed(cfg.seed, INIT))
 
     def evaluate(weights: Weights) -> EvalMetrics:
-        return binary_metrics(federation.test.labels, trainer.predict(weights, federation.test.images))
-
-    def persist(phase: str, log: PhaseLog) -> Callable[[RoundResult, Checkpoint], None]:
-        def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
-            log.append(result, checkpoint)
-            progress(phase, result)
-
-        return on_round
+        return trainer.evaluate(weights, federation.test)
 
     fed_log = PhaseLog(output / "federated")
     clients = {c.client_id: c for c in federation.clients}
@@ -112,7 +112,7 @@ def run_local(
         presence=presence_for(cfg),
         samples={cid: len(c.train) for cid, c in clients.items()},
         batchnorm_slots=trainer.batchnorm_slots,
-        on_round=persist("federated", fed_log),
+        on_round=_persist("federated", fed_log, progress),
         start=fed_log.resume_point(),
     )
     trainer.save(final, output / "federated.keras")
@@ -130,7 +130,7 @@ def run_local(
             federation.central_train(),
             evaluate,
             initial=initial,
-            on_round=persist("centralized", central_log),
+            on_round=_persist("centralized", central_log, progress),
             start=central_log.resume_point(),
         )
         results["centralized"] = phase_summary(central_log.records())

@@ -25,7 +25,6 @@ from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.data import DataError
 from worker.engine.experiment import INIT, derive_seed, presence_for
 from worker.engine.loop import Cancelled, run_centralized, run_federated
-from worker.engine.metrics import binary_metrics
 from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 
@@ -134,7 +133,7 @@ def _train(
     checkpoints = CheckpointDir(folder / "checkpoints", keep=3)
 
     def evaluate(weights: Weights) -> EvalMetrics:
-        return binary_metrics(federation.test.labels, trainer.predict(weights, federation.test.images))
+        return trainer.evaluate(weights, federation.test)
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         checkpoints.save(checkpoint)

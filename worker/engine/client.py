@@ -10,8 +10,9 @@ import numpy as np
 
 from app.run_config import ModelConfig
 from worker.engine.data import Dataset
+from worker.engine.metrics import binary_metrics
 from worker.engine.model import build_cnn, compiled_cnn, recalibrate_batchnorm
-from worker.engine.types import Weights
+from worker.engine.types import EvalMetrics, Weights
 
 PREDICT_BATCH = 256
 
@@ -96,6 +97,10 @@ class KerasTrainer:
     def predict(self, weights: Weights, images: np.ndarray) -> np.ndarray:
         self.model.set_weights(weights)
         return np.asarray(self.model.predict(images, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
+
+    def evaluate(self, weights: Weights, data: Dataset) -> EvalMetrics:
+        """The model with ``weights`` on a test set: loss, accuracy, AUC, ROC and the rest."""
+        return binary_metrics(data.labels, self.predict(weights, data.images))
 
     def batchnorm_statistics(self, weights: Weights, data: Dataset, seed: int) -> Weights:
         """``[mean_1, var_1, mean_2, ...]`` of every BatchNorm input under ``weights`` on this client's data."""
