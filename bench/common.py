@@ -11,6 +11,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def shared_file(name: str) -> Path:
+    """A file of ../shared/data by name, or any existing path (a copy carried to a GPU host, say)."""
+    given = Path(name)
+    if given.is_file():
+        return given
     path = SHARED_DATA / name
     if not path.exists():
         raise SystemExit(f"{path} not found: the benchmarks read the chest X-ray files in ../shared/data")
