@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from app.models import Experiment, Run, RunKind
 from app.run_config import RunConfig
 from app.settings import Settings
 from bench.common import shared_file
-from tests.e2e.stack import Stack, wait_for
+from tests.e2e.stack import Stack
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.loop import run_federated
@@ -75,15 +76,39 @@ def in_process(cfg: RunConfig, folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def through_service(stack: Stack, config: dict[str, Any]) -> float:
+def phases(rounds: list[dict[str, Any]]) -> str:
+    """Summed per-round seconds: where a run's time went."""
+    keys = ("wall_s", "train_s", "calibration_s", "aggregation_s", "evaluation_s")
+    fits = sum(c["metrics"].get("train.seconds", 0.0) for r in rounds for c in r["clients"])
+    return " ".join(f"{k[:-2]} {sum(r[k] for r in rounds):.2f}" for k in keys) + f" all-fits {fits:.2f}"
+
+
+def local_rounds(folder: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+
+
+def through_service(stack: Stack, config: dict[str, Any], report: bool = False) -> float:
     started = time.perf_counter()
     run_id = stack.launch(config)["federated"]["id"]
-    done = wait_for(
-        lambda: (r := stack.run(run_id))["status"] in {"succeeded", "failed"} and r, 900, "the run", interval_s=0.02
-    )
+    # Watch as a script would, over server-sent events: polling the API fast enough to time a run
+    # would itself take CPU from the training it measures.
+    for kind, _ in stack.events(run_id, timeout_s=900):
+        if kind == "end":
+            break
     elapsed = time.perf_counter() - started
+    done = stack.run(run_id)
     if done["status"] != "succeeded":
         raise SystemExit(f"service run failed: {done['error']}\n{stack.logs()}")
+    if report:
+        at = {k: datetime.fromisoformat(done[k]) for k in ("created_at", "started_at", "finished_at")}
+        rounds = stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+        print(
+            f"    service: queued {(at['started_at'] - at['created_at']).total_seconds():.2f} s, "
+            f"claimed to finished {(at['finished_at'] - at['started_at']).total_seconds():.2f} s, "
+            f"rounds: {phases(rounds)}"
+        )
     return elapsed
 
 
@@ -159,8 +184,9 @@ def measure(
         in_process(cfg, folder / "warm")
         service_s, local_s = [], []
         for rep in range(repeats):
-            service_s.append(through_service(stack, config))
+            service_s.append(through_service(stack, config, report=True))
             local_s.append(in_process(cfg, folder / f"local-{rep}"))
+            print(f"    in-process: rounds: {phases(local_rounds(folder / f'local-{rep}'))}")
             print(
                 f"  {name} repeat {rep + 1}: service {service_s[-1]:.2f} s  in-process {local_s[-1]:.2f} s", flush=True
             )

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, group
+from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from celery.result import GroupResult
+from celery.result import AsyncResult
 
 from app.broker import CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_QUEUE
+from worker import lease
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.loop import Cancelled
 from worker.engine.types import ClientFailure, ClientUpdate, Weights
 
-CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel
+CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel and for dead workers
+MAX_SENDS = 3  # a client whose worker dies this often in one round counts as failed for that round
+logger = logging.getLogger(__name__)
 
 
 class ClientTimeout(RuntimeError):
@@ -51,28 +55,6 @@ class CeleryExecutor:
         done = self._fan_out(CLIENT_STATISTICS, rnd, weights, client_ids)
         return [self._update(cid, out) for cid, out in done if not isinstance(out, BaseException)]
 
-    def _wait(self, result: GroupResult, rnd: int) -> list[Any]:
-        """Block on the result backend (Redis pub/sub, no polling), waking up to check for a cancel."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            if self.should_stop():
-                result.revoke()
-                raise Cancelled(f"cancelled during round {rnd}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                result.revoke()
-                raise ClientTimeout(
-                    f"round {rnd}: clients did not answer within {self.timeout_s:.0f} s; "
-                    "is a worker listening on the 'train' queue?"
-                )
-            try:
-                values: list[Any] = result.get(
-                    timeout=min(CANCEL_CHECK_S, remaining), propagate=False, disable_sync_subtasks=False
-                )
-                return values
-            except CeleryTimeout:
-                continue
-
     def _update(self, client_id: str, outcome: dict[str, Any]) -> ClientUpdate:
         weights = load_checkpoint(Path(outcome["ref"])).weights
         return ClientUpdate(client_id, weights, int(outcome["num_examples"]), outcome["metrics"])
@@ -82,17 +64,95 @@ class CeleryExecutor:
     ) -> list[tuple[str, dict[str, Any] | BaseException]]:
         ref = self.folder / f"round-{rnd:04d}" / f"{task.rsplit('.', 1)[-1]}-global.npz"
         save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
-        signatures = [
-            self.celery.signature(task, args=[str(self.run_id), rnd, cid, str(ref)], queue=TRAIN_QUEUE)
-            for cid in client_ids
-        ]
-        result = group(signatures).apply_async()
-        values = self._wait(result, rnd)
-        result.forget()  # the replies are read; drop them from the result backend
+        round_ = FanOut(self.celery, task, [str(self.run_id), rnd], ref, client_ids)
+        try:
+            values = self._wait(round_, rnd)
+        finally:
+            round_.forget()
         outcomes: list[tuple[str, dict[str, Any] | BaseException]] = []
-        for cid, value in zip(client_ids, values, strict=True):
+        for cid in client_ids:
+            value = values[cid]
             if isinstance(value, dict) and value.get("cancelled"):
                 raise Cancelled(f"cancelled during round {rnd}")
             outcomes.append((cid, value))
-        result.forget()
         return outcomes
+
+    def _wait(self, round_: FanOut, rnd: int) -> dict[str, Any]:
+        """Block on the result backend (Redis pub/sub, no polling), waking up to check for a cancel and for
+        clients whose worker died (their lease expired), which are sent again."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if self.should_stop():
+                round_.revoke()
+                raise Cancelled(f"cancelled during round {rnd}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                round_.revoke()
+                raise ClientTimeout(
+                    f"round {rnd}: clients did not answer within {self.timeout_s:.0f} s; "
+                    "is a worker listening on the 'train' queue?"
+                )
+            try:
+                return round_.get(min(CANCEL_CHECK_S, remaining))
+            except CeleryTimeout:
+                round_.resend_lost(rnd)
+
+
+class WorkerLost(RuntimeError):
+    pass
+
+
+class FanOut:
+    """One fan-out: the task of each client, sent again (up to ``MAX_SENDS`` times) when its worker dies."""
+
+    def __init__(self, celery: Celery, task: str, args: list[Any], ref: Path, client_ids: Sequence[str]) -> None:
+        self.celery, self.task, self.args, self.ref = celery, task, args, ref
+        self.redis = celery.backend.client
+        self.sends = dict.fromkeys(client_ids, 0)
+        self.failed: dict[str, BaseException] = {}
+        self.current = {cid: self._send(cid) for cid in client_ids}
+        self.retired: list[AsyncResult] = []
+
+    def _send(self, client_id: str) -> AsyncResult:
+        self.sends[client_id] += 1
+        sig = self.celery.signature(self.task, args=[*self.args, client_id, str(self.ref)], queue=TRAIN_QUEUE)
+        return sig.apply_async()
+
+    def get(self, timeout: float) -> dict[str, Any]:
+        """Every client's outcome (a reply dict or an exception), or CeleryTimeout if one waits past ``timeout``."""
+        outcomes = dict(self.failed)
+        while True:
+            for cid, result in self.current.items():
+                if cid not in outcomes and result.ready():
+                    outcomes[cid] = result.get(propagate=False, disable_sync_subtasks=False)
+            waiting = [r for cid, r in self.current.items() if cid not in outcomes]
+            if not waiting:
+                return outcomes
+            # The backend wakes us as soon as this reply arrives (Redis pub/sub), or raises after ``timeout``.
+            waiting[0].get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+
+    def resend_lost(self, rnd: int) -> None:
+        by_id = {str(r.id): cid for cid, r in self.current.items()}
+        for task_id in lease.expired(self.redis, by_id):
+            cid, lost = by_id[task_id], self.current[by_id[task_id]]
+            if lost.ready():  # it finished just as its lease lapsed
+                continue
+            lost.revoke()
+            self.retired.append(lost)
+            if self.sends[cid] >= MAX_SENDS:
+                self.failed[cid] = WorkerLost(f"the worker training client {cid} died {MAX_SENDS} times")
+                del self.current[cid]
+                logger.error("round %d: client %s lost its worker %d times; giving up on it", rnd, cid, MAX_SENDS)
+            else:
+                self.current[cid] = self._send(cid)
+                logger.warning("round %d: the worker training client %s died; sent its task again", rnd, cid)
+
+    def revoke(self) -> None:
+        for result in self.current.values():
+            result.revoke()
+
+    def forget(self) -> None:
+        results = [*self.current.values(), *self.retired]
+        lease.release(self.redis, [str(r.id) for r in results])
+        for result in results:
+            result.forget()  # the replies are read; drop them from the result backend

@@ -46,6 +46,14 @@ def cancel_requested(session: Session, run_id: uuid.UUID) -> bool:
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
+def client_task_gate(session: Session, run_id: uuid.UUID, rnd: int) -> str | None:
+    """Why a client task of round ``rnd`` should not run: "cancelled", "stale" (the round is stored), or None."""
+    row = session.execute(select(Run.cancel_requested, Run.current_round).where(Run.id == run_id)).first()
+    if row is None or row.cancel_requested:
+        return "cancelled"
+    return "stale" if row.current_round >= rnd else None
+
+
 def last_round(session: Session, run_id: uuid.UUID) -> FlRound | None:
     return session.scalars(
         select(FlRound).where(FlRound.run_id == run_id).order_by(FlRound.number.desc()).limit(1)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from celery import Task
+
 from app.broker import CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_RUN
 from app.db import session_factory
 from app.settings import get_settings
@@ -16,7 +18,8 @@ from worker.context import RunContext, run_context
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.executor import client_statistics, client_update
 from worker.engine.types import ClientUpdate, Weights
-from worker.orchestrator import execute_run
+from worker.lease import Lease
+from worker.orchestrator import execute_run, worker_name
 
 
 @celery_app.task(name=TRAIN_RUN, acks_late=True)
@@ -24,12 +27,14 @@ def train_run(run_id: str) -> str:
     return execute_run(uuid.UUID(run_id), get_settings(), celery_app)
 
 
-def _cancelled(run_id: uuid.UUID) -> bool:
+def _skip_reason(run_id: uuid.UUID, rnd: int) -> str | None:
+    """A task is skipped if its run is being cancelled, or if its round is already stored (a stale redelivery)."""
     with session_factory(get_settings())() as session:
-        return store.cancel_requested(session, run_id)
+        return store.client_task_gate(session, run_id, rnd)
 
 
 def _client_task(
+    task: Task,
     run_id: str,
     rnd: int,
     client_id: str,
@@ -37,21 +42,26 @@ def _client_task(
     kind: str,
     work: Callable[[RunContext, Weights], ClientUpdate],
 ) -> dict[str, Any]:
-    """Skip if the run is being cancelled; else do the work and store its weights beside the global ones."""
+    """Do the work under a lease and store its weights beside the global ones, in a file of this task alone
+    (a client sent again after a lost worker never writes over the first attempt's file)."""
     rid = uuid.UUID(run_id)
-    if _cancelled(rid):
-        return {"cancelled": True}
-    ctx = run_context(rid)
-    result = work(ctx, load_checkpoint(Path(weights_ref)).weights)
-    out = Path(weights_ref).with_name(f"{kind}-{client_id}.npz")
-    save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
+    skip = _skip_reason(rid, rnd)
+    if skip:
+        return {skip: True}
+    task_id = str(task.request.id)
+    with Lease(task.backend.client, task_id, worker_name(), 3 * get_settings().heartbeat_s):
+        ctx = run_context(rid)
+        result = work(ctx, load_checkpoint(Path(weights_ref)).weights)
+        out = Path(weights_ref).with_name(f"{kind}-{client_id}-{task_id}.npz")
+        save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
     return {"ref": str(out), "num_examples": result.num_examples, "metrics": dict(result.metrics)}
 
 
-@celery_app.task(name=TRAIN_CLIENT, acks_late=True)
-def train_client(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+@celery_app.task(name=TRAIN_CLIENT, acks_late=True, bind=True)
+def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
     """One client's local round; the reply carries the path of its new weights, not the weights."""
     return _client_task(
+        self,
         run_id,
         rnd,
         client_id,
@@ -68,10 +78,11 @@ def train_client(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dic
     )
 
 
-@celery_app.task(name=CLIENT_STATISTICS, acks_late=True)
-def client_batchnorm_statistics(run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+@celery_app.task(name=CLIENT_STATISTICS, acks_late=True, bind=True)
+def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
     """BatchNorm input moments of the new global model on this client's data (forward passes only)."""
     return _client_task(
+        self,
         run_id,
         rnd,
         client_id,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from worker.cli import worker_command
 
@@ -82,6 +83,11 @@ class Stack:
                 process.kill()
         self.processes.clear()
         self.http.close()
+
+    def broker(self) -> redis.Redis:
+        """A client of this deployment's Redis, to watch what its workers hold."""
+        url = self.env["FEDLENS_BROKER_URL"].replace("redis+socket://", "unix://")
+        return redis.Redis.from_url(url)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))

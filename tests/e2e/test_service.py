@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.e2e.conftest import tiny_config
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +55,25 @@ def test_run_survives_sigkill_of_its_worker_with_every_round_once(stack: Stack) 
     assert done["status"] == "succeeded", done["error"]
     assert round_numbers(stack, run_id) == [1, 2, 3, 4, 5, 6]
     assert done["current_round"] == 6
+
+
+def test_training_worker_killed_mid_task_is_replaced_and_its_client_trains(stack: Stack) -> None:
+    """The dead worker's task is sent again once its lease lapses, not after the broker's ten-minute redelivery."""
+    run_id = stack.launch(tiny_config(rounds=4))["federated"]["id"]
+    stack.wait_round(run_id, 1)
+    broker = stack.broker()
+    # Start marks live only while their round waits (leases outlive their tasks by a few seconds).
+    wait_for(lambda: broker.keys("fedlens:started:*"), 60, "a client task to start", interval_s=0.005)
+
+    stack.kill("train", signal.SIGKILL)
+    stack.start_worker("train", name="train-2")
+    done = stack.wait_status(run_id, {"succeeded", "failed"}, timeout_s=120)
+
+    assert done["status"] == "succeeded", done["error"]
+    rounds = stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert [r["number"] for r in rounds] == [1, 2, 3, 4]
+    assert all(c["status"] == "trained" for r in rounds for c in r["clients"])
+    assert "died; sent its task again" in (stack.folder / "runs.log").read_text()
 
 
 def test_api_restart_during_a_run_loses_nothing(stack: Stack) -> None:
