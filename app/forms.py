@@ -231,16 +231,7 @@ def field_errors(error: ValidationError) -> dict[str, str]:
         parts = [str(p) for p in item["loc"] if not isinstance(p, int) and p not in ("iid", "sizes", "dirichlet")]
         if "events" in parts:
             parts = parts[: parts.index("events") + 1]
-        if item["loc"][-1:] == ("sizes",):  # the sizes partition's own check (sum to 1) is about its fractions
-            parts.append("fractions")
         key = ".".join(parts) or "config"
-        if key == "federation":  # cross-field checks of the federation section name the field they concern
-            if "fractions" in item["msg"]:
-                key = "federation.partition.fractions"
-            elif any(word in item["msg"] for word in ("event", "joins", "leaves")):
-                key = "federation.intermittent.events"
-        if key in ("data.train", "data.test") and "needs a path" in item["msg"]:
-            key += ".path"
         given = item.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) and item["type"] != "missing" else ""
         errors.setdefault(key, f"{item['msg'].removeprefix('Value error, ')}{shown}")

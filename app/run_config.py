@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _invalid(model: str, loc: tuple[str | int, ...], message: str, given: object) -> ValidationError:
+    """A cross-field error placed on the field it concerns, so the API's 422 and the form both name that field.
+
+    ``given`` is the object the message describes (an event, a source): its values are in the message already.
+    """
+    error = PydanticCustomError("value_error", message.replace("{", "{{").replace("}", "}}"))
+    return ValidationError.from_exception_data(model, [InitErrorDetails(type=error, loc=loc, input=given)])
 
 
 class DataSource(_Strict):
@@ -25,7 +35,12 @@ class DataSource(_Strict):
     @model_validator(mode="after")
     def _path_when_needed(self) -> Self:
         if self.format != "synthetic" and not self.path:
-            raise ValueError(f"format {self.format!r} needs a path (a folder or an .npz file)")
+            raise _invalid(
+                "DataSource",
+                ("path",),
+                f"format {self.format!r} needs a path (a folder or an .npz file)",
+                self.model_dump(),
+            )
         return self
 
 
@@ -61,7 +76,8 @@ class SizesPartition(_Strict):
     @model_validator(mode="after")
     def _sum_to_one(self) -> Self:
         if abs(sum(self.fractions) - 1.0) > 1e-6:
-            raise ValueError(f"fractions must add up to 1, they add up to {sum(self.fractions):g}")
+            message = f"fractions must add up to 1, they add up to {sum(self.fractions):g}"
+            raise _invalid("SizesPartition", ("fractions",), message, self.fractions)
         return self
 
 
@@ -106,26 +122,35 @@ class FederationConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if isinstance(self.partition, SizesPartition) and len(self.partition.fractions) != self.clients:
-            raise ValueError(
-                f"partition.fractions has {len(self.partition.fractions)} values; it needs one per client "
-                f"({self.clients})"
+            raise _invalid(
+                "FederationConfig",
+                ("partition", "sizes", "fractions"),
+                f"{len(self.partition.fractions)} values given, one per client needed ({self.clients} clients)",
+                self.partition.fractions,
             )
         seen: set[tuple[int, str]] = set()
-        for event in self.intermittent.events:
+        for i, event in enumerate(self.intermittent.events):
             kind = "joins" if event.joins is not None else "leaves"
             at = event.joins if event.joins is not None else event.leaves
+            here = ("intermittent", "events", i)
             if event.client > self.clients:
-                raise ValueError(f"event for client {event.client}: clients are numbered 1..{self.clients}")
+                message = f"event for client {event.client}: clients are numbered 1..{self.clients}"
+                raise _invalid("FederationConfig", (*here, "client"), message, event.model_dump())
             if at is not None and at > self.rounds:
-                raise ValueError(f"client {event.client} {kind} at round {at}; rounds are 1..{self.rounds}")
+                message = f"client {event.client} {kind} at round {at}; rounds are 1..{self.rounds}"
+                raise _invalid("FederationConfig", (*here, kind), message, event.model_dump())
             if (event.client, kind) in seen:
-                raise ValueError(f"client {event.client} has two '{kind}' events; give at most one of each")
+                message = f"client {event.client} has two '{kind}' events; give at most one of each"
+                raise _invalid("FederationConfig", (*here, kind), message, event.model_dump())
             seen.add((event.client, kind))
-        for event in self.intermittent.events:
+        for i, event in enumerate(self.intermittent.events):
             if event.leaves is not None:
                 join = next((e.joins for e in self.intermittent.events if e.client == event.client and e.joins), 1)
                 if event.leaves <= join:
-                    raise ValueError(f"client {event.client} leaves at round {event.leaves}, before it joins ({join})")
+                    message = f"client {event.client} leaves at round {event.leaves}, before it joins ({join})"
+                    raise _invalid(
+                        "FederationConfig", ("intermittent", "events", i, "leaves"), message, event.model_dump()
+                    )
         return self
 
 

@@ -158,6 +158,14 @@ def test_unknown_partition_kind_is_422_listing_the_known_kinds(client: TestClien
     assert all(kind in message for kind in ("'iid'", "'sizes'", "'dirichlet'"))
 
 
+def test_an_event_out_of_range_is_422_naming_the_event_field(client: TestClient) -> None:
+    config = {"federation": {"clients": 3, "rounds": 5, "intermittent": {"events": [{"client": 2, "joins": 9}]}}}
+
+    errors = field_errors(client.post("/api/experiments", json={"config": config}))
+
+    assert errors == {"config.federation.intermittent.events.0.joins": "client 2 joins at round 9; rounds are 1..5"}
+
+
 def test_every_invalid_field_is_reported_at_once(client: TestClient) -> None:
     config = {"seed": -1, "federation": {"rounds": 0}}
 

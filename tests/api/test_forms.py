@@ -213,7 +213,7 @@ def test_a_cross_field_error_about_an_event_goes_to_the_events_field() -> None:
 def test_a_cross_field_error_about_fractions_goes_to_the_fractions_field() -> None:
     errors = errors_of({"federation": {"clients": 3, "partition": {"kind": "sizes", "fractions": [0.5, 0.5]}}})
 
-    assert errors == {"federation.partition.fractions": "partition.fractions has 2 values; it needs one per client (3)"}
+    assert errors == {"federation.partition.fractions": "2 values given, one per client needed (3 clients)"}
 
 
 def test_a_source_without_its_path_is_an_error_on_that_source() -> None:

@@ -92,14 +92,14 @@ def test_unknown_partition_kind_lists_the_allowed_kinds() -> None:
 
 def test_fractions_not_adding_up_to_one_are_reported_with_their_sum() -> None:
     line = only_error(federation(clients=2, partition={"kind": "sizes", "fractions": [0.5, 0.6]}))
-    assert line.startswith("federation.partition.sizes: ")
+    assert line.startswith("federation.partition.sizes.fractions: ")
     assert "fractions must add up to 1, they add up to 1.1" in line
 
 
 def test_fractions_of_the_wrong_length_need_one_per_client() -> None:
     line = only_error(federation(clients=3, partition={"kind": "sizes", "fractions": [0.5, 0.5]}))
-    assert line.startswith("federation: ")
-    assert "partition.fractions has 2 values; it needs one per client (3)" in line
+    assert line.startswith("federation.partition.sizes.fractions: ")
+    assert "2 values given, one per client needed (3 clients)" in line
 
 
 def test_negative_fraction_names_its_index() -> None:
@@ -109,7 +109,7 @@ def test_negative_fraction_names_its_index() -> None:
 
 def test_event_for_a_client_beyond_the_federation_names_the_valid_numbers() -> None:
     line = only_error(events({"client": 7, "leaves": 3}))
-    assert line.startswith("federation: ")
+    assert line.startswith("federation.intermittent.events.0.client: ")
     assert "event for client 7: clients are numbered 1..3" in line
 
 
@@ -125,7 +125,7 @@ def test_event_with_neither_joins_nor_leaves_asks_for_exactly_one() -> None:
 
 def test_leaving_before_joining_names_both_rounds() -> None:
     line = only_error(events({"client": 2, "joins": 4}, {"client": 2, "leaves": 3}))
-    assert line.startswith("federation: ")
+    assert line.startswith("federation.intermittent.events.1.leaves: ")
     assert "client 2 leaves at round 3, before it joins (4)" in line
 
 
@@ -136,6 +136,7 @@ def test_leaving_in_round_one_is_below_the_lower_bound() -> None:
 
 def test_event_after_the_last_round_names_the_round_range() -> None:
     line = only_error(events({"client": 1, "joins": 12}, rounds=10))
+    assert line.startswith("federation.intermittent.events.0.joins: ")
     assert "client 1 joins at round 12; rounds are 1..10" in line
 
 
@@ -157,7 +158,7 @@ def test_unknown_approach_lists_the_allowed_approaches() -> None:
 @pytest.mark.parametrize("fmt", ["npz", "image-folder"])
 def test_file_formats_without_a_path_ask_for_one(fmt: str) -> None:
     line = only_error({"data": {"train": {"format": fmt}}})
-    assert line.startswith("data.train: ")
+    assert line.startswith("data.train.path: ")
     assert f"format '{fmt}' needs a path" in line
 
 
