@@ -138,9 +138,18 @@ def roc(*, session: Session, run_id: uuid.UUID, round_number: int | None) -> Roc
 
 
 def _summary(session: Session, run: Run) -> tuple[dict[str, float | None], float, float]:
-    rounds = load_rounds(session=session, run_id=run.id)
-    final = rounds[-1].metrics if rounds else {}
-    return final, sum(r.wall_s for r in rounds), sum(r.critical_path_s for r in rounds)
+    """(last round's global metrics, summed wall time, summed critical path): two small queries, however long
+    the run; the per-client rows that ``load_rounds`` would read are not needed here."""
+    f, m = FlRound, RoundMetric
+    critical = f.train_s + f.calibration_s + f.aggregation_s + f.evaluation_s
+    last, wall, parallel = session.execute(
+        select(
+            func.max(f.number), func.coalesce(func.sum(f.wall_s), 0.0), func.coalesce(func.sum(critical), 0.0)
+        ).where(f.run_id == run.id)
+    ).one()
+    final_rows = select(m.key, m.value, m.is_nan).where(m.run_id == run.id, m.round == last, m.client_id == GLOBAL)
+    final = {key: None if is_nan else value for key, value, is_nan in session.execute(final_rows)}
+    return final, float(wall), float(parallel)
 
 
 def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
