@@ -31,6 +31,7 @@ class PhaseLog:
         self.folder = folder
         self.rounds_file = folder / "rounds.jsonl"
         self.checkpoints = CheckpointDir(folder / "checkpoints")
+        self._torn_line_checked = False
 
     def records(self) -> list[Record]:
         """Complete lines only: a line torn by a killed process is ignored and that round redone."""
@@ -51,7 +52,9 @@ class PhaseLog:
     def append(self, result: RoundResult, checkpoint: Checkpoint) -> None:
         """Checkpoint first, then the record: a crash between them redoes the round, never skips it."""
         self.checkpoints.save(checkpoint)
-        self._truncate_torn_line()
+        if not self._torn_line_checked:  # only a process killed before this one can have left a torn line
+            self._truncate_torn_line()
+            self._torn_line_checked = True
         with open(self.rounds_file, "a") as file:
             file.write(json.dumps(round_record(result)) + "\n")
             file.flush()

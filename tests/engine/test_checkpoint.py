@@ -90,9 +90,9 @@ def round_result(rnd: int) -> RoundResult:
     return RoundResult(rnd, metrics, [ClientRound("1", ClientStatus.TRAINED, 10)], 1.0, 0.5, 0.0, 0.1, 0.2, 64, 64)
 
 
-def test_phase_log_ignores_a_torn_last_line_and_the_next_append_truncates_it(tmp_path: Path) -> None:
+def test_phase_log_ignores_a_torn_last_line_and_the_next_process_truncates_it(tmp_path: Path) -> None:
+    PhaseLog(tmp_path / "federated").append(round_result(1), checkpoint(1))
     log = PhaseLog(tmp_path / "federated")
-    log.append(round_result(1), checkpoint(1))
     with open(log.rounds_file, "a") as file:
         file.write('{"round": 2, "metr')  # a process killed mid-write
     assert [r["round"] for r in log.records()] == [1]
@@ -100,6 +100,7 @@ def test_phase_log_ignores_a_torn_last_line_and_the_next_append_truncates_it(tmp
     assert resume is not None
     assert resume.round == 1
 
+    log = PhaseLog(tmp_path / "federated")  # the restarted process
     log.append(round_result(2), checkpoint(2))
     lines = log.rounds_file.read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2]
