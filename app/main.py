@@ -22,25 +22,20 @@ from app.errors import install_handlers
 from app.logs import configure_logging
 from app.routes import api_experiments, api_runs, pages
 from app.run_config import allowed_fields
-from app.runs import requeue_stale_runs
+from app.runs import watchdog_pass, watchdog_period_s
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _requeue(settings: Settings) -> None:
-    with session_factory(settings)() as session:
-        requeue_stale_runs(session=session, celery=client_for(settings.broker), stale_after_s=settings.stale_after_s)
 
 
 async def watchdog(settings: Settings) -> None:
     """Requeue runs whose worker died (stale heartbeat); the next worker resumes them after their last round."""
     while True:
         try:
-            await run_in_threadpool(_requeue, settings)
+            await run_in_threadpool(watchdog_pass, settings)
         except Exception:
             logger.exception("stale-run watchdog failed; retrying")
-        await asyncio.sleep(max(0.5, settings.stale_after_s / 3))
+        await asyncio.sleep(watchdog_period_s(settings))
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:

@@ -11,11 +11,13 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from app.broker import enqueue_run
+from app.broker import client_for, enqueue_run
+from app.db import session_factory
 from app.errors import InvalidTransition, NotFound, Unavailable
 from app.models import Experiment, Run, RunKind, RunStatus, utcnow
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ def requeue_stale_runs(*, session: Session, celery: Celery, stale_after_s: float
     ).all()
     requeued = []
     for run in candidates:
+        was, last_beat = run.status, run.heartbeat_at
         claimed = session.execute(
             update(Run)
             .where(Run.id == run.id, Run.status == run.status, Run.heartbeat_at < stale)
@@ -136,7 +139,20 @@ def requeue_stale_runs(*, session: Session, celery: Celery, stale_after_s: float
         ).rowcount  # type: ignore[attr-defined]
         session.commit()
         if claimed:
-            logger.warning("requeueing run %s (was %s, last heartbeat %s)", run.id, run.status, run.heartbeat_at)
+            logger.warning("requeueing run %s (was %s, last heartbeat %s)", run.id, was, last_beat)
             _enqueue(celery, [run])
             requeued.append(run.id)
     return requeued
+
+
+def watchdog_pass(settings: Settings) -> list[uuid.UUID]:
+    """One round of the stale-run watchdog with its own session; the API and every orchestrator run it."""
+    with session_factory(settings)() as session:
+        return requeue_stale_runs(
+            session=session, celery=client_for(settings.broker), stale_after_s=settings.stale_after_s
+        )
+
+
+def watchdog_period_s(settings: Settings) -> float:
+    """A dead worker's run is requeued at most a third of ``stale_after_s`` after it went stale."""
+    return max(0.5, settings.stale_after_s / 3)

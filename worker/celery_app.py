@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
-from app.broker import configure
+from app.broker import RUNS_QUEUE, configure
 from app.logs import configure_logging
 from app.settings import get_settings
+from worker.watchdog import start_watchdog
 
 celery_app = Celery("fedlens", include=["worker.tasks"])
 
@@ -22,3 +24,10 @@ def _configure(sender: Celery, **_: Any) -> None:
 @celery_app.on_after_finalize.connect
 def _logging(sender: Celery, **_: Any) -> None:
     configure_logging()
+
+
+@worker_ready.connect
+def _watchdog(sender: Any, **_: Any) -> None:
+    """Orchestrators (workers of the ``runs`` queue) also watch for stale runs."""
+    if RUNS_QUEUE in (sender.app.amqp.queues.consume_from or {}):
+        start_watchdog(get_settings())

@@ -9,13 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
+from app.models import FlRound, Run
 from worker.cli import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +92,18 @@ class Stack:
         """A client of this deployment's Redis, to watch what its workers hold."""
         url = self.env["FEDLENS_BROKER_URL"].replace("redis+socket://", "unix://")
         return redis.Redis.from_url(url)
+
+    def run_in_database(self, run_id: str) -> tuple[str, list[int]]:
+        """(status, stored round numbers) read from the database itself, for when no API is running."""
+        engine = create_engine(self.env["FEDLENS_DATABASE_URL"])
+        rid = uuid.UUID(run_id)
+        try:
+            with Session(engine) as session:
+                status = session.scalar(select(Run.status).where(Run.id == rid))
+                rounds = session.scalars(select(FlRound.number).where(FlRound.run_id == rid).order_by(FlRound.number))
+                return str(status), list(rounds)
+        finally:
+            engine.dispose()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))

@@ -57,6 +57,21 @@ def test_run_survives_sigkill_of_its_worker_with_every_round_once(stack: Stack) 
     assert done["current_round"] == 6
 
 
+def test_a_run_whose_orchestrator_died_recovers_with_no_api_running(stack: Stack) -> None:
+    """Orchestrators run the stale-run watchdog too: recovery does not wait on an API process."""
+    run_id = stack.launch(tiny_config(rounds=5))["federated"]["id"]
+    stack.wait_round(run_id, 2)
+
+    stack.kill("api", signal.SIGTERM)
+    stack.kill("runs", signal.SIGKILL)
+    stack.start_worker("runs", name="runs-2")
+    status, rounds = wait_for(
+        lambda: (state := stack.run_in_database(run_id))[0] in {"succeeded", "failed"} and state, 120, "the run"
+    )
+
+    assert (status, rounds) == ("succeeded", [1, 2, 3, 4, 5])
+
+
 def test_training_worker_killed_mid_task_is_replaced_and_its_client_trains(stack: Stack) -> None:
     """The dead worker's task is sent again once its lease lapses, not after the broker's ten-minute redelivery."""
     run_id = stack.launch(tiny_config(rounds=4))["federated"]["id"]
