@@ -1,8 +1,8 @@
-"""Server-sent events of a run, by polling the database: nothing is lost if the API restarts mid-run."""
+"""Server-sent events of a run, read from the database whenever a worker says the run changed (and at least
+once a second): nothing is lost if the API restarts mid-run."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import session_factory
 from app.models import RunStatus
+from app.notify import changes
 from app.results import load_rounds, run_read
 from app.runs import get_run
 from app.schemas import RoundRead, RunRead
 from app.settings import Settings
 
-POLL_S = 0.25
 KEEPALIVE_S = 15.0
 
 
@@ -40,24 +40,28 @@ async def run_events(run_id: uuid.UUID, settings: Settings, request: Request, si
     async def stream() -> AsyncIterator[str]:
         run, rounds = first
         last_round, last_status, quiet_since = since, None, time.monotonic()
-        while True:
-            shown = "cancelling" if run.cancel_requested and run.status == RunStatus.RUNNING else str(run.status)
-            if shown != last_status:
-                last_status = shown
-                yield _event("status", run.model_dump_json())
-                quiet_since = time.monotonic()
-            for r in rounds:
-                yield _event("round", r.model_dump_json(), r.number)
-                last_round, quiet_since = r.number, time.monotonic()
-            if RunStatus(run.status).finished and not rounds:
-                yield _event("end", json.dumps({"status": str(run.status)}))
-                return
-            if time.monotonic() - quiet_since > KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                quiet_since = time.monotonic()
-            await asyncio.sleep(POLL_S)
-            if await request.is_disconnected():
-                return
-            run, rounds = await run_in_threadpool(_snapshot, settings, run_id, last_round)
+        changed = changes(settings.broker, run_id)
+        try:
+            while True:
+                shown = "cancelling" if run.cancel_requested and run.status == RunStatus.RUNNING else str(run.status)
+                if shown != last_status:
+                    last_status = shown
+                    yield _event("status", run.model_dump_json())
+                    quiet_since = time.monotonic()
+                for r in rounds:
+                    yield _event("round", r.model_dump_json(), r.number)
+                    last_round, quiet_since = r.number, time.monotonic()
+                if RunStatus(run.status).finished and not rounds:
+                    yield _event("end", json.dumps({"status": str(run.status)}))
+                    return
+                if time.monotonic() - quiet_since > KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                    quiet_since = time.monotonic()
+                await anext(changed)  # a worker's notification, or the fallback poll
+                if await request.is_disconnected():
+                    return
+                run, rounds = await run_in_threadpool(_snapshot, settings, run_id, last_round)
+        finally:
+            await changed.aclose()
 
     return stream()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_factory
 from app.models import Run, RunKind, RunStatus
+from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
 from worker import store
@@ -29,7 +30,7 @@ from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 
 logger = logging.getLogger(__name__)
-CANCEL_POLL_S = 0.25
+CANCEL_POLL_S = 1.0  # a cancel is seen within this; each wake-up takes CPU from training on small hosts
 
 
 class Superseded(Exception):
@@ -37,7 +38,7 @@ class Superseded(Exception):
 
 
 class Watch:
-    """Background thread: heartbeat every ``heartbeat_s``, and a cancel check every quarter second."""
+    """Background thread: heartbeat every ``heartbeat_s``, and a cancel check every ``CANCEL_POLL_S``."""
 
     def __init__(self, sessions: sessionmaker[Session], run_id: uuid.UUID, worker: str, heartbeat_s: float) -> None:
         self.sessions, self.run_id, self.worker, self.heartbeat_s = sessions, run_id, worker, heartbeat_s
@@ -47,9 +48,10 @@ class Watch:
         self._thread = threading.Thread(target=self._loop, name=f"watch-{run_id}", daemon=True)
 
     def _loop(self) -> None:
-        beats = max(1, round(self.heartbeat_s / CANCEL_POLL_S))
+        period = min(CANCEL_POLL_S, self.heartbeat_s)
+        beats = max(1, round(self.heartbeat_s / period))
         tick = 0
-        while not self._stop.wait(CANCEL_POLL_S):
+        while not self._stop.wait(period):
             tick += 1
             try:
                 with self.sessions() as session:
@@ -90,6 +92,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         assert run is not None  # claim() just updated it
         kind, config = run.kind, run.experiment.config
         last = store.last_round(session, run_id)
+    notify(settings.broker, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
     status, error, model_path = RunStatus.FAILED, None, None
     try:
@@ -113,6 +116,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         error = f"{type(exc).__name__}: {exc}"
     with sessions() as session:
         store.finish(session, run_id, me, status, error=error, model_path=model_path)
+    notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
     return str(status)
@@ -139,6 +143,7 @@ def _train(
         checkpoints.save(checkpoint)
         with sessions() as session:
             stored = store.save_round(session, run_id, result, str(checkpoints.path(result.round)))
+        notify(settings.broker, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(
             "run %s round %d %s: auc %.3f",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -12,8 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.events import POLL_S
 from app.models import Experiment, Run, RunStatus
+from app.notify import notify
+from tests.api.conftest import BROKER_URL
 from tests.api.factories import add_experiment, add_run, new_id, round_result, trained
 from worker.store import save_round
 
@@ -111,7 +113,7 @@ def test_events_report_cancelling_once_until_the_run_stops(
             session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.CANCELLED))
             session.commit()
 
-    stopper = threading.Timer(4 * POLL_S, worker_stops)
+    stopper = threading.Timer(0.5, worker_stops)  # no notification: the stream's fallback poll notices
     stopper.start()
     try:
         events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
@@ -125,3 +127,27 @@ def test_events_report_cancelling_once_until_the_run_stops(
 
 def test_events_of_an_unknown_run_are_404(client: TestClient) -> None:
     assert client.get(f"/api/runs/{new_id()}/events").status_code == 404
+
+
+def test_a_notified_change_reaches_the_stream_without_waiting_for_the_fallback_poll(
+    client: TestClient, engine: Engine, commit_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.notify.FALLBACK_S", 60.0)  # only a notification can end this stream in time
+    run = commit_run(RunStatus.RUNNING)
+
+    def worker_finishes() -> None:
+        with Session(engine) as session:
+            session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.SUCCEEDED))
+            session.commit()
+        notify(BROKER_URL, run.id)
+
+    finisher = threading.Timer(0.5, worker_finishes)
+    began = time.monotonic()
+    finisher.start()
+    try:
+        events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
+    finally:
+        finisher.join()
+
+    assert time.monotonic() - began < 10
+    assert [json.loads(e["data"])["status"] for e in events if e["event"] == "status"] == ["running", "succeeded"]
