@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class ClientTimeout(RuntimeError):
-    pass
+    """No answer from a round's clients within ``FEDLENS_CLIENT_TIMEOUT_S``."""
 
 
 class CeleryExecutor:
@@ -64,11 +64,11 @@ class CeleryExecutor:
     ) -> list[tuple[str, dict[str, Any] | BaseException]]:
         ref = self.folder / f"round-{rnd:04d}" / f"{task.rsplit('.', 1)[-1]}-global.npz"
         save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
-        round_ = FanOut(self.celery, task, [str(self.run_id), rnd], ref, client_ids)
+        fan_out = FanOut(self.celery, task, [str(self.run_id), rnd], ref, client_ids)
         try:
-            values = self._wait(round_, rnd)
+            values = self._wait(fan_out, rnd)
         finally:
-            round_.forget()
+            fan_out.forget()
         outcomes: list[tuple[str, dict[str, Any] | BaseException]] = []
         for cid in client_ids:
             value = values[cid]
@@ -77,29 +77,29 @@ class CeleryExecutor:
             outcomes.append((cid, value))
         return outcomes
 
-    def _wait(self, round_: FanOut, rnd: int) -> dict[str, Any]:
+    def _wait(self, fan_out: FanOut, rnd: int) -> dict[str, Any]:
         """Block on the result backend (Redis pub/sub, no polling), waking up to check for a cancel and for
         clients whose worker died (their lease expired), which are sent again."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             if self.should_stop():
-                round_.revoke()
+                fan_out.revoke()
                 raise Cancelled(f"cancelled during round {rnd}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                round_.revoke()
+                fan_out.revoke()
                 raise ClientTimeout(
                     f"round {rnd}: clients did not answer within {self.timeout_s:.0f} s; "
                     "is a worker listening on the 'train' queue?"
                 )
             try:
-                return round_.get(min(CANCEL_CHECK_S, remaining))
+                return fan_out.get(min(CANCEL_CHECK_S, remaining))
             except CeleryTimeout:
-                round_.resend_lost(rnd)
+                fan_out.resend_lost(rnd)
 
 
 class WorkerLost(RuntimeError):
-    pass
+    """A client's task lost its worker ``MAX_SENDS`` times in one round."""
 
 
 class FanOut:
