@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
 from app.broker import client_for
 from app.db import SettingsDep, session_factory
@@ -22,20 +19,8 @@ from app.errors import install_handlers
 from app.logs import configure_logging
 from app.routes import api_experiments, api_runs, pages
 from app.run_config import allowed_fields
-from app.runs import watchdog_pass, watchdog_period_s
+from app.runs import start_watchdog
 from app.settings import Settings, get_settings
-
-logger = logging.getLogger(__name__)
-
-
-async def watchdog(settings: Settings) -> None:
-    """Requeue runs whose worker died (stale heartbeat); the next worker resumes them after their last round."""
-    while True:
-        try:
-            await run_in_threadpool(watchdog_pass, settings)
-        except Exception:
-            logger.exception("stale-run watchdog failed; retrying")
-        await asyncio.sleep(watchdog_period_s(settings))
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -55,9 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(watchdog(settings))
+        stop_watchdog = start_watchdog(settings)  # requeues runs whose worker died
         yield
-        task.cancel()
+        stop_watchdog.set()
 
     configure_logging()
     app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)

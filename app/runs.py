@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import timedelta
 
@@ -146,13 +147,27 @@ def requeue_stale_runs(*, session: Session, celery: Celery, stale_after_s: float
 
 
 def watchdog_pass(settings: Settings) -> list[uuid.UUID]:
-    """One round of the stale-run watchdog with its own session; the API and every orchestrator run it."""
+    """One round of the stale-run watchdog with its own session."""
     with session_factory(settings)() as session:
         return requeue_stale_runs(
             session=session, celery=client_for(settings.broker), stale_after_s=settings.stale_after_s
         )
 
 
-def watchdog_period_s(settings: Settings) -> float:
-    """A dead worker's run is requeued at most a third of ``stale_after_s`` after it went stale."""
-    return max(0.5, settings.stale_after_s / 3)
+def start_watchdog(settings: Settings) -> threading.Event:
+    """Requeue stale runs now and every third of ``stale_after_s``, in a daemon thread, until the returned
+    event is set. The API and every orchestrator run one; several at once are harmless, since a run is
+    requeued by a conditional UPDATE that only one of them wins."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                watchdog_pass(settings)
+            except Exception:  # the database or broker is down: the next pass retries
+                logger.exception("stale-run watchdog failed; retrying")
+            if stop.wait(max(0.5, settings.stale_after_s / 3)):
+                return
+
+    threading.Thread(target=loop, name="stale-run-watchdog", daemon=True).start()
+    return stop

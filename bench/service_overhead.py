@@ -85,12 +85,6 @@ def phases(rounds: list[dict[str, Any]]) -> str:
     return " ".join(f"{k[:-2]} {sum(r[k] for r in rounds):.2f}" for k in keys) + f" all-fits {fits:.2f}"
 
 
-def local_rounds(folder: Path) -> list[dict[str, Any]]:
-    import json
-
-    return [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
-
-
 def through_service(stack: Stack, config: dict[str, Any], report: bool = False) -> float:
     started = time.perf_counter()
     run_id = stack.launch(config)["federated"]["id"]
@@ -187,8 +181,9 @@ def measure(
         service_s, local_s = [], []
 
         def local(rep: int, half: int) -> None:
-            local_s.append(in_process(cfg, folder / f"local-{rep}-{half}"))
-            print(f"    in-process {local_s[-1]:.2f} s; rounds: {phases(local_rounds(folder / f'local-{rep}-{half}'))}")
+            run_folder = folder / f"local-{rep}-{half}"
+            local_s.append(in_process(cfg, run_folder))
+            print(f"    in-process {local_s[-1]:.2f} s; rounds: {phases(PhaseLog(run_folder).records())}")
 
         def service() -> None:
             service_s.append(through_service(stack, config, report=True))

@@ -9,8 +9,8 @@ from celery.signals import worker_ready
 
 from app.broker import RUNS_QUEUE, configure
 from app.logs import configure_logging
+from app.runs import start_watchdog
 from app.settings import get_settings
-from worker.watchdog import start_watchdog
 
 celery_app = Celery("fedlens", include=["worker.tasks"])
 
