@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -15,9 +14,9 @@ from sqlalchemy import create_engine, inspect
 from app.db import get_engine
 from app.migrate import alembic_config, downgrade, upgrade
 from app.models import Base
+from tests.services import database_name, drop_database, ensure_database, postgres_url
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DATABASE = "fedlens_migrations_test"  # its own database: the API tests share `test`
+PG_DATABASE = database_name("fedlens_migrations_test")  # its own database: the API tests share `test`
 TABLES = {"experiment", "run", "fl_round", "client_round", "round_metric"}
 
 
@@ -27,16 +26,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DATABASE}"
+    ensure_database(PG_DATABASE, fresh=True)
+    url = postgres_url(PG_DATABASE)
     try:
         yield url
     finally:
         get_engine(url).dispose()  # the pooled connections that the migrations opened
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        drop_database(PG_DATABASE)
 
 
 def schema(url: str) -> tuple[set[str], list[str]]:

@@ -1,4 +1,4 @@
-"""API test fixtures: a migrated PostgreSQL rolled back per test, Redis db 15 flushed per test, a TestClient."""
+"""API test fixtures: a migrated PostgreSQL rolled back per test, a flushed Redis db per test, a TestClient."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ from app.db import get_session
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
+from tests.services import database_name, ensure_database, postgres_url, redis_url
 
-DATABASE_URL = os.environ.get("FEDLENS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BROKER_URL = "redis://127.0.0.1:6379/15"
+DATABASE_URL = os.environ.get("FEDLENS_TEST_DATABASE_URL") or postgres_url(database_name("test"))
+BROKER_URL = redis_url("api")
 STALE_AFTER_S = 60.0
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     """The test database, emptied (alembic_version included) and migrated to head once per test session."""
+    if "FEDLENS_TEST_DATABASE_URL" not in os.environ:
+        ensure_database(database_name("test"))
     engine = create_engine(DATABASE_URL)
     with engine.begin() as conn:
         existing = MetaData()
@@ -47,7 +50,7 @@ def session(engine: Engine) -> Iterator[Session]:
 
 @pytest.fixture
 def broker() -> Iterator[redis.Redis]:
-    """Redis db 15, empty at the start of each test; Celery's Redis transport keeps a queue as a list of that name."""
+    """The api suite's Redis db, empty at the start of each test; Celery's Redis transport keeps a queue as a list."""
     client = redis.Redis.from_url(BROKER_URL)
     client.flushdb()
     yield client
@@ -65,7 +68,7 @@ def make_client(session: Session, broker: redis.Redis) -> Callable[[Settings], T
 
     The client is not entered as a context manager, so the app's lifespan does not run: its stale-run
     watchdog would open its own database sessions outside the test transaction and enqueue requeued
-    runs into Redis db 15 at times the tests do not control, making the queue contents flaky.
+    runs into its Redis db at times the tests do not control, making the queue contents flaky.
     """
 
     def make(settings: Settings) -> TestClient:

@@ -5,23 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
 from app.embedded import EmbeddedRedis
 from app.migrate import upgrade
 from tests.e2e.stack import Stack
+from tests.services import database_name, ensure_database, postgres_url, redis_url
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_E2E = "postgresql+psycopg://postgres@127.0.0.1:5432/fedlens_e2e"
-REDIS_E2E = "redis://127.0.0.1:6379/14"
+PG_E2E_NAME = database_name("fedlens_e2e")
+PG_E2E = postgres_url(PG_E2E_NAME)
+REDIS_E2E = redis_url("e2e")
 
 
 def _fresh_postgres() -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS fedlens_e2e WITH (FORCE)")
-        conn.execute("CREATE DATABASE fedlens_e2e")
+    ensure_database(PG_E2E_NAME, fresh=True)
     upgrade(PG_E2E)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.services import redis_url
 from worker.lease import Lease, expired, release
 
 TTL_S = 0.3
@@ -16,7 +17,7 @@ TTL_S = 0.3
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
-    with redis.Redis.from_url("redis://127.0.0.1:6379/15") as r:
+    with redis.Redis.from_url(redis_url("worker")) as r:
         yield r
 
 
