@@ -21,32 +21,62 @@ def _invalid(model: str, loc: tuple[str | int, ...], message: str, given: object
     return ValidationError.from_exception_data(model, [InitErrorDetails(type=error, loc=loc, input=given)])
 
 
+_CSV_ONLY = ("image_column", "label_column", "positive", "negative", "split_column")
+_Label = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class DataSource(_Strict):
     """Where images come from; every source yields grayscale images in [0, 1]."""
 
-    format: Literal["image-folder", "npz", "synthetic"]
-    path: str | None = Field(None, description="image-folder root or .npz file; not used by synthetic")
+    format: Literal["image-folder", "csv", "npz", "synthetic"]
+    path: str | None = Field(None, description="image-folder root, CSV label table or .npz file; not for synthetic")
     split: str | None = Field(
-        None, description="image-folder: sub-folder (train/val/test); npz: MedMNIST key prefix; default train"
+        None,
+        max_length=100,
+        description=(
+            "image-folder: sub-folder; csv: value of split_column; npz: MedMNIST key prefix. "
+            "Default: train for data.train, test for data.test"
+        ),
     )
     samples: int = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
     positive_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
+    image_column: str = Field("path", min_length=1, max_length=100, description="csv only: image path column")
+    label_column: str = Field("label", min_length=1, max_length=100, description="csv only: label column")
+    positive: list[_Label] = Field(
+        ["PNEUMONIA", "1"], min_length=1, max_length=50, description="csv only: labels meaning PNEUMONIA"
+    )
+    negative: list[_Label] = Field(
+        ["NORMAL", "0"], min_length=1, max_length=50, description="csv only: labels meaning NORMAL"
+    )
+    split_column: str | None = Field(
+        None, min_length=1, max_length=100, description="csv only: column that names each row's split"
+    )
 
     @model_validator(mode="after")
-    def _path_when_needed(self) -> Self:
+    def _fields_fit_format(self) -> Self:
+        dump = self.model_dump()
         if self.format != "synthetic" and not self.path:
-            raise _invalid(
-                "DataSource",
-                ("path",),
-                f"format {self.format!r} needs a path (a folder or an .npz file)",
-                self.model_dump(),
-            )
+            message = f"format {self.format!r} needs a path (a folder, a CSV file or an .npz file)"
+            raise _invalid("DataSource", ("path",), message, dump)
+        if self.format != "csv":
+            for name in _CSV_ONLY:  # compared with the default: a stored config holds every field
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    raise _invalid("DataSource", (name,), f"{name} applies to format 'csv' only", dump)
+            return self
+        both = sorted(set(self.positive) & set(self.negative))
+        if both:
+            raise _invalid("DataSource", ("positive",), f"label(s) {both} are both positive and negative", dump)
+        if self.split and not self.split_column:
+            message = "a csv source selects a split through split_column; give split_column or omit split"
+            raise _invalid("DataSource", ("split",), message, dump)
         return self
 
 
 class DataConfig(_Strict):
     train: DataSource = DataSource(format="synthetic")
-    test: DataSource | None = Field(None, description="the common test set; omit to hold out test_fraction of train")
+    test: DataSource | None = Field(
+        None, description="the common test set (split test by default); omit to hold out test_fraction of train"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     image_size: int = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
 

@@ -22,17 +22,23 @@ from app.settings import Settings, get_settings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress bar
 
 
+class UserError(click.ClickException):
+    """Something the user can fix in the config or the data: one message, no traceback, exit code 2."""
+
+    exit_code = 2
+
+
 def load_config(path: Path) -> RunConfig:
     """Read a YAML or JSON config; exit with one line per wrong field instead of a traceback."""
     try:
         raw: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise click.ClickException(f"cannot read config {path}: {error}") from error
+        raise UserError(f"cannot read config {path}: {error}") from error
     try:
         return RunConfig.model_validate(raw if raw is not None else {})
     except ValidationError as error:
         lines = "\n".join(f"  {line}" for line in describe_errors(error))
-        raise click.ClickException(f"invalid config {path}:\n{lines}") from error
+        raise UserError(f"invalid config {path}:\n{lines}") from error
 
 
 @click.group()
@@ -78,9 +84,11 @@ def run(config: Path, output: Path, fresh: bool) -> None:
         bars[phase].update(1)
 
     try:
-        results = run_local(cfg, output, progress=progress, fresh=fresh)
-    except (DataError, RunFolderError) as error:
-        raise click.ClickException(str(error)) from error
+        results = run_local(cfg, output, progress=progress, notice=lambda line: click.echo(line, err=True), fresh=fresh)
+    except DataError as error:
+        raise UserError(f"{error.field}: {error}" if error.field else str(error)) from error
+    except RunFolderError as error:
+        raise UserError(str(error)) from error
     finally:
         for bar in bars.values():
             bar.close()

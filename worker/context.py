@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +14,8 @@ from app.run_config import ModelConfig, RunConfig
 from app.settings import get_settings
 from worker.engine.client import KerasTrainer
 from worker.engine.experiment import ClientData, Federation, prepare
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,11 @@ class RunContext:
 
 @lru_cache(maxsize=2)
 def _prepared(config_json: str) -> Federation:
-    return prepare(RunConfig.model_validate_json(config_json))
+    federation = prepare(RunConfig.model_validate_json(config_json))
+    for name, report in federation.reports.items():
+        for line in report.summary():
+            logger.info("%s: %s", name, line)
+    return federation
 
 
 @lru_cache(maxsize=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.report import Record, phase_summary, round_record, time_reduction
 
 Progress = Callable[[str, RoundResult], None]
+
+logger = logging.getLogger(__name__)
 
 
 class RunFolderError(ValueError):
@@ -93,11 +96,22 @@ def _persist(phase: str, log: PhaseLog, progress: Progress) -> Callable[[RoundRe
 
 
 def run_local(
-    cfg: RunConfig, output: Path, *, progress: Progress = lambda phase, result: None, fresh: bool = False
+    cfg: RunConfig,
+    output: Path,
+    *,
+    progress: Progress = lambda phase, result: None,
+    notice: Callable[[str], None] = logger.info,
+    fresh: bool = False,
 ) -> Record:
-    """Federated run, then the centralized baseline, resuming both after their last completed round."""
+    """Federated run, then the centralized baseline, resuming both after their last completed round.
+
+    ``notice`` receives what the data loaders saw (counts per class, sizes, skipped files) before training.
+    """
     _claim_folder(output, cfg, fresh)
     federation = prepare(cfg)
+    for name, report in federation.reports.items():
+        for line in report.summary():
+            notice(f"{name}: {line}")
     trainer = KerasTrainer(cfg.data.image_size, cfg.model)
     initial = trainer.initial_weights(derive_seed(cfg.seed, INIT))
 
@@ -122,6 +136,7 @@ def run_local(
     results: Record = {
         "name": cfg.name,
         "config": cfg.model_dump(mode="json"),
+        "data": {name: report.as_dict() for name, report in federation.reports.items()},
         "federated": phase_summary(fed_log.records()),
         "centralized": None,
     }

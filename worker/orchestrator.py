@@ -110,7 +110,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     except Cancelled:
         status = RunStatus.CANCELLED
     except DataError as exc:
-        error = f"data error: {exc}"
+        error = f"data error in {exc.field}: {exc}" if exc.field else f"data error: {exc}"
     except Exception as exc:
         logger.exception("run %s failed", run_id)
         error = f"{type(exc).__name__}: {exc}"

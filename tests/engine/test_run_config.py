@@ -163,8 +163,8 @@ def test_file_formats_without_a_path_ask_for_one(fmt: str) -> None:
 
 
 def test_unknown_data_format_lists_the_allowed_formats() -> None:
-    line = only_error({"data": {"train": {"format": "csv", "path": "x.csv"}}})
-    assert line == "data.train.format: Input should be 'image-folder', 'npz' or 'synthetic' (got 'csv')"
+    line = only_error({"data": {"train": {"format": "tiff", "path": "x"}}})
+    assert line == "data.train.format: Input should be 'image-folder', 'csv', 'npz' or 'synthetic' (got 'tiff')"
 
 
 def test_missing_data_format_is_reported_without_a_given_value() -> None:

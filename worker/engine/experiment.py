@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.run_config import DirichletPartition, RunConfig, SizesPartition
+from app.run_config import DataSource, DirichletPartition, RunConfig, SizesPartition
 from worker.engine import partition
-from worker.engine.data import DataError, Dataset, load_source, require_both_classes
+from worker.engine.data import DataError, Dataset, LoadReport, load_source, require_both_classes
 from worker.engine.presence import Membership, Presence
 
 
@@ -32,6 +33,7 @@ class ClientData:
 class Federation:
     clients: list[ClientData]
     test: Dataset  # the common test set every global model is evaluated on
+    reports: dict[str, LoadReport] = field(default_factory=dict)  # per config field: what its loader saw
 
     def central_train(self) -> Dataset:
         """The union of the clients' training data: what the centralized baseline learns from."""
@@ -42,37 +44,83 @@ class Federation:
 
 
 def _shares(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
+    """Client shares of the training data; a share too small to train on is a DataError that names the client."""
     rng = np.random.default_rng([cfg.seed, PARTITION])
     spec, k = cfg.federation.partition, cfg.federation.clients
-    if isinstance(spec, SizesPartition):
-        return partition.sizes(labels, spec.fractions, rng)
-    if isinstance(spec, DirichletPartition):
-        return partition.dirichlet(labels, k, spec.alpha, rng)
-    return partition.iid(labels, k, rng)
+    try:
+        if isinstance(spec, SizesPartition):
+            shares = partition.sizes(labels, spec.fractions, rng)
+        elif isinstance(spec, DirichletPartition):
+            shares = partition.dirichlet(labels, k, spec.alpha, rng)
+        else:
+            shares = partition.iid(labels, k, rng)
+    except ValueError as error:
+        raise DataError(str(error), "federation.partition") from error
+    for number, share in enumerate(shares, start=1):
+        if len(share) < partition.MIN_CLIENT_SAMPLES:
+            raise DataError(
+                f"client {number} gets {len(share)} of the {len(labels)} training images with partition "
+                f"{spec.kind}; give it a larger share, use fewer clients or more data",
+                "federation.partition",
+            )
+    return shares
+
+
+def _load(source: DataSource, cfg: RunConfig, seed: int, field: str, split: str, report: LoadReport | None) -> Dataset:
+    try:
+        return load_source(source, cfg.data.image_size, seed, default_split=split, report=report)
+    except DataError as error:
+        raise DataError(str(error), error.field or field) from error
+
+
+def content_hashes(data: Dataset) -> set[bytes]:
+    """One digest per image of its decoded pixels, so a re-encoded copy of an image still matches."""
+    quantized = np.round(data.images * 255).astype(np.uint8)
+    return {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in quantized}
+
+
+def _refuse_overlap(train: Dataset, test: Dataset) -> None:
+    shared = content_hashes(train) & content_hashes(test)
+    if shared:
+        raise DataError(
+            f"the common test set shares {len(shared)} image(s) with the training data, so its metrics would "
+            "reward memorising them; give data.test a split (or source) disjoint from data.train",
+            "data.test",
+        )
 
 
 def prepare(cfg: RunConfig) -> Federation:
-    """Load the data and split it: common test set, then client shares, then each client's own test part."""
-    size = cfg.data.image_size
-    data = load_source(cfg.data.train, size, cfg.seed)
-    require_both_classes(data, "the training data")
+    """Load the data and split it: common test set, then client shares, then each client's own test part.
+
+    Raises DataError with the config field it concerns.
+    """
+    reports = {"data.train": LoadReport()}
+    data = _load(cfg.data.train, cfg, cfg.seed, "data.train", "train", reports["data.train"])
+    require_both_classes(data, "the training data", "data.train")
     if cfg.data.test is not None:
-        test = load_source(cfg.data.test, size, derive_seed(cfg.seed, SYNTHETIC_TEST))
+        reports["data.test"] = LoadReport()
+        seed = derive_seed(cfg.seed, SYNTHETIC_TEST)
+        test = _load(cfg.data.test, cfg, seed, "data.test", "test", reports["data.test"])
+        _refuse_overlap(data, test)
     else:
         keep, held = partition.holdout(
             data.labels, cfg.data.test_fraction, np.random.default_rng([cfg.seed, TEST_SPLIT])
         )
         data, test = data.subset(keep), data.subset(held)
-    require_both_classes(test, "the common test set")
+    require_both_classes(test, "the common test set", "data.test" if cfg.data.test else "data.test_fraction")
     clients = []
     split_rng = np.random.default_rng([cfg.seed, CLIENT_SPLIT])
     for number, share in enumerate(_shares(cfg, data.labels), start=1):
         own = data.subset(share)
         keep, held = partition.holdout(own.labels, cfg.federation.client_test_fraction, split_rng)
         if len(keep) == 0:
-            raise DataError(f"client {number} got no training images; use fewer clients or more data")
+            raise DataError(
+                f"client {number} keeps no training images after its own test part; "
+                "lower federation.client_test_fraction, use fewer clients or more data",
+                "federation.client_test_fraction",
+            )
         clients.append(ClientData(str(number), own.subset(keep), own.subset(held)))
-    return Federation(clients, test)
+    return Federation(clients, test, reports)
 
 
 def presence_for(cfg: RunConfig) -> Presence:
