@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import uuid
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
+from celery import exceptions as celery_exceptions
 
 from app.settings import Settings
 
 TRAIN_RUN = "fedlens.train_run"  # these names are the whole contract with the worker
 TRAIN_CLIENT = "fedlens.train_client"
 CLIENT_STATISTICS = "fedlens.client_statistics"
+CHECK_DATA = "fedlens.check_data"
 RUNS_QUEUE = "runs"  # orchestration of federated runs: waits on clients, aggregates, evaluates
 TRAIN_QUEUE = "train"  # model training: client rounds and centralized baselines (GPU hosts join here)
+CHECK_QUEUE = "check"  # data checks before launch: seconds each, never behind a training task
+CHECK_TIMEOUT_S = 60.0
 
 
 def configure(celery: Celery, settings: Settings) -> Celery:
@@ -53,3 +58,22 @@ def enqueue_run(celery: Celery, run_id: uuid.UUID, *, centralized: bool) -> str:
     # ignore_result: the outcome is read from the database; subscribing to the result channel would make a
     # broker outage raise the backend's RuntimeError after ~20 s of retries instead of kombu's OperationalError.
     return str(celery.send_task(TRAIN_RUN, args=[str(run_id)], queue=queue, ignore_result=True).id)
+
+
+class CheckUnanswered(Exception):
+    """No data-check worker answered in time."""
+
+
+def check_data(celery: Celery, config: dict[str, Any]) -> dict[str, Any]:
+    """Run the data check on a worker of the check queue and wait for its report (the API reads no images).
+
+    Raises CheckUnanswered after CHECK_TIMEOUT_S, and kombu's OperationalError when the broker is down.
+    """
+    result = celery.send_task(CHECK_DATA, args=[config], queue=CHECK_QUEUE, expires=CHECK_TIMEOUT_S)
+    try:
+        report: dict[str, Any] = result.get(timeout=CHECK_TIMEOUT_S, propagate=True)
+    except celery_exceptions.TimeoutError as error:
+        raise CheckUnanswered(f"no data-check worker answered within {CHECK_TIMEOUT_S:.0f} s") from error
+    finally:
+        result.forget()
+    return report

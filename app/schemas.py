@@ -117,3 +117,37 @@ class CompareRow(BaseModel):
 class Launch(BaseModel):
     federated: RunRead
     centralized: RunRead | None
+
+
+class DataProblem(BaseModel):
+    field: str = Field(description="the config field to change, e.g. data.train or federation.partition")
+    message: str
+
+
+class SourceReport(BaseModel):
+    classes: dict[str, int] = Field(description="images per class")
+    sizes: dict[str, int] = Field(description="images per stored size, 'WxH'")
+    bit_depths: dict[str, int] = Field(description="images per stored bit depth")
+    skipped: dict[str, int] = Field(description="files skipped, per reason (hidden files are not counted)")
+
+
+class ClientCounts(BaseModel):
+    id: str
+    train: dict[str, int]
+    test: dict[str, int]
+
+
+class Thumbnail(BaseModel):
+    label: str
+    png: str = Field(description="a data: URL of a small PNG of the image as decoded")
+
+
+class DataCheck(BaseModel):
+    """What a config's data holds and how it splits, from a worker (the API never reads images)."""
+
+    ok: bool
+    errors: list[DataProblem]
+    sources: dict[str, SourceReport] = {}
+    test: dict[str, int] = {}
+    clients: list[ClientCounts] = []
+    thumbnails: list[Thumbnail] = []

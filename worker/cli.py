@@ -98,9 +98,24 @@ def run(config: Path, output: Path, fresh: bool) -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def validate(config: Path) -> None:
-    """Check CONFIG and print it with every default filled in, as JSON."""
-    click.echo(json.dumps(load_config(config).model_dump(mode="json"), indent=2))
+@click.option("--skip-data", is_flag=True, help="Check the config only; do not read the data.")
+def validate(config: Path, skip_data: bool) -> None:
+    """Check CONFIG, print it with every default filled in (JSON, stdout), then check its data (stderr).
+
+    The data check loads and splits the data as a run would and reports the images per split, class and client,
+    the sizes and bit depths seen and the files skipped; a data problem exits with code 2.
+    """
+    cfg = load_config(config)
+    click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    if skip_data:
+        return
+    from worker.datacheck import check_data, describe
+
+    check = check_data(cfg)
+    if not check["ok"]:
+        raise UserError("\n".join(describe(check)))
+    for line in describe(check):
+        click.echo(line, err=True)
 
 
 def _service_env(settings: Settings) -> dict[str, str]:
@@ -137,10 +152,10 @@ def worker_command(queues: str, concurrency: int, name: str) -> list[str]:
 @click.option(
     "-Q",
     "--queues",
-    type=click.Choice(["runs", "train"]),
+    type=click.Choice(["runs", "train", "check"]),
     default="train",
     show_default=True,
-    help="runs: orchestrate federated runs (waits on clients); train: client training and centralized runs.",
+    help="runs: orchestrate federated runs; train: client training and centralized runs; check: data checks.",
 )
 @click.option("-c", "--concurrency", default=1, show_default=True, help="Processes (each holds one model).")
 def worker(queues: str, concurrency: int) -> None:
@@ -203,7 +218,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
             stack.enter_context(EmbeddedRedis(settings.redis_socket, settings.data_dir))
         migrate(settings.database)
         env = _service_env(settings)
-        for queue, concurrency in (("runs", 1), ("train", train_workers)):
+        for queue, concurrency in (("runs", 1), ("train", train_workers), ("check", 1)):
             process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
         click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")

@@ -9,12 +9,14 @@ from typing import Any
 
 from celery import Task
 
-from app.broker import CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_RUN
+from app.broker import CHECK_DATA, CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_RUN
 from app.db import session_factory
+from app.run_config import RunConfig
 from app.settings import get_settings
 from worker import store
 from worker.celery_app import celery_app
 from worker.context import RunContext, run_context
+from worker.datacheck import check_data
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.executor import client_statistics, client_update
 from worker.engine.types import ClientUpdate, Weights
@@ -92,3 +94,9 @@ def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: st
             ctx.trainer, ctx.client(client_id), weights, rnd=rnd, seed=ctx.config.seed
         ),
     )
+
+
+@celery_app.task(name=CHECK_DATA)
+def check_data_task(config: dict[str, Any]) -> dict[str, Any]:
+    """The data check of a config the API validated; its report travels back through the result backend."""
+    return check_data(RunConfig.model_validate(config))

@@ -6,19 +6,37 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 
-from app import runs
+from app import datacheck, runs
 from app.db import SessionDep
 from app.deps import CeleryDep
 from app.results import run_read
-from app.schemas import ExperimentCreate, ExperimentRead, Launch, Page
+from app.schemas import DataCheck, ExperimentCreate, ExperimentRead, Launch, Page
 
 router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_experiment(body: ExperimentCreate, session: SessionDep) -> ExperimentRead:
-    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed."""
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ExperimentRead,
+    responses={200: {"model": DataCheck, "description": "check=true: the data check; nothing is stored"}},
+)
+def create_experiment(
+    body: ExperimentCreate,
+    session: SessionDep,
+    celery: CeleryDep,
+    check: Annotated[bool, Query(description="check the data on a worker instead of storing the experiment")] = False,
+) -> ExperimentRead | JSONResponse:
+    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed.
+
+    With ``check=true`` a worker loads and splits the data as a run would and the answer (200) reports the images
+    per split, class and client, the sizes and bit depths seen, the skipped files and a few thumbnails.
+    """
+    if check:
+        report = datacheck.check(celery=celery, config=body.config)
+        return JSONResponse(report.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body))
 
 

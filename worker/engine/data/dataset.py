@@ -62,13 +62,17 @@ class LoadReport:
         }
 
     def summary(self) -> list[str]:
-        """One line of counts, then one line per reason files were skipped."""
-        counts = ", ".join(f"{self.classes[cls]:,} {cls}" for cls in CLASSES)
-        sizes = ", ".join(f"{size} ({n:,})" for size, n in self.sizes.most_common(3))
-        more = f" and {len(self.sizes) - 3} more" if len(self.sizes) > 3 else ""
-        bits = "/".join(str(b) for b in sorted(self.bit_depths))
-        head = f"{counts}; sizes {sizes}{more}; {bits}-bit"
-        return [head] + [f"{count:,} file(s) skipped: {reason}" for reason, count in sorted(self.skipped.items())]
+        return summarize(self.as_dict())
+
+
+def summarize(report: dict[str, dict[str, int]]) -> list[str]:
+    """A load report (``LoadReport.as_dict``) as one line of counts, then one line per reason files were skipped."""
+    counts = ", ".join(f"{report['classes'][cls]:,} {cls}" for cls in CLASSES)
+    sizes = ", ".join(f"{size} ({n:,})" for size, n in list(report["sizes"].items())[:3])
+    more = f" and {len(report['sizes']) - 3} more" if len(report["sizes"]) > 3 else ""
+    bits = "/".join(report["bit_depths"])
+    head = f"{counts}; sizes {sizes}{more}; {bits}-bit"
+    return [head] + [f"{count:,} file(s) skipped: {reason}" for reason, count in report["skipped"].items()]
 
 
 def resize(pixels: np.ndarray, size: int) -> np.ndarray:
