@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
@@ -56,7 +64,8 @@ class DataSource(_Strict):
     def _fields_fit_format(self) -> Self:
         dump = self.model_dump()
         if self.format != "synthetic" and not self.path:
-            message = f"format {self.format!r} needs a path (a folder, a CSV file or an .npz file)"
+            wanted = "a .csv label table" if self.format == "csv" else "a folder or an .npz file"
+            message = f"format {self.format!r} needs a path ({wanted})"
             raise _invalid("DataSource", ("path",), message, dump)
         if self.format != "csv":
             for name in _CSV_ONLY:  # compared with the default: a stored config holds every field
@@ -70,6 +79,15 @@ class DataSource(_Strict):
             message = "a csv source selects a split through split_column; give split_column or omit split"
             raise _invalid("DataSource", ("split",), message, dump)
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_csv_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Stored configs and previews of other formats do not carry the csv-only defaults."""
+        dumped: dict[str, Any] = handler(self)
+        if self.format != "csv":
+            for name in _CSV_ONLY:
+                dumped.pop(name, None)
+        return dumped
 
 
 class DataConfig(_Strict):
