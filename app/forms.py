@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.run_config import RunConfig, SizesPartition
+from app.run_config import DataSource, RunConfig, SizesPartition
 
 # The study's setups, as config overrides of the defaults; "quickstart" trains in about a minute on a laptop.
 _PAPER_DATA = {
@@ -86,6 +86,20 @@ def preset_config(name: str) -> RunConfig:
     return RunConfig.model_validate(overrides)
 
 
+def _csv_values(prefix: str, source: DataSource | None) -> dict[str, str]:
+    """The csv fields of a source, or their defaults when the source is absent or of another format."""
+    fields = {n: f.default for n, f in DataSource.model_fields.items()}
+    if source is not None and source.format == "csv":
+        fields = source.model_dump()
+    return {
+        f"{prefix}.image_column": fields["image_column"],
+        f"{prefix}.label_column": fields["label_column"],
+        f"{prefix}.split_column": fields["split_column"] or "",
+        f"{prefix}.positive": ", ".join(fields["positive"]),
+        f"{prefix}.negative": ", ".join(fields["negative"]),
+    }
+
+
 def form_values(cfg: RunConfig) -> dict[str, str]:
     """The form's field values for a config."""
     values: dict[str, str] = {
@@ -99,6 +113,8 @@ def form_values(cfg: RunConfig) -> dict[str, str]:
         "data.test.format": cfg.data.test.format if cfg.data.test else "holdout",
         "data.test.path": cfg.data.test.path or "" if cfg.data.test else "",
         "data.test.split": cfg.data.test.split or "" if cfg.data.test else "",
+        **_csv_values("data.train", cfg.data.train),
+        **_csv_values("data.test", cfg.data.test),
         "data.test_fraction": str(cfg.data.test_fraction),
         "data.image_size": str(cfg.data.image_size),
         "model.optimizer": cfg.model.optimizer,
@@ -169,8 +185,14 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
         raw: dict[str, Any] = {"format": fmt}
         if fmt == "synthetic":
             raw |= {k: get(f"{prefix}.{k}") for k in ("samples", "positive_fraction") if get(f"{prefix}.{k}") != ""}
-        else:
-            raw |= {k: get(f"{prefix}.{k}") or None for k in ("path", "split")}
+            return raw
+        raw |= {k: get(f"{prefix}.{k}") or None for k in ("path", "split")}
+        if fmt == "csv":
+            raw |= {k: get(f"{prefix}.{k}") for k in ("image_column", "label_column") if get(f"{prefix}.{k}")}
+            raw["split_column"] = get(f"{prefix}.split_column") or None
+            for k in ("positive", "negative"):
+                if get(f"{prefix}.{k}"):
+                    raw[k] = [label.strip() for label in str(get(f"{prefix}.{k}")).split(",") if label.strip()]
         return raw
 
     parse_errors: dict[str, str] = {}

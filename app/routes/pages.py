@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app import forms, results, runs
+from app import datacheck, forms, results, runs
 from app.db import SessionDep
 from app.deps import CeleryDep
 from app.errors import Unavailable
@@ -105,6 +105,31 @@ async def preview(request: Request) -> JSONResponse:
     return JSONResponse(
         {"yaml": yaml.safe_dump(shown, sort_keys=False), "json": json.dumps(shown, indent=2), "errors": errors}
     )
+
+
+# Where a data problem is shown on the form: next to the input the user changes to fix it.
+_DATA_FIELDS = {
+    "data.train": "data.train.path",
+    "data.test": "data.test.path",
+    "data.test_fraction": "data.test_fraction",
+    "federation.partition": "federation.partition.kind",
+    "federation.client_test_fraction": "federation.client_test_fraction",
+}
+
+
+@router.post("/experiments/check")
+async def check_form(request: Request, celery: CeleryDep) -> JSONResponse:
+    """The form's "Check data" button: config errors per field, or the worker's data check."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    cfg, _raw, errors = forms.validate_form(form)
+    if cfg is None:
+        return JSONResponse({"errors": errors, "check": None})
+    try:
+        report = datacheck.check(celery=celery, config=cfg)
+    except Unavailable as error:
+        return JSONResponse({"errors": {"config": error.detail}, "check": None}, status_code=503)
+    placed = {_DATA_FIELDS.get(p.field, "data.train.path"): p.message for p in report.errors}
+    return JSONResponse({"errors": placed, "check": report.model_dump(mode="json")})
 
 
 @router.post("/experiments/{experiment_id}/launch")

@@ -48,6 +48,43 @@
     const text = yamlBox.hidden ? jsonBox.textContent : yamlBox.textContent;
     navigator.clipboard?.writeText(text).catch(() => {});
   });
+  const checkPanel = document.getElementById("data-check");
+  const counts = (byClass) => Object.entries(byClass).map(([cls, n]) => `${n.toLocaleString("en")} ${cls}`).join(", ");
+
+  function showCheck(check) {
+    const lines = document.getElementById("data-check-lines");
+    const thumbs = document.getElementById("data-check-thumbnails");
+    lines.replaceChildren(); thumbs.replaceChildren();
+    const add = (text) => { const li = document.createElement("li"); li.textContent = text; lines.append(li); };
+    for (const [name, source] of Object.entries(check.sources)) {
+      const sizes = Object.entries(source.sizes).slice(0, 3).map(([size, n]) => `${size} (${n})`).join(", ");
+      add(`${name}: ${counts(source.classes)}; sizes ${sizes}; ${Object.keys(source.bit_depths).join("/")}-bit`);
+      for (const [reason, n] of Object.entries(source.skipped)) add(`${n} file(s) skipped: ${reason}`);
+    }
+    add(`common test set: ${counts(check.test)}`);
+    for (const client of check.clients) add(`client ${client.id}: train ${counts(client.train)}; own test ${counts(client.test)}`);
+    for (const thumb of check.thumbnails) {
+      const figure = document.createElement("figure");
+      const img = document.createElement("img"); img.src = thumb.png; img.alt = `a ${thumb.label} training image`;
+      const caption = document.createElement("figcaption"); caption.textContent = thumb.label;
+      figure.append(img, caption); thumbs.append(figure);
+    }
+  }
+
+  async function checkData() {
+    const status = document.getElementById("data-check-status");
+    checkPanel.hidden = false; status.textContent = "Reading the data on a worker…";
+    const response = await fetch("/experiments/check", { method: "POST", body: new FormData(form) });
+    const data = await response.json();
+    const { config, ...perField } = data.errors;
+    showErrors(perField);
+    document.getElementById("data-check-lines").replaceChildren();
+    document.getElementById("data-check-thumbnails").replaceChildren();
+    if (data.check && data.check.ok) { status.textContent = "The data loads and splits as shown."; showCheck(data.check); }
+    else status.textContent = config || "The data has problems: see the fields marked in the form.";
+  }
+
+  document.getElementById("check-data").addEventListener("click", () => checkData().catch(() => {}));
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
   toggle();

@@ -27,7 +27,7 @@ def test_new_experiment_form_has_one_field_per_config_value_and_a_description(cl
     fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
     named = [e.attrs["name"] or "" for e in fields]
     assert sorted(named) == sorted([*forms.form_values(RunConfig()), "description"])
-    assert len(named) == 30  # 29 config fields and the description
+    assert len(named) == 40  # 39 config fields (10 of them for csv sources) and the description
 
 
 def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) -> None:
@@ -35,7 +35,7 @@ def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) 
 
     fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea")]
     labels = {label.attrs.get("for"): label.text for label in root.find_all("label")}
-    assert len(fields) == 30
+    assert len(fields) == 40
     for element in fields:
         assert labels.get(element.attrs.get("id")), element.attrs
 

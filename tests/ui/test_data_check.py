@@ -1,0 +1,38 @@
+"""The form's "Check data" button in a real browser: counts, splits and thumbnails, or the error at its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.ui.test_dashboard import Page
+
+pytestmark = pytest.mark.slow
+
+
+def test_check_data_shows_what_each_split_holds_then_an_error_at_the_data_field(server: str, browser: Any) -> None:
+    tab = Page(browser, server)
+    tab.goto("/experiments/new?preset=quickstart")
+    tab.page.click("#check-data")
+    tab.page.wait_for_selector("#data-check-thumbnails img", timeout=60_000)
+    lines = tab.page.locator("#data-check-lines li").all_inner_texts()
+    # quickstart: 600 synthetic images, half PNEUMONIA; 20% held out; 3 IID clients keep 75% for training
+    assert lines == [
+        "data.train: 300 NORMAL, 300 PNEUMONIA; sizes 32x32 (600); 8-bit",
+        "common test set: 60 NORMAL, 60 PNEUMONIA",
+        "client 1: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
+        "client 2: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
+        "client 3: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
+    ]
+    assert tab.page.locator("#data-check-thumbnails img").count() == 6
+    tab.shot("data-check")
+
+    tab.page.select_option("[name='data.train.format']", "npz")
+    tab.page.fill("[name='data.train.path']", "/nowhere/chest.npz")
+    tab.page.click("#check-data")
+    error = tab.page.locator("[data-live-error='data.train.path']")
+    error.wait_for(timeout=60_000)
+    assert error.inner_text() == "/nowhere/chest.npz: no such .npz file"
+    assert tab.page.locator("#data-check-lines li").count() == 0
+    assert tab.problems == []
