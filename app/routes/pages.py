@@ -17,6 +17,7 @@ from app.db import SessionDep
 from app.deps import CeleryDep
 from app.errors import Unavailable
 from app.models import RunKind
+from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +77,18 @@ def _new_page(
 
 
 @router.get("/experiments/new", response_class=HTMLResponse)
-def new_experiment_page(request: Request, preset: str = "quickstart") -> Response:
-    return _new_page(request, forms.form_values(forms.preset_config(preset)), {}, preset)
+def new_experiment_page(
+    request: Request,
+    session: SessionDep,
+    preset: str = "quickstart",
+    from_: Annotated[uuid.UUID | None, Query(alias="from", description="start from this experiment's config")] = None,
+) -> Response:
+    """The form, filled from a preset or, for "Edit and relaunch", from an existing experiment."""
+    if from_ is None:
+        return _new_page(request, forms.form_values(forms.preset_config(preset)), {}, preset)
+    experiment = runs.get_experiment(session=session, experiment_id=from_)
+    values = forms.form_values(RunConfig.model_validate(experiment.config))
+    return _new_page(request, values | {"description": experiment.description}, {}, "")
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
