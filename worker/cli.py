@@ -80,7 +80,8 @@ def run(config: Path, output: Path, fresh: bool) -> None:
             unit = "round" if phase == "federated" else "epoch"
             bars[phase] = tqdm(total=totals[phase], initial=result.round - 1, desc=phase, unit=unit, file=sys.stderr)
         m = result.metrics
-        bars[phase].set_postfix(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.3f}", auc=f"{m.auc:.3f}")
+        # refresh=False: drawn once by update(), so round N's count and round N's metrics appear together
+        bars[phase].set_postfix(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.3f}", auc=f"{m.auc:.3f}", refresh=False)
         bars[phase].update(1)
 
     try:
