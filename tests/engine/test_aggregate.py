@@ -19,6 +19,7 @@ def client_weights() -> st.SearchStrategy[list[np.ndarray]]:
     return st.tuples(*(arrays(np.float64, shape, elements=finite) for shape in SHAPES)).map(list)
 
 
+NO_EXAMPLES = r"^cannot aggregate: no client reported training examples$"
 clients = st.lists(st.tuples(client_weights(), st.integers(1, 100)), min_size=1, max_size=5)
 
 
@@ -45,12 +46,12 @@ def test_weighted_mean_ignores_a_client_with_zero_examples() -> None:
 
 
 def test_weighted_mean_of_no_clients_raises() -> None:
-    with pytest.raises(ValueError, match="no client reported training examples"):
+    with pytest.raises(ValueError, match=NO_EXAMPLES):
         weighted_mean([])
 
 
 def test_weighted_mean_with_only_zero_counts_raises() -> None:
-    with pytest.raises(ValueError, match="no client reported training examples"):
+    with pytest.raises(ValueError, match=NO_EXAMPLES):
         weighted_mean([([np.ones(2)], 0), ([np.zeros(2)], 0)])
 
 
@@ -114,6 +115,12 @@ def test_pooled_variance_adds_the_spread_of_the_client_means() -> None:
     pooled = pooled_moments([([np.array([0.0]), np.array([0.0])], 1), ([np.array([2.0]), np.array([0.0])], 3)])
     np.testing.assert_allclose(pooled[0], [1.5])
     np.testing.assert_allclose(pooled[1], [0.75])
+
+
+def test_pooled_moments_refuse_a_mean_without_its_variance() -> None:
+    mean_only = [np.array([1.0]), np.array([0.5]), np.array([2.0])]  # layer 2 lacks its variance
+    with pytest.raises(ValueError):
+        pooled_moments([(mean_only, 1), (mean_only, 1)])
 
 
 def test_pooled_variance_is_never_negative() -> None:

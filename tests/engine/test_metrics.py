@@ -51,7 +51,7 @@ def test_no_predicted_positives_give_zero_precision_instead_of_an_error() -> Non
 
 
 def test_labels_of_one_class_only_raise() -> None:
-    with pytest.raises(ValueError, match="needs both classes"):
+    with pytest.raises(ValueError, match=r"^the test set needs both classes to compute AUC$"):
         binary_metrics(np.ones(5), np.linspace(0.1, 0.9, 5))
 
 
@@ -76,7 +76,43 @@ def test_short_roc_keeps_every_point() -> None:
     assert roc.thresholds == [1.0, 0.6, 0.1]  # the infinite first threshold is shown as 1
 
 
+def test_roc_points_are_rounded_to_five_decimals() -> None:
+    roc = thin_roc(np.array([0.0, 1 / 3, 1.0]), np.array([0.0, 2 / 3, 1.0]), np.array([np.inf, 0.123456789, 0.1]))
+    assert (roc.fpr, roc.tpr, roc.thresholds) == ([0.0, 0.33333, 1.0], [0.0, 0.66667, 1.0], [1.0, 0.12346, 0.1])
+
+
 def test_loss_and_accuracy_work_on_a_single_class() -> None:
     loss, accuracy = loss_and_accuracy(np.array([1, 1, 1, 1]), np.array([0.9, 0.8, 0.4, 0.6]))
     assert accuracy == pytest.approx(3 / 4)
     assert loss == pytest.approx(-(math.log(0.9) + math.log(0.8) + math.log(0.4) + math.log(0.6)) / 4)
+
+
+def test_client_accuracy_counts_a_probability_of_exactly_one_half_as_positive() -> None:
+    loss, accuracy = loss_and_accuracy(np.array([1, 1]), np.array([0.5, 0.9]))
+    assert accuracy == 1.0
+    assert loss == pytest.approx(-(math.log(0.5) + math.log(0.9)) / 2)
+
+
+# Keras predicts one probability per row, shape (N, 1); 3 of the 4 are right at threshold 0.5
+LABELS = np.array([1, 0, 1, 1])
+PREDICTED = np.array([[0.9], [0.2], [0.6], [0.3]])
+
+
+def test_client_metrics_of_column_predictions_equal_those_of_flat_ones() -> None:
+    loss = -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.3)) / 4
+    for labels, probabilities in [(LABELS, PREDICTED), (LABELS.reshape(-1, 1), PREDICTED.reshape(-1))]:
+        got_loss, accuracy = loss_and_accuracy(labels, probabilities)
+        assert accuracy == pytest.approx(3 / 4)  # not 8/16, as comparing a column with a row would give
+        assert got_loss == pytest.approx(loss)
+
+
+def test_test_metrics_of_column_predictions_equal_those_of_flat_ones() -> None:
+    assert binary_metrics(LABELS.reshape(-1, 1), PREDICTED) == binary_metrics(LABELS, PREDICTED.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_confidently_wrong_prediction_costs_log_1e7_whatever_the_float_type(dtype: type) -> None:
+    # probabilities are clipped to [1e-7, 1 - 1e-7] in float64: each wrong answer costs -log(1e-7), about 16.12
+    loss, accuracy = loss_and_accuracy(np.array([1, 0]), np.array([0.0, 1.0], dtype=dtype))
+    assert accuracy == 0.0
+    assert loss == pytest.approx(-math.log(1e-7))

@@ -94,8 +94,21 @@ def test_dirichlet_with_small_alpha_skews_the_class_ratio() -> None:
     assert max(abs(r - 1 / 3) for r in ratios) > 0.2  # iid would keep each client at 1/3 within a sample
 
 
+def test_dirichlet_accepts_a_client_with_exactly_two_samples() -> None:
+    # 2 normal + 2 pneumonia over 2 clients: the only split that leaves nobody below two samples is 2 + 2,
+    # and alpha 100 keeps both proportions near 1/2, so each client gets one image of each class
+    labels = np.array([0, 0, 1, 1])
+    shares = partition.dirichlet(labels, 2, 100.0, rng())
+    assert [len(s) for s in shares] == [2, 2]
+    assert [labels[s].tolist() for s in shares] == [[0, 1], [0, 1]]
+
+
 def test_dirichlet_with_too_little_data_raises() -> None:
-    with pytest.raises(ValueError, match=r"dirichlet\(alpha=1.0\) left a client with fewer than 2 samples"):
+    message = (
+        r"^dirichlet\(alpha=1.0\) left a client with fewer than 2 samples in 100 draws; "
+        r"use fewer clients, more data or a larger alpha$"
+    )
+    with pytest.raises(ValueError, match=message):
         partition.dirichlet(np.array([0, 0, 1, 1, 1]), 5, 1.0, rng())
 
 
@@ -112,6 +125,13 @@ def test_holdout_of_zero_keeps_everything() -> None:
     np.testing.assert_array_equal(keep, np.arange(300))
     assert len(held) == 0
     assert held.dtype.kind == "i"
+
+
+def test_holdout_of_zero_draws_nothing_from_the_generator() -> None:
+    # prepare() shares one generator between the clients' holdouts: a zero holdout must not shift the next draw
+    generator = rng(5)
+    partition.holdout(LABELS, 0.0, generator)
+    assert generator.random() == rng(5).random()
 
 
 def test_holdout_is_deterministic_for_a_seed() -> None:

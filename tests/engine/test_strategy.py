@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
-from worker.engine.strategy import FedAvg, KeepLastUpdate, strategy_for
+from worker.engine.strategy import Aggregate, FedAvg, KeepLastUpdate, strategy_for
 from worker.engine.types import ClientStatus, ClientUpdate
 
 TRAINED, KEPT = ClientStatus.TRAINED, ClientStatus.KEPT
@@ -80,6 +82,31 @@ def test_joining_client_counts_only_from_its_first_update(approach: str) -> None
     np.testing.assert_allclose(second.weights[0], [6.5, 6.5])  # (2 * 2 + 6 * 8) / 8
 
 
+class RoundRecorder:
+    """An inner strategy that records the rounds it is asked to aggregate."""
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate]) -> Aggregate | None:
+        self.rounds.append(rnd)
+        return FedAvg().aggregate(rnd, updates)
+
+    def state(self) -> list[ClientUpdate]:
+        return []
+
+    def restore(self, state: Sequence[ClientUpdate]) -> None:
+        pass
+
+
+def test_keep_last_passes_the_round_number_to_the_strategy_it_wraps() -> None:
+    inner = RoundRecorder()
+    strategy = KeepLastUpdate(inner)
+    strategy.aggregate(3, [update("a", 1.0, 1)])
+    strategy.aggregate(4, [])
+    assert inner.rounds == [3, 4]
+
+
 def test_keep_last_state_restores_into_a_fresh_strategy() -> None:
     original = KeepLastUpdate(FedAvg())
     original.aggregate(1, [update("a", 1.0, 1), update("b", 5.0, 3)])
@@ -117,7 +144,7 @@ def test_fedavg_state_is_empty_and_restores_from_empty() -> None:
 
 
 def test_fedavg_refuses_the_state_of_keep_last() -> None:
-    with pytest.raises(ValueError, match="FedAvg keeps no state"):
+    with pytest.raises(ValueError, match=r"^FedAvg keeps no state; the checkpoint belongs to another strategy$"):
         FedAvg().restore([update("a", 1.0, 1)])
 
 

@@ -14,6 +14,17 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else 0.0
 
 
+def _flat(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat label and probability vectors (Keras predicts shape (N, 1)).
+
+    Probabilities are clipped to [1e-7, 1 - 1e-7] in float64, so a confident wrong answer costs -log(1e-7) (about
+    16.1) instead of infinity, whatever float type the model predicts in.
+    """
+    y = np.asarray(labels).reshape(-1).astype(int)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    return y, p
+
+
 def thin_roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, limit: int = MAX_ROC_POINTS) -> RocCurve:
     """At most ``limit`` points, always keeping both ends so the curve spans (0,0)-(1,1)."""
     if len(fpr) > limit:
@@ -25,8 +36,7 @@ def thin_roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, limit: in
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics:
     """Loss, accuracy, AUC, sensitivity, specificity, precision, F1 and ROC at threshold 0.5."""
-    y = np.asarray(labels).reshape(-1).astype(int)
-    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    y, p = _flat(labels, probabilities)
     if len(np.unique(y)) < 2:
         raise ValueError("the test set needs both classes to compute AUC")
     predicted = (p >= 0.5).astype(int)
@@ -49,6 +59,5 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics
 
 def loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
     """For a client's local test set, which may hold a single class (AUC undefined there)."""
-    y = np.asarray(labels).reshape(-1).astype(int)
-    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    y, p = _flat(labels, probabilities)
     return float(log_loss(y, p, labels=[0, 1])), float(np.mean((p >= 0.5) == y))

@@ -41,13 +41,11 @@ class Presence:
         return [m.client_id for m in self.members if m.present(rnd)]
 
     def available(self, rnd: int) -> list[str]:
-        """Present clients that answer in this round; each misses it with probability 1 - availability."""
+        """Present clients that answer in this round; each misses it with probability 1 - availability.
+
+        A client answers when its draw in [0, 1) is below ``availability``, so availability 1 keeps every client.
+        """
         present = self.present(rnd)
-        if self.availability >= 1:
-            return present
         draws = np.random.default_rng([self.seed, rnd, 0xA7A1]).random(len(self.members))
         answers = {m.client_id for m, d in zip(self.members, draws, strict=True) if d < self.availability}
         return [cid for cid in present if cid in answers]
-
-    def event(self, client_id: str, rnd: int) -> ClientEvent | None:
-        return next(m.event(rnd) for m in self.members if m.client_id == client_id)
