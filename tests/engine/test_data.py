@@ -13,24 +13,8 @@ import pytest
 from PIL import Image
 
 from app.run_config import DataSource
+from tests.realdata import KERMANY, PNEUMONIAMNIST
 from worker.engine.data import DataError, Dataset, load_source
-
-# The real chest X-ray files: ../shared/data beside the checkout, or the folder FEDLENS_TEST_DATA names
-SHARED_DATA = Path(os.environ.get("FEDLENS_TEST_DATA") or Path(__file__).parents[2] / ".." / "shared" / "data")
-PNEUMONIAMNIST = SHARED_DATA / "pneumoniamnist_balanced_28.npz"
-KERMANY = SHARED_DATA / "kermany_train_64.npz"
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> None:
-    """Skip the real-data tests where the files are absent, except under CI (CI=true), where that is a failure."""
-    missing = [str(path) for path in (PNEUMONIAMNIST, KERMANY) if not path.is_file()]
-    if not missing:
-        return
-    message = f"real test data missing: {', '.join(missing)} (set FEDLENS_TEST_DATA to the folder that holds them)"
-    if os.environ.get("CI", "").lower() in {"true", "1"}:
-        pytest.fail(f"{message}; CI must run these tests", pytrace=False)
-    pytest.skip(message)
 
 
 def npz_source(path: Path, split: str | None = None) -> DataSource:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from app.run_config import DataSource
-from tests.engine.test_data import KERMANY, needs_shared_data
+from tests.realdata import KERMANY
 from worker.engine.data import DataError, LoadReport, load_source
 from worker.engine.data.decode import decode_file
 
@@ -17,7 +17,7 @@ ONE_LEVEL = 1 / 255
 
 
 @pytest.fixture(scope="module")
-def xrays() -> np.ndarray:
+def xrays(shared_data: None) -> np.ndarray:
     """Six real chest X-rays (64x64 uint8) from the Kermany training split."""
     with np.load(KERMANY) as archive:
         return np.asarray(archive["images"][:6])
@@ -36,7 +36,6 @@ def load_folder(root: Path, size: int = 64, report: LoadReport | None = None) ->
     return load_source(source, size, seed=0, report=report).images[..., 0]
 
 
-@needs_shared_data
 def test_16_bit_png_gives_the_pixels_of_its_8_bit_original(tmp_path: Path, xrays: np.ndarray) -> None:
     eight = load_folder(folder(tmp_path / "8", [xrays[0]], [xrays[1]]))
     wide = [(x.astype(np.uint16) * 257) for x in xrays[:2]]  # 0..255 -> 0..65535, as a 16-bit export does
@@ -48,7 +47,6 @@ def test_16_bit_png_gives_the_pixels_of_its_8_bit_original(tmp_path: Path, xrays
     assert (sixteen == 1.0).mean() < 0.05  # the old blind cast to uint8 saturated 97% of them
 
 
-@needs_shared_data
 def test_uint16_npz_gives_the_pixels_of_its_uint8_original(tmp_path: Path, xrays: np.ndarray) -> None:
     labels = np.array([0, 1, 0, 1, 0, 1])
     np.savez(tmp_path / "u8.npz", images=xrays, labels=labels)
