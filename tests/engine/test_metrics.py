@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from worker.engine.metrics import MAX_ROC_POINTS, binary_metrics, loss_and_accuracy, thin_roc
+from worker.engine.metrics import MAX_ROC_POINTS, binary_metrics, delong_interval, loss_and_accuracy, thin_roc
 
 # 4 positives, 6 negatives; 0.5 counts as positive
 POSITIVES = [0.9, 0.8, 0.5, 0.2]
@@ -116,3 +116,28 @@ def test_a_confidently_wrong_prediction_costs_log_1e7_whatever_the_float_type(dt
     loss, accuracy = loss_and_accuracy(np.array([1, 0]), np.array([0.0, 1.0], dtype=dtype))
     assert accuracy == 0.0
     assert loss == pytest.approx(-math.log(1e-7))
+
+
+def test_delong_interval_matches_the_hand_computed_variance() -> None:
+    # Positives 0.35 and 0.8 outrank 1/2 and 2/2 negatives; negatives 0.1 and 0.4 sit below 2/2 and 1/2 positives.
+    # AUC 0.75; variance 0.125/2 + 0.125/2 = 0.125; 0.75 +- 1.959964 * sqrt(0.125), clipped at 1.
+    low, high = delong_interval(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert low == pytest.approx(0.75 - 1.959964 * 0.125**0.5, abs=1e-6)
+    assert high == 1.0
+
+
+def test_delong_interval_counts_ties_as_half() -> None:
+    # Scores tied across classes: every comparison is 1/2, the AUC is 0.5 and both components have no spread.
+    assert delong_interval(np.array([0, 0, 1, 1]), np.array([0.5, 0.5, 0.5, 0.5])) == (0.5, 0.5)
+
+
+def test_delong_interval_needs_two_samples_of_each_class() -> None:
+    with pytest.raises(ValueError, match="needs two samples of each class, got 1 negative and 2 positive"):
+        delong_interval(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9]))
+
+
+def test_binary_metrics_report_the_confusion_counts_and_the_interval() -> None:
+    metrics = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.35, 0.8]))
+    assert metrics.confusion == (1, 1, 1, 1)  # TN 0.1, FP 0.6, FN 0.35, TP 0.8
+    assert metrics.scalars()["n_positive"] == 2 and metrics.scalars()["n_negative"] == 2
+    assert metrics.auc_ci is not None and metrics.auc_ci[0] < metrics.auc < metrics.auc_ci[1]

@@ -1,8 +1,9 @@
-"""Binary classification metrics on a test set, from predicted probabilities (scikit-learn)."""
+"""Binary classification metrics on a test set, from predicted probabilities (scikit-learn, scipy)."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
 from worker.engine.types import EvalMetrics, RocCurve
@@ -34,6 +35,26 @@ def thin_roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, limit: in
     return RocCurve(fpr.round(5).tolist(), tpr.round(5).tolist(), finite.round(5).tolist())
 
 
+def delong_interval(labels: np.ndarray, probabilities: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the AUC from DeLong's variance (DeLong, DeLong & Clarke-Pearson, Biometrics 1988),
+    with midranks as in Sun & Xu (IEEE Signal Process. Lett. 2014). Normal approximation, clipped to [0, 1].
+
+    Raises ValueError unless both classes have at least two samples (the variance needs two of each).
+    """
+    y, p = np.asarray(labels).reshape(-1).astype(int), np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    positives, negatives = p[y == 1], p[y == 0]
+    m, n = len(positives), len(negatives)
+    if min(m, n) < 2:
+        raise ValueError(f"a DeLong interval needs two samples of each class, got {n} negative and {m} positive")
+    ranks_all = rankdata(np.concatenate([positives, negatives]))
+    above = (ranks_all[:m] - rankdata(positives)) / n  # per positive: share of negatives it outranks
+    below = 1.0 - (ranks_all[m:] - rankdata(negatives)) / m  # per negative: share of positives above it
+    auc = float(above.mean())
+    spread = float(np.sqrt(above.var(ddof=1) / m + below.var(ddof=1) / n))
+    z = float(norm.ppf(0.5 + level / 2))
+    return max(0.0, auc - z * spread), min(1.0, auc + z * spread)
+
+
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics:
     """Loss, accuracy, AUC, sensitivity, specificity, precision, F1 and ROC at threshold 0.5."""
     y, p = _flat(labels, probabilities)
@@ -54,6 +75,8 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics
         f1=_ratio(2 * precision * sensitivity, precision + sensitivity),
         samples=len(y),
         roc=thin_roc(fpr, tpr, thresholds),
+        auc_ci=delong_interval(y, p) if min(tp + fn, tn + fp) >= 2 else None,
+        confusion=(int(tn), int(fp), int(fn), int(tp)),
     )
 
 

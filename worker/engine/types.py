@@ -48,7 +48,10 @@ class RocCurve:
 
 @dataclass(frozen=True)
 class EvalMetrics:
-    """Binary classification metrics of one model on one test set (threshold 0.5)."""
+    """Binary classification metrics of one model on one test set (threshold 0.5).
+
+    ``auc_ci`` is the 95% DeLong interval of the AUC; ``confusion`` is (TN, FP, FN, TP) at the threshold.
+    """
 
     loss: float
     accuracy: float
@@ -59,9 +62,11 @@ class EvalMetrics:
     f1: float
     samples: int
     roc: RocCurve
+    auc_ci: tuple[float, float] | None = None
+    confusion: tuple[int, int, int, int] | None = None
 
     def scalars(self) -> dict[str, float]:
-        return {
+        values = {
             "loss": self.loss,
             "accuracy": self.accuracy,
             "auc": self.auc,
@@ -70,6 +75,12 @@ class EvalMetrics:
             "precision": self.precision,
             "f1": self.f1,
         }
+        if self.auc_ci is not None:
+            values |= {"auc_ci_low": self.auc_ci[0], "auc_ci_high": self.auc_ci[1]}
+        if self.confusion is not None:
+            tn, fp, fn, tp = self.confusion
+            values |= {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "n_negative": tn + fp, "n_positive": fn + tp}
+        return values
 
 
 @dataclass(frozen=True)
