@@ -141,3 +141,8 @@ def test_binary_metrics_report_the_confusion_counts_and_the_interval() -> None:
     assert metrics.confusion == (1, 1, 1, 1)  # TN 0.1, FP 0.6, FN 0.35, TP 0.8
     assert metrics.scalars()["n_positive"] == 2 and metrics.scalars()["n_negative"] == 2
     assert metrics.auc_ci is not None and metrics.auc_ci[0] < metrics.auc < metrics.auc_ci[1]
+
+
+def test_delong_interval_accepts_keras_column_predictions() -> None:
+    labels, scores = np.array([0, 0, 1, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8, 0.3, 0.9])
+    assert delong_interval(labels[:, None], scores[:, None]) == delong_interval(labels, scores)

@@ -41,16 +41,17 @@ def delong_interval(labels: np.ndarray, probabilities: np.ndarray, level: float 
 
     Raises ValueError unless both classes have at least two samples (the variance needs two of each).
     """
-    y, p = np.asarray(labels).reshape(-1).astype(int), np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    y, p = _flat(labels, probabilities)  # clipped as for the AUC itself, so ties agree with it
     positives, negatives = p[y == 1], p[y == 0]
     m, n = len(positives), len(negatives)
     if min(m, n) < 2:
         raise ValueError(f"a DeLong interval needs two samples of each class, got {n} negative and {m} positive")
     ranks_all = rankdata(np.concatenate([positives, negatives]))
     above = (ranks_all[:m] - rankdata(positives)) / n  # per positive: share of negatives it outranks
-    below = 1.0 - (ranks_all[m:] - rankdata(negatives)) / m  # per negative: share of positives above it
+    # per negative: share of positives it outranks; its spread equals that of the share above it, 1 minus this
+    outranked = (ranks_all[m:] - rankdata(negatives)) / m
     auc = float(above.mean())
-    spread = float(np.sqrt(above.var(ddof=1) / m + below.var(ddof=1) / n))
+    spread = float(np.sqrt(above.var(ddof=1) / m + outranked.var(ddof=1) / n))
     z = float(norm.ppf(0.5 + level / 2))
     return max(0.0, auc - z * spread), min(1.0, auc + z * spread)
 
