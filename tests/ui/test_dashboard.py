@@ -54,7 +54,9 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
     )
     seen_live = tab.chart_points("chart-auc")
     assert seen_live < 5, "the first round should appear while the run is still training"
-    tab.page.wait_for_function("() => document.getElementById('chart-auc').data[0].x.length === 5", timeout=240_000)
+    tab.page.wait_for_function(
+        "() => (document.getElementById('chart-auc').data || [{x: []}])[0].x.length === 5", timeout=240_000
+    )
     assert tab.page.url == run_url
     assert tab.page.evaluate("() => window.stillThisDocument === true"), "the rounds should arrive without a reload"
     tab.page.wait_for_selector("#status .status-succeeded", timeout=30_000)
