@@ -13,9 +13,14 @@ from app.run_config import RunConfig
 from worker.engine.types import ClientRound, ClientStatus, EvalMetrics, RocCurve, RoundResult
 
 
-def add_experiment(session: Session, *, name: str = "study", clients: int = 3, rounds: int = 3) -> Experiment:
+def add_experiment(
+    session: Session, *, name: str = "study", clients: int = 3, rounds: int = 3, created_at: datetime | None = None
+) -> Experiment:
+    """``created_at`` defaults to now; tests that depend on an order set it, since a clock may not tell two apart."""
     config = RunConfig.model_validate({"name": name, "federation": {"clients": clients, "rounds": rounds}})
     experiment = Experiment(name=name, config=config.model_dump(mode="json"))
+    if created_at is not None:
+        experiment.created_at = created_at
     session.add(experiment)
     session.commit()
     return experiment
@@ -29,10 +34,13 @@ def add_run(
     status: RunStatus = RunStatus.SUCCEEDED,
     total_rounds: int = 3,
     heartbeat_at: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> Run:
     run = Run(
         experiment=experiment, kind=kind, status=status, seed=42, total_rounds=total_rounds, heartbeat_at=heartbeat_at
     )
+    if created_at is not None:
+        run.created_at = created_at
     session.add(run)
     session.commit()
     return run

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from typing import Any
 
 import redis
 from sqlalchemy.orm import Session
 
-from app import forms
 from app.models import Experiment, Run
 from tests.api.factories import metrics, round_result
 from tests.api.pagetree import Element
@@ -39,7 +39,133 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
+# The new-experiment form's 39 config fields as a browser submits them for each preset, written out by hand.
+QUICKSTART_FORM = {
+    "name": "quickstart",
+    "seed": "42",
+    "data.train.format": "synthetic",
+    "data.train.path": "",
+    "data.train.split": "",
+    "data.train.samples": "600",
+    "data.train.positive_fraction": "0.5",
+    "data.train.image_column": "path",
+    "data.train.label_column": "label",
+    "data.train.split_column": "",
+    "data.train.positive": "PNEUMONIA, 1",
+    "data.train.negative": "NORMAL, 0",
+    "data.test.format": "holdout",
+    "data.test.path": "",
+    "data.test.split": "",
+    "data.test.image_column": "path",
+    "data.test.label_column": "label",
+    "data.test.split_column": "",
+    "data.test.positive": "PNEUMONIA, 1",
+    "data.test.negative": "NORMAL, 0",
+    "data.test_fraction": "0.2",
+    "data.image_size": "32",
+    "model.optimizer": "rmsprop",
+    "model.learning_rate": "0.001",
+    "model.batch_size": "32",
+    "model.batchnorm": "federated",
+    "model.calibration_samples": "512",
+    "federation.clients": "3",
+    "federation.rounds": "5",
+    "federation.local_epochs": "1",
+    "federation.partition.kind": "iid",
+    "federation.partition.fractions": "",
+    "federation.partition.alpha": "0.5",
+    "federation.client_test_fraction": "0.25",
+    "federation.intermittent.approach": "drop",
+    "federation.intermittent.events": "",
+    "federation.intermittent.availability": "1.0",
+    "centralized.enabled": "on",
+    "centralized.epochs": "5",
+}
+_KERMANY_FORM = QUICKSTART_FORM | {
+    "data.train.format": "image-folder",
+    "data.train.path": "data/chest_xray",
+    "data.train.split": "train",
+    "data.test.format": "image-folder",
+    "data.test.path": "data/chest_xray",
+    "data.test.split": "test",
+    "data.image_size": "150",
+    "federation.rounds": "10",
+    "centralized.epochs": "",
+}
+PRESET_FORMS = {
+    "quickstart": QUICKSTART_FORM,
+    "paper-3": _KERMANY_FORM | {"name": "paper-3-clients"},
+    "paper-10": _KERMANY_FORM | {"name": "paper-10-clients", "federation.clients": "10"},
+    "paper-drop": _KERMANY_FORM | {"name": "paper-intermittent-drop", "federation.intermittent.events": SCHEDULE_TEXT},
+    "paper-keep": _KERMANY_FORM
+    | {
+        "name": "paper-intermittent-keep-last",
+        "federation.intermittent.approach": "keep-last",
+        "federation.intermittent.events": SCHEDULE_TEXT,
+    },
+}
+
+
+# The config each preset stands for, without its empty values (as the live preview shows it), written out by hand.
+QUICKSTART_CONFIG: dict[str, Any] = {
+    "name": "quickstart",
+    "seed": 42,
+    "data": {
+        "train": {"format": "synthetic", "samples": 600, "positive_fraction": 0.5},
+        "test_fraction": 0.2,
+        "image_size": 32,
+    },
+    "model": {
+        "optimizer": "rmsprop",
+        "learning_rate": 0.001,
+        "batch_size": 32,
+        "batchnorm": "federated",
+        "calibration_samples": 512,
+    },
+    "federation": {
+        "clients": 3,
+        "rounds": 5,
+        "local_epochs": 1,
+        "partition": {"kind": "iid"},
+        "client_test_fraction": 0.25,
+        "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
+    },
+    "centralized": {"enabled": True, "epochs": 5},
+}
+
+
+def kermany_config(name: str, *, clients: int = 3, approach: str = "drop", schedule: bool = False) -> dict[str, Any]:
+    """A study preset: the Kermany folders at 150 px, 10 rounds, the baseline for as many epochs as rounds."""
+    kermany = {"format": "image-folder", "path": "data/chest_xray", "samples": 600, "positive_fraction": 0.5}
+    events = [{"client": 3, "joins": 3}, {"client": 2, "leaves": 6}] if schedule else []
+    return QUICKSTART_CONFIG | {
+        "name": name,
+        "data": {
+            "train": kermany | {"split": "train"},
+            "test": kermany | {"split": "test"},
+            "test_fraction": 0.2,
+            "image_size": 150,
+        },
+        "federation": QUICKSTART_CONFIG["federation"]
+        | {
+            "clients": clients,
+            "rounds": 10,
+            "intermittent": {"approach": approach, "events": events, "availability": 1.0},
+        },
+        "centralized": {"enabled": True},
+    }
+
+
+PRESET_CONFIGS = {
+    "quickstart": QUICKSTART_CONFIG,
+    "paper-3": kermany_config("paper-3-clients"),
+    "paper-10": kermany_config("paper-10-clients", clients=10),
+    "paper-drop": kermany_config("paper-intermittent-drop", schedule=True),
+    "paper-keep": kermany_config("paper-intermittent-keep-last", approach="keep-last", schedule=True),
+}
+
+
 def quickstart_form(**changes: str) -> dict[str, str]:
     """The quick-start form as a browser submits it, with some fields changed (keys use __ for .)."""
-    form = forms.form_values(forms.preset_config("quickstart")) | {"description": "first try"}
+    form = QUICKSTART_FORM | {"description": "first try"}
     return form | {key.replace("__", "."): value for key, value in changes.items()}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
+from app.models import Experiment
 from app.settings import Settings
 from tests.api.factories import new_id
 
@@ -80,12 +84,13 @@ def test_get_returns_the_stored_experiment(client: TestClient) -> None:
     assert response.json() == created
 
 
-def test_list_pages_newest_first_with_total_limit_and_offset(client: TestClient) -> None:
+def test_list_pages_newest_first_with_total_limit_and_offset(client: TestClient, session: Session) -> None:
     before = client.get("/api/experiments").json()["total"]
-    ids = []
-    for name in ("first", "second", "third"):
-        ids.append(create(client, {"config": {"name": name}})["id"])
-        time.sleep(0.002)  # distinct created_at even on a coarse clock
+    ids = [create(client, {"config": {"name": name}})["id"] for name in ("first", "second", "third")]
+    later = datetime.now(UTC) + timedelta(days=1)  # newer than anything stored, a minute apart: no clock races
+    for minutes, experiment_id in enumerate(ids):
+        row = update(Experiment).where(Experiment.id == uuid.UUID(experiment_id))
+        session.execute(row.values(created_at=later + timedelta(minutes=minutes)))
 
     first_page = client.get("/api/experiments", params={"limit": 2}).json()
     second_page = client.get("/api/experiments", params={"limit": 2, "offset": 1}).json()

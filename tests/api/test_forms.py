@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from app import forms
 from app.run_config import RunConfig
+from tests.api.pages import PRESET_CONFIGS, PRESET_FORMS, QUICKSTART_FORM
 
 
 def config(overrides: dict[str, Any]) -> RunConfig:
@@ -51,14 +52,25 @@ ROUND_TRIPS = {
 }
 
 
-@pytest.mark.parametrize("preset", list(forms.PRESETS))
-def test_each_preset_survives_form_values_and_validate_form(preset: str) -> None:
+def test_the_presets_are_the_quick_start_and_the_four_study_setups() -> None:
+    assert list(forms.PRESETS) == list(PRESET_CONFIGS) == list(PRESET_FORMS)
+
+
+@pytest.mark.parametrize("preset", list(PRESET_CONFIGS))
+def test_each_preset_is_its_config_and_fills_the_form_with_its_values(preset: str) -> None:
     cfg = forms.preset_config(preset)
 
-    validated, _raw, errors = forms.validate_form(forms.form_values(cfg))
+    assert cfg.model_dump(mode="json", exclude_none=True) == PRESET_CONFIGS[preset]
+    assert forms.form_values(cfg) == PRESET_FORMS[preset]
+
+
+@pytest.mark.parametrize("preset", list(PRESET_FORMS))
+def test_each_presets_form_validates_to_its_config(preset: str) -> None:
+    validated, _raw, errors = forms.validate_form(PRESET_FORMS[preset])
 
     assert errors == {}
-    assert validated == cfg
+    assert validated is not None
+    assert validated.model_dump(mode="json", exclude_none=True) == PRESET_CONFIGS[preset]
 
 
 @pytest.mark.parametrize("overrides", ROUND_TRIPS.values(), ids=list(ROUND_TRIPS))
@@ -115,7 +127,7 @@ def test_empty_fields_fall_back_to_the_defaults_and_an_absent_checkbox_disables_
 
 
 def test_numbers_are_parsed_as_int_or_float() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.rounds": "4", "model.learning_rate": "0.0005"}
+    form = QUICKSTART_FORM | {"federation.rounds": "4", "model.learning_rate": "0.0005"}
 
     raw, errors = forms.config_from_form(form)
 
@@ -125,8 +137,9 @@ def test_numbers_are_parsed_as_int_or_float() -> None:
 
 
 def test_event_lines_accept_the_long_form_and_any_case() -> None:
-    form = forms.form_values(RunConfig()) | {
+    form = QUICKSTART_FORM | {
         "federation.clients": "3",
+        "federation.rounds": "10",
         "federation.intermittent.events": "client 3 joins at round 3\n\n  2 LEAVES 6  ",
     }
 
@@ -138,7 +151,7 @@ def test_event_lines_accept_the_long_form_and_any_case() -> None:
 
 
 def test_a_malformed_event_line_is_reported_with_its_line_number_and_blocks_the_config() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.intermittent.events": "3 joins 3\n2 goes away at 6"}
+    form = QUICKSTART_FORM | {"federation.intermittent.events": "3 joins 3\n2 goes away at 6"}
 
     cfg, _raw, errors = forms.validate_form(form)
 
@@ -150,7 +163,7 @@ def test_a_malformed_event_line_is_reported_with_its_line_number_and_blocks_the_
 
 
 def test_a_malformed_event_line_is_reported_together_with_the_other_errors() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.rounds": "0", "federation.intermittent.events": "soon"}
+    form = QUICKSTART_FORM | {"federation.rounds": "0", "federation.intermittent.events": "soon"}
 
     cfg, _raw, errors = forms.validate_form(form)
 
@@ -161,7 +174,7 @@ def test_a_malformed_event_line_is_reported_together_with_the_other_errors() -> 
 
 
 def test_text_in_a_number_field_is_an_error_on_that_field_quoting_the_text() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.clients": "three"}
+    form = QUICKSTART_FORM | {"federation.clients": "three"}
 
     cfg, _raw, errors = forms.validate_form(form)
 
@@ -183,7 +196,7 @@ def test_a_non_positive_fraction_is_an_error_on_the_fractions_field() -> None:
 
 
 def test_sizes_without_fractions_is_an_error_on_the_fractions_field() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.partition.kind": "sizes", "federation.partition.fractions": ""}
+    form = QUICKSTART_FORM | {"federation.partition.kind": "sizes", "federation.partition.fractions": ""}
 
     _cfg, _raw, errors = forms.validate_form(form)
 
@@ -197,7 +210,7 @@ def test_an_event_with_both_joins_and_leaves_is_an_error_on_the_events_field() -
 
 
 def test_an_out_of_range_event_round_is_an_error_on_the_events_field() -> None:
-    form = forms.form_values(RunConfig()) | {"federation.intermittent.events": "1 joins 2\n2 leaves 1"}
+    form = QUICKSTART_FORM | {"federation.intermittent.events": "1 joins 2\n2 leaves 1"}
 
     _cfg, _raw, errors = forms.validate_form(form)
 
@@ -217,7 +230,7 @@ def test_a_cross_field_error_about_fractions_goes_to_the_fractions_field() -> No
 
 
 def test_a_source_without_its_path_is_an_error_on_that_source() -> None:
-    form = forms.form_values(RunConfig()) | {"data.train.format": "npz", "data.train.path": ""}
+    form = QUICKSTART_FORM | {"data.train.format": "npz", "data.train.path": ""}
 
     _cfg, _raw, errors = forms.validate_form(form)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import redis
@@ -12,22 +11,29 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import forms
 from app.models import Experiment, RunKind, RunStatus
-from app.run_config import RunConfig
-from tests.api.pages import SCHEDULE_TEXT, launched_experiment, queued_run_ids, quickstart_form
+from tests.api.pages import (
+    PRESET_CONFIGS,
+    PRESET_FORMS,
+    QUICKSTART_CONFIG,
+    QUICKSTART_FORM,
+    launched_experiment,
+    queued_run_ids,
+    quickstart_form,
+)
 from tests.api.pagetree import form_state, page
 
 # --- new experiment ---------------------------------------------------------------------------------------------
 
 
-def test_new_experiment_form_has_one_field_per_config_value_and_a_description(client: TestClient) -> None:
+def test_new_experiment_form_has_the_quick_start_values_in_39_config_fields_and_a_description(
+    client: TestClient,
+) -> None:
     form = page(client.get("/experiments/new")).by_id("experiment-form")
 
     fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
-    named = [e.attrs["name"] or "" for e in fields]
-    assert sorted(named) == sorted([*forms.form_values(RunConfig()), "description"])
-    assert len(named) == 40  # 39 config fields (10 of them for csv sources) and the description
+    assert len(fields) == 40  # 39 config fields (10 of them for csv sources) and the description
+    assert form_state(form) == QUICKSTART_FORM | {"description": ""}
 
 
 def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) -> None:
@@ -40,57 +46,32 @@ def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) 
         assert labels.get(element.attrs.get("id")), element.attrs
 
 
-PRESET_VALUES = {
-    "quickstart": {
-        "name": "quickstart",
-        "data.train.format": "synthetic",
-        "data.train.samples": "600",
-        "data.test.format": "holdout",
-        "data.image_size": "32",
-        "federation.clients": "3",
-        "federation.rounds": "5",
-        "centralized.enabled": "on",
-        "centralized.epochs": "5",
-    },
-    "paper-3": {
-        "name": "paper-3-clients",
-        "data.train.format": "image-folder",
-        "data.train.path": "data/chest_xray",
-        "data.train.split": "train",
-        "data.test.format": "image-folder",
-        "data.test.path": "data/chest_xray",
-        "data.test.split": "test",
-        "data.image_size": "150",
-        "federation.clients": "3",
-        "federation.rounds": "10",
-        "federation.intermittent.events": "",
-        "centralized.epochs": "",
-    },
-    "paper-10": {"name": "paper-10-clients", "federation.clients": "10", "federation.partition.kind": "iid"},
-    "paper-drop": {"federation.intermittent.approach": "drop", "federation.intermittent.events": SCHEDULE_TEXT},
-    "paper-keep": {"federation.intermittent.approach": "keep-last", "federation.intermittent.events": SCHEDULE_TEXT},
-}
-
-
-@pytest.mark.parametrize("preset", list(forms.PRESETS))
+@pytest.mark.parametrize("preset", list(PRESET_FORMS))
 def test_each_preset_prefills_the_form(client: TestClient, preset: str) -> None:
     root = page(client.get("/experiments/new", params={"preset": preset}))
 
-    state = form_state(root.by_id("experiment-form"))
-    assert {key: state[key] for key in PRESET_VALUES[preset]} == PRESET_VALUES[preset]
+    assert form_state(root.by_id("experiment-form")) == PRESET_FORMS[preset] | {"description": ""}
+    links = root.find("nav", class_="presets").find_all("a")
+    assert [a.attrs["href"] for a in links] == [
+        "/experiments/new?preset=quickstart",
+        "/experiments/new?preset=paper-3",
+        "/experiments/new?preset=paper-10",
+        "/experiments/new?preset=paper-drop",
+        "/experiments/new?preset=paper-keep",
+    ]
     current = root.find("nav", class_="presets").find("a", aria_current="true")
     assert current.attrs["href"] == f"/experiments/new?preset={preset}"
 
 
-@pytest.mark.parametrize("preset", list(forms.PRESETS))
-def test_each_preset_page_submits_exactly_its_config(client: TestClient, preset: str) -> None:
+@pytest.mark.parametrize("preset", list(PRESET_FORMS))
+def test_each_preset_page_previews_exactly_its_config(client: TestClient, preset: str) -> None:
     """Every value reaches the page, selects included: a missing option would submit the first one instead."""
     state = form_state(page(client.get("/experiments/new", params={"preset": preset})).by_id("experiment-form"))
 
-    cfg, _raw, errors = forms.validate_form(state)
+    body = client.post("/experiments/preview", data=state).json()
 
-    assert errors == {}
-    assert cfg == forms.preset_config(preset)
+    assert body["errors"] == {}
+    assert json.loads(body["json"]) == PRESET_CONFIGS[preset]
 
 
 def test_an_unknown_preset_falls_back_to_the_quick_start(client: TestClient) -> None:
@@ -147,7 +128,8 @@ def test_an_event_for_an_unknown_client_is_shown_next_to_the_events(client: Test
     root = page(client.post("/experiments/new", data=quickstart_form(federation__intermittent__events="4 joins 2")))
 
     note = root.find(data_error_for="federation.intermittent.events")
-    assert "clients are numbered 1..3" in note.text
+    assert note.text == "event for client 4: clients are numbered 1..3"
+    assert note.parent is root.find("textarea", name="federation.intermittent.events").parent
 
 
 def test_posting_a_valid_form_creates_the_experiment_and_queues_both_runs(
@@ -181,37 +163,11 @@ def test_an_unchecked_baseline_creates_and_queues_only_the_federated_run(
 
 
 def test_preview_of_a_valid_form_is_the_config_without_empty_values(client: TestClient) -> None:
-    expected: dict[str, Any] = {
-        "name": "quickstart",
-        "seed": 42,
-        "data": {
-            "train": {"format": "synthetic", "samples": 600, "positive_fraction": 0.5},
-            "test_fraction": 0.2,
-            "image_size": 32,
-        },
-        "model": {
-            "optimizer": "rmsprop",
-            "learning_rate": 0.001,
-            "batch_size": 32,
-            "batchnorm": "federated",
-            "calibration_samples": 512,
-        },
-        "federation": {
-            "clients": 3,
-            "rounds": 5,
-            "local_epochs": 1,
-            "partition": {"kind": "iid"},
-            "client_test_fraction": 0.25,
-            "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
-        },
-        "centralized": {"enabled": True, "epochs": 5},
-    }
-
     body = client.post("/experiments/preview", data=quickstart_form()).json()
 
     assert body["errors"] == {}
-    assert json.loads(body["json"]) == expected
-    assert yaml.safe_load(body["yaml"]) == expected
+    assert json.loads(body["json"]) == QUICKSTART_CONFIG
+    assert yaml.safe_load(body["yaml"]) == QUICKSTART_CONFIG
     assert body["yaml"].startswith("name: quickstart\nseed: 42\n")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -14,6 +14,9 @@ from app.models import RunKind, RunStatus
 from tests.api.factories import add_experiment, add_run, new_id
 from tests.api.pages import experiment_names, queued_run_ids, save_aucs
 from tests.api.pagetree import form_state, page
+
+LATER = datetime.now(UTC) + timedelta(days=1)  # explicit creation times, newer than anything stored
+SECOND = timedelta(seconds=1)
 
 # --- home -------------------------------------------------------------------------------------------------------
 
@@ -29,8 +32,8 @@ def test_home_without_experiments_invites_to_the_quick_start(client: TestClient)
 
 def test_home_lists_an_experiment_with_its_runs_progress_and_best_auc(client: TestClient, session: Session) -> None:
     experiment = add_experiment(session, name="pneumonia-iid", clients=3, rounds=3)
-    federated = add_run(session, experiment, status=RunStatus.RUNNING, total_rounds=3)
-    central = add_run(session, experiment, kind=RunKind.CENTRALIZED, total_rounds=6)
+    federated = add_run(session, experiment, status=RunStatus.RUNNING, total_rounds=3, created_at=LATER)
+    central = add_run(session, experiment, kind=RunKind.CENTRALIZED, total_rounds=6, created_at=LATER + SECOND)
     save_aucs(session, federated, 0.87, 0.81)  # the best round is not the last
     save_aucs(session, central, 0.9)
 
@@ -60,20 +63,22 @@ def test_home_shows_an_experiment_that_was_never_launched(client: TestClient, se
 
 @pytest.fixture
 def greek(session: Session) -> None:
-    """In this order: kappa (best AUC 0.7, failed), theta (0.95), alpha (never launched), omega (0.8 and 0.6)."""
-    for name, aucs, status in (
-        ("kappa", [0.7], RunStatus.FAILED),
-        ("theta", [0.95], RunStatus.SUCCEEDED),
-        ("alpha", [], RunStatus.QUEUED),
-        ("omega", [0.8, 0.6], RunStatus.SUCCEEDED),
+    """Created a minute apart in this order: kappa (best AUC 0.7, failed), theta (0.95), alpha (never launched),
+    omega (0.8 and 0.6)."""
+    for minutes, (name, aucs, status) in enumerate(
+        (
+            ("kappa", [0.7], RunStatus.FAILED),
+            ("theta", [0.95], RunStatus.SUCCEEDED),
+            ("alpha", [], RunStatus.QUEUED),
+            ("omega", [0.8, 0.6], RunStatus.SUCCEEDED),
+        )
     ):
-        experiment = add_experiment(session, name=name)
+        experiment = add_experiment(session, name=name, created_at=LATER + timedelta(minutes=minutes))
         if name == "theta":
             experiment.description = "Kermany chest X-rays"
             session.commit()
         for kind, auc in zip((RunKind.FEDERATED, RunKind.CENTRALIZED), aucs, strict=False):
             save_aucs(session, add_run(session, experiment, kind=kind, status=status), auc)
-        time.sleep(0.002)  # distinct created_at even on a coarse clock
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Run, RunStatus
-from app.notify import notify
+from app.notify import channel, notify
 from tests.api.conftest import BROKER_URL
 from tests.api.factories import add_experiment, add_run, new_id, round_result, trained
+from tests.e2e.stack import wait_for
 from worker.store import save_round
 
 
@@ -50,6 +53,32 @@ def commit_run(engine: Engine) -> Iterator[Callable[..., Run]]:
 @pytest.fixture
 def committed_run(commit_run: Callable[..., Run]) -> Run:
     return commit_run()
+
+
+@contextmanager
+def once_the_stream_waits(run_id: uuid.UUID, change: Callable[[], None]) -> Iterator[Callable[[], bool]]:
+    """Make ``change`` in another thread once the run's event stream has subscribed to its notifications.
+
+    The stream subscribes only after it has sent the rounds and status it read first, so the change cannot
+    slip in before that first read, however slowly the request starts. ``change`` runs even if the stream
+    never subscribes (so the stream ends); the yielded function says whether it did.
+    """
+    subscribed: list[bool] = []
+
+    def wait_then_change() -> None:
+        try:
+            with redis.Redis.from_url(BROKER_URL) as watcher, suppress(TimeoutError):  # the test asserts it
+                wait_for(lambda: watcher.pubsub_numsub(channel(run_id))[0][1] > 0, 30, "the stream to subscribe")
+                subscribed.append(True)
+        finally:
+            change()
+
+    thread = threading.Thread(target=wait_then_change)
+    thread.start()
+    try:
+        yield lambda: bool(subscribed)
+    finally:
+        thread.join()
 
 
 def parse_events(body: str) -> list[dict[str, str]]:
@@ -108,18 +137,15 @@ def test_events_report_cancelling_once_until_the_run_stops(
 ) -> None:
     run = commit_run(RunStatus.RUNNING, cancel_requested=True)
 
-    def worker_stops() -> None:
+    def worker_stops() -> None:  # no notification: the stream's fallback poll notices
         with Session(engine) as session:
             session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.CANCELLED))
             session.commit()
 
-    stopper = threading.Timer(0.5, worker_stops)  # no notification: the stream's fallback poll notices
-    stopper.start()
-    try:
+    with once_the_stream_waits(run.id, worker_stops) as waited:
         events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
-    finally:
-        stopper.join()
 
+    assert waited(), "the stream never subscribed to the run's changes"
     statuses = [json.loads(e["data"])["status"] for e in events if e["event"] == "status"]
     assert statuses == ["running", "cancelled"]  # the first one has cancel_requested set: shown as cancelling
     assert [e["event"] for e in events if e["event"] != "status"] == ["round", "round", "end"]
@@ -134,20 +160,18 @@ def test_a_notified_change_reaches_the_stream_without_waiting_for_the_fallback_p
 ) -> None:
     monkeypatch.setattr("app.notify.FALLBACK_S", 60.0)  # only a notification can end this stream in time
     run = commit_run(RunStatus.RUNNING)
+    notified_at: list[float] = []
 
     def worker_finishes() -> None:
         with Session(engine) as session:
             session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.SUCCEEDED))
             session.commit()
         notify(BROKER_URL, run.id)
+        notified_at.append(time.monotonic())
 
-    finisher = threading.Timer(0.5, worker_finishes)
-    began = time.monotonic()
-    finisher.start()
-    try:
+    with once_the_stream_waits(run.id, worker_finishes) as waited:
         events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
-    finally:
-        finisher.join()
 
-    assert time.monotonic() - began < 10
+    assert waited(), "the stream never subscribed to the run's changes"
+    assert time.monotonic() - notified_at[0] < 30, "the stream waited for its fallback poll"
     assert [json.loads(e["data"])["status"] for e in events if e["event"] == "status"] == ["running", "succeeded"]

@@ -41,16 +41,64 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
     raise TimeoutError(f"gave up after {timeout_s:.0f} s waiting for {what}")
 
 
-class Stack:
+class ServiceApi:
+    """The REST API of a running deployment, with the waits that tests need."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def launch(self, config: dict[str, Any]) -> dict[str, Any]:
+        created = self.http.post("/api/experiments", json={"config": config})
+        assert created.status_code == 201, created.text
+        launched = self.http.post(f"/api/experiments/{created.json()['id']}/runs")
+        assert launched.status_code == 201, launched.text
+        return dict(launched.json())
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return dict(self.http.get(f"/api/runs/{run_id}").json())
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout_s: float = 240) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                lambda: (r := self.run(run_id))["status"] in statuses and r,
+                timeout_s,
+                f"run {run_id} to reach {statuses}",
+            )
+        )
+
+    def wait_round(self, run_id: str, at_least: int, timeout_s: float = 240) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                lambda: (r := self.run(run_id))["current_round"] >= at_least and r,
+                timeout_s,
+                f"run {run_id} to complete round {at_least}",
+            )
+        )
+
+    def events(self, run_id: str, since: int = 0, timeout_s: float = 240) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Parse the SSE stream into (event, data) pairs until the server closes it."""
+        with httpx.stream(
+            "GET", f"{self.url}/api/runs/{run_id}/events", params={"since": since}, timeout=timeout_s
+        ) as response:
+            assert response.status_code == 200
+            kind = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind:
+                    yield kind, json.loads(line[6:])
+
+
+class Stack(ServiceApi):
     """Processes of one deployment; logs go to files in ``folder`` so a failing test can show them."""
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder = folder
         self.env = os.environ | env | {"TMPDIR": str(folder), "FEDLENS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until it ends
@@ -107,45 +155,3 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))
-
-    # --- API helpers -------------------------------------------------------------------------------------------
-    def launch(self, config: dict[str, Any]) -> dict[str, Any]:
-        created = self.http.post("/api/experiments", json={"config": config})
-        assert created.status_code == 201, created.text
-        launched = self.http.post(f"/api/experiments/{created.json()['id']}/runs")
-        assert launched.status_code == 201, launched.text
-        return dict(launched.json())
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        return dict(self.http.get(f"/api/runs/{run_id}").json())
-
-    def wait_status(self, run_id: str, statuses: set[str], timeout_s: float = 240) -> dict[str, Any]:
-        return dict(
-            wait_for(
-                lambda: (r := self.run(run_id))["status"] in statuses and r,
-                timeout_s,
-                f"run {run_id} to reach {statuses}",
-            )
-        )
-
-    def wait_round(self, run_id: str, at_least: int, timeout_s: float = 240) -> dict[str, Any]:
-        return dict(
-            wait_for(
-                lambda: (r := self.run(run_id))["current_round"] >= at_least and r,
-                timeout_s,
-                f"run {run_id} to complete round {at_least}",
-            )
-        )
-
-    def events(self, run_id: str, since: int = 0, timeout_s: float = 240) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Parse the SSE stream into (event, data) pairs until the server closes it."""
-        with httpx.stream(
-            "GET", f"{self.url}/api/runs/{run_id}/events", params={"since": since}, timeout=timeout_s
-        ) as response:
-            assert response.status_code == 200
-            kind = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind:
-                    yield kind, json.loads(line[6:])

@@ -42,14 +42,30 @@ def test_defaults_are_a_valid_config() -> None:
     assert cfg.centralized_epochs == 10  # rounds x local_epochs
 
 
-def test_examples_folder_has_configs() -> None:
-    assert EXAMPLES, "examples/*.yaml should hold at least one config"
+# What each example sets up: (clients, rounds, image size, partition, intermittent approach, its events).
+EXAMPLE_SETUPS = {
+    "paper-10-clients": (10, 10, 150, "iid", "drop", []),
+    "paper-3-clients": (3, 10, 150, "sizes", "drop", []),
+    "paper-intermittent-drop": (3, 10, 150, "iid", "drop", [(3, 3, None), (2, None, 6)]),
+    "paper-intermittent-keep-last": (3, 10, 150, "iid", "keep-last", [(3, 3, None), (2, None, 6)]),
+    "quickstart-synthetic": (3, 5, 32, "iid", "drop", []),
+}
+
+
+def test_the_examples_folder_holds_the_quick_start_and_the_four_study_setups() -> None:
+    assert [path.stem for path in EXAMPLES] == sorted(EXAMPLE_SETUPS)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_config_validates(path: Path) -> None:
+def test_each_example_is_named_after_its_file_and_sets_up_its_study(path: Path) -> None:
     cfg = RunConfig.model_validate(yaml.safe_load(path.read_text()))
-    assert cfg.name
+
+    f = cfg.federation
+    events = [(e.client, e.joins, e.leaves) for e in f.intermittent.events]
+    assert cfg.name == path.stem
+    assert (f.clients, f.rounds, cfg.data.image_size, f.partition.kind, f.intermittent.approach, events) == (
+        EXAMPLE_SETUPS[path.stem]
+    )
 
 
 def test_sizes_and_dirichlet_partitions_parse_into_their_types() -> None:

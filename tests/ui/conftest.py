@@ -1,4 +1,4 @@
-"""A real `fedlens up` (embedded SQLite + private Redis + workers) and a headless Debian chromium to drive it."""
+"""One `fedlens up` (embedded SQLite, private Redis, workers) for the whole folder, and a headless chromium."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,10 +16,45 @@ from tests.e2e.stack import ROOT, free_port, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("FEDLENS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
+LAPTOP = {"width": 1366, "height": 900}
+TABLET = {"width": 820, "height": 1180}
 
 
-@pytest.fixture(scope="module")
+class Page:
+    """A browser tab that records console errors and failed requests."""
+
+    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = LAPTOP) -> None:
+        self.page = browser.new_page(viewport=viewport)
+        self.base = base
+        self.problems: list[str] = []
+        self.page.on(
+            "console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def chart_points(self, chart: str, trace: int = 0) -> int:
+        return int(
+            self.page.evaluate(
+                f"() => {{ const el = document.getElementById('{chart}'); return el && el.data && el.data[{trace}] "
+                f"? el.data[{trace}].x.filter((v) => v !== null).length : 0; }}"
+            )
+        )
+
+    def fits_width(self) -> bool:
+        return bool(self.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Shared by every module here (starting one and warming its workers costs seconds); each test makes its own
+    experiments, and test_dashboard.py, collected first, finds the server empty."""
     folder = tmp_path_factory.mktemp("fedlens-up")
     port = free_port()
     env = os.environ | {
@@ -58,7 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

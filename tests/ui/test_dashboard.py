@@ -6,43 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import SCREENSHOTS
+from tests.ui.conftest import TABLET, Page
 
 pytestmark = pytest.mark.slow
-
-LAPTOP = {"width": 1366, "height": 900}
-TABLET = {"width": 820, "height": 1180}
-
-
-class Page:
-    """A browser tab that records console errors and failed requests."""
-
-    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = LAPTOP) -> None:
-        self.page = browser.new_page(viewport=viewport)
-        self.base = base
-        self.problems: list[str] = []
-        self.page.on(
-            "console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
-        )
-        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
-
-    def shot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-    def chart_points(self, chart: str, trace: int = 0) -> int:
-        return int(
-            self.page.evaluate(
-                f"() => {{ const el = document.getElementById('{chart}'); return el && el.data && el.data[{trace}] "
-                f"? el.data[{trace}].x.filter((v) => v !== null).length : 0; }}"
-            )
-        )
-
-    def fits_width(self) -> bool:
-        return bool(self.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"))
 
 
 def fill_experiment(tab: Page) -> None:
@@ -81,13 +47,18 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
     tab.page.click("text=Create and launch")
 
     tab.page.wait_for_url("**/runs/*")
+    run_url = tab.page.url
+    tab.page.evaluate("() => { window.stillThisDocument = true; }")  # a reload or a navigation drops it
     tab.page.wait_for_function(
         "() => (document.getElementById('chart-auc').data || [{x: []}])[0].x.length >= 1", timeout=180_000
     )
     seen_live = tab.chart_points("chart-auc")
     assert seen_live < 5, "the first round should appear while the run is still training"
-    tab.page.wait_for_function("() => document.getElementById('chart-auc').data[0].x.length === 5", timeout=240_000)
-    assert tab.page.url.endswith(tab.page.url.split("/runs/")[1])  # no reload or redirect happened
+    tab.page.wait_for_function(
+        "() => (document.getElementById('chart-auc').data || [{x: []}])[0].x.length === 5", timeout=240_000
+    )
+    assert tab.page.url == run_url
+    assert tab.page.evaluate("() => window.stillThisDocument === true"), "the rounds should arrive without a reload"
     tab.page.wait_for_selector("#status .status-succeeded", timeout=30_000)
     assert tab.chart_points("chart-loss") == 5 and tab.chart_points("chart-accuracy") == 5
     client_traces = tab.page.evaluate("() => document.getElementById('chart-client-loss').data.length")

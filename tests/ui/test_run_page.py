@@ -1,0 +1,195 @@
+"""The run page's controls in a real browser: cancel, resume, downloads, the ROC round picker, time and traffic."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import tiny_config
+from tests.e2e.stack import ServiceApi
+from tests.ui.conftest import Page
+
+pytestmark = pytest.mark.slow
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def api(server: str) -> Iterator[ServiceApi]:
+    service = ServiceApi(server)
+    yield service
+    service.http.close()
+
+
+@pytest.fixture(scope="module")
+def finished(api: ServiceApi) -> dict[str, Any]:
+    """A tiny federated run (2 clients, 3 rounds, no baseline) trained to the end: ``{"run": …, "rounds": […]}``."""
+    run_id = api.launch(tiny_config(rounds=3, clients=2))["federated"]["id"]
+    done = api.wait_status(run_id, FINISHED)
+    assert done["status"] == "succeeded", done["error"]
+    return dict(api.http.get(f"/api/runs/{run_id}/rounds").json())
+
+
+def open_run(browser: Any, server: str, run_id: str) -> Page:
+    """The run page once its charts are drawn."""
+    tab = Page(browser, server)
+    tab.goto(f"/runs/{run_id}")
+    tab.page.wait_for_function("() => (document.getElementById('chart-roc').data || []).length >= 2")
+    return tab
+
+
+def test_cancel_stops_a_running_run_and_resume_finishes_it(server: str, browser: Any, api: ServiceApi) -> None:
+    """Cancelled after its first round (12 rounds leave time to click), resumed, it ends with each round once."""
+    run_id = api.launch(tiny_config(rounds=12, clients=2))["federated"]["id"]
+    tab = Page(browser, server)
+    tab.goto(f"/runs/{run_id}")
+    tab.page.wait_for_function(
+        "() => (document.getElementById('chart-auc').data || [{x: []}])[0].x.length >= 1", timeout=120_000
+    )
+    assert tab.page.inner_text("#status") == "running"
+
+    tab.page.click("#cancel")
+
+    tab.page.wait_for_selector("#status .status-cancelled", timeout=120_000)
+    cancelled = api.run(run_id)
+    assert (cancelled["status"], cancelled["cancel_requested"]) == ("cancelled", True)
+    done = cancelled["current_round"]
+    assert 1 <= done < 12, "the run should stop before its last round"
+    assert tab.page.is_hidden("#cancel") and tab.page.is_visible("#resume")
+    assert tab.page.inner_text("#progress-text") == f"{done} of 12 rounds"
+    assert tab.chart_points("chart-auc") == done
+    tab.shot("run-cancelled")
+
+    tab.page.click("#resume")
+
+    tab.page.wait_for_selector("#status .status-succeeded", timeout=240_000)
+    assert tab.page.is_hidden("#cancel") and tab.page.is_hidden("#resume")
+    assert tab.page.inner_text("#progress-text") == "12 of 12 rounds"
+    rounds = api.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert [r["number"] for r in rounds] == list(range(1, 13))  # resumed after the last stored round, none twice
+    tab.page.wait_for_function("() => document.getElementById('chart-auc').data[0].x.length >= 12")
+    plotted = tab.page.evaluate("() => document.getElementById('chart-auc').data[0].x")
+    assert plotted == list(range(1, 13)), "the page keeps the rounds from before the cancel and adds each new one once"
+    tab.shot("run-resumed")
+    assert tab.problems == []
+
+
+def test_metrics_csv_download_has_a_row_per_round_client_and_metric(
+    server: str, browser: Any, finished: dict[str, Any]
+) -> None:
+    run_id = finished["run"]["id"]
+    tab = open_run(browser, server, run_id)
+
+    with tab.page.expect_download() as caught:
+        tab.page.click("text=Metrics CSV")
+
+    download = caught.value
+    assert download.suggested_filename == f"run-{run_id}-metrics.csv"
+    header, *rows = csv.reader(Path(download.path()).read_text().splitlines())
+    assert header == ["round", "client", "status", "metric", "value"]
+    got = {(int(r[0]), r[1], r[3]): (r[2], None if r[4] == "" else float(r[4])) for r in rows}
+    assert len(got) == len(rows), "each (round, client, metric) once"
+    assert {(number, client) for number, client, _ in got} == {(n, c) for n in (1, 2, 3) for c in ("", "1", "2")}
+    global_keys = {metric for number, client, metric in got if (number, client) == (3, "")}
+    assert {"test.loss", "test.accuracy", "test.auc"} <= global_keys
+    expected: dict[tuple[int, str, str], tuple[str, float | None]] = {}
+    for r in finished["rounds"]:
+        expected |= {(r["number"], "", key): ("", value) for key, value in r["metrics"].items()}
+        for c in r["clients"]:
+            expected[r["number"], c["id"], "samples"] = (c["status"], float(c["samples"]))
+            expected |= {(r["number"], c["id"], key): (c["status"], value) for key, value in c["metrics"].items()}
+    assert got == expected
+    tab.shot("run-csv-downloaded")
+    assert tab.problems == []
+
+
+def test_model_download_is_the_final_keras_model_for_32_px_grayscale(
+    server: str, browser: Any, api: ServiceApi, finished: dict[str, Any]
+) -> None:
+    run_id = finished["run"]["id"]
+    tab = open_run(browser, server, run_id)
+    assert tab.page.is_visible("#model-link")
+
+    with tab.page.expect_download() as caught:
+        tab.page.click("#model-link")
+
+    download = caught.value
+    assert download.suggested_filename == f"fedlens-federated-{run_id}.keras"
+    path = Path(download.path())
+    assert path.stat().st_size == len(api.http.get(f"/api/runs/{run_id}/model").content) > 100_000
+    assert zipfile.is_zipfile(path), "a .keras file is a zip archive"
+    with zipfile.ZipFile(path) as archive:
+        assert {"config.json", "metadata.json", "model.weights.h5"} <= set(archive.namelist())
+        config = json.loads(archive.read("config.json"))
+    assert config["config"]["layers"][0]["config"]["batch_shape"] == [None, 32, 32, 1]
+    assert tab.problems == []
+
+
+def roc_traces(tab: Page) -> list[dict[str, Any]]:
+    traces = tab.page.evaluate(
+        "() => document.getElementById('chart-roc').data.map((t) => ({name: t.name, x: t.x, y: t.y}))"
+    )
+    return list(traces)
+
+
+def test_roc_round_picker_draws_the_chosen_rounds_curve(
+    server: str, browser: Any, api: ServiceApi, finished: dict[str, Any]
+) -> None:
+    run_id = finished["run"]["id"]
+    roc = {k: api.http.get(f"/api/runs/{run_id}/roc", params={"round": k}).json() for k in (1, 2, 3)}
+    assert (roc[1]["fpr"], roc[1]["tpr"]) != (roc[3]["fpr"], roc[3]["tpr"]), "rounds 1 and 3 must differ to tell"
+    tab = open_run(browser, server, run_id)
+    picker = tab.page.locator("#roc-round option")
+    assert picker.all_inner_texts() == ["1", "2", "3 (latest)"]
+    assert tab.page.input_value("#roc-round") == "3"
+    assert [t["name"] for t in roc_traces(tab)] == ["chance", f"final model, round 3 (AUC {roc[3]['auc']:.3f})"]
+
+    for chosen in (1, 2):
+        tab.page.select_option("#roc-round", str(chosen))
+        tab.page.wait_for_function(
+            f"() => (document.getElementById('chart-roc').data[2] || {{}}).name?.startsWith('round {chosen} ')"
+        )
+
+        _chance, final, picked = roc_traces(tab)
+        assert (final["x"], final["y"]) == (roc[3]["fpr"], roc[3]["tpr"])
+        assert (picked["x"], picked["y"]) == (roc[chosen]["fpr"], roc[chosen]["tpr"])
+        assert picked["name"] == f"round {chosen} (AUC {roc[chosen]['auc']:.3f})"
+    tab.shot("run-roc-round-2")
+    assert tab.problems == []
+
+
+def test_time_and_traffic_charts_plot_each_rounds_values(server: str, browser: Any, finished: dict[str, Any]) -> None:
+    rounds = finished["rounds"]
+    tab = open_run(browser, server, finished["run"]["id"])
+    tab.page.wait_for_function("() => (document.getElementById('chart-bytes').data || []).length === 2")
+
+    timing, traffic = (
+        tab.page.evaluate(
+            f"() => document.getElementById('{chart}').data.map((t) => ({{name: t.name, x: t.x, y: t.y}}))"
+        )
+        for chart in ("chart-timing", "chart-bytes")
+    )
+
+    assert [t["name"] for t in timing] == [
+        "slowest client",
+        "BatchNorm pass",
+        "aggregation",
+        "evaluation",
+        "wall (clients one after another here)",
+    ]
+    assert all(t["x"] == [1, 2, 3] for t in timing + traffic)
+    for trace, key in zip(timing, ("train_s", "calibration_s", "aggregation_s", "evaluation_s", "wall_s"), strict=True):
+        assert trace["y"] == [r[key] for r in rounds], key
+    assert [t["name"] for t in traffic] == ["server → clients", "clients → server"]
+    assert traffic[0]["y"] == [r["bytes_sent"] / 1e6 for r in rounds]
+    assert traffic[1]["y"] == [r["bytes_received"] / 1e6 for r in rounds]
+    assert all(r["bytes_sent"] > 0 and r["bytes_received"] > 0 for r in rounds)
+    tab.page.locator("#chart-timing").scroll_into_view_if_needed()
+    tab.shot("run-time-and-traffic")
+    assert tab.problems == []
