@@ -15,6 +15,7 @@ TRAIN_RUN = "fedlens.train_run"  # these names are the whole contract with the w
 TRAIN_CLIENT = "fedlens.train_client"
 CLIENT_STATISTICS = "fedlens.client_statistics"
 CHECK_DATA = "fedlens.check_data"
+EVALUATE_CLIENT = "fedlens.evaluate_client"
 RUNS_QUEUE = "runs"  # orchestration of federated runs: waits on clients, aggregates, evaluates
 TRAIN_QUEUE = "train"  # model training: client rounds and centralized baselines (GPU hosts join here)
 CHECK_QUEUE = "check"  # data checks before launch: seconds each, never behind a training task

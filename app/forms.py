@@ -66,6 +66,9 @@ NUMBER_FIELDS = {
     "federation.rounds",
     "federation.local_epochs",
     "federation.client_test_fraction",
+    "federation.client_validation_fraction",
+    "evaluation.threshold.target_sensitivity",
+    "evaluation.threshold.value",
     "federation.partition.alpha",
     "federation.intermittent.availability",
     "centralized.epochs",
@@ -131,6 +134,10 @@ def form_values(cfg: RunConfig) -> dict[str, str]:
         else "",
         "federation.partition.alpha": str(getattr(cfg.federation.partition, "alpha", 0.5)),
         "federation.client_test_fraction": str(cfg.federation.client_test_fraction),
+        "federation.client_validation_fraction": str(cfg.federation.client_validation_fraction),
+        "evaluation.threshold.method": cfg.evaluation.threshold.method,
+        "evaluation.threshold.target_sensitivity": str(cfg.evaluation.threshold.target_sensitivity),
+        "evaluation.threshold.value": str(cfg.evaluation.threshold.value),
         "federation.intermittent.approach": cfg.federation.intermittent.approach,
         "federation.intermittent.events": "\n".join(
             f"{e.client} joins {e.joins}" if e.joins is not None else f"{e.client} leaves {e.leaves}"
@@ -223,13 +230,19 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
             for k in ("optimizer", "learning_rate", "batch_size", "batchnorm", "calibration_samples")
         },
         "federation": {
-            **{k: get(f"federation.{k}") for k in ("clients", "rounds", "local_epochs", "client_test_fraction")},
+            **{
+                k: get(f"federation.{k}")
+                for k in ("clients", "rounds", "local_epochs", "client_test_fraction", "client_validation_fraction")
+            },
             "partition": partition,
             "intermittent": {
                 "approach": get("federation.intermittent.approach"),
                 "events": events,
                 "availability": get("federation.intermittent.availability"),
             },
+        },
+        "evaluation": {
+            "threshold": {k: get(f"evaluation.threshold.{k}") for k in ("method", "target_sensitivity", "value")}
         },
         "centralized": {
             "enabled": form.get("centralized.enabled") == "on",

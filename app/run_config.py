@@ -165,6 +165,9 @@ class FederationConfig(_Strict):
     local_epochs: int = Field(1, ge=1, le=100)
     partition: Partition = IidPartition()
     client_test_fraction: float = Field(0.25, ge=0, lt=1)
+    client_validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of each client's training part that chooses the operating threshold"
+    )
     intermittent: IntermittentConfig = IntermittentConfig()
 
     @model_validator(mode="after")
@@ -202,6 +205,22 @@ class FederationConfig(_Strict):
         return self
 
 
+class ThresholdConfig(_Strict):
+    """How the operating threshold is chosen, on the clients' validation parts (counts only, no predictions)."""
+
+    method: Literal["youden", "sensitivity", "fixed"] = Field(
+        "youden",
+        description="youden: maximise sensitivity + specificity; sensitivity: highest threshold reaching "
+        "target_sensitivity; fixed: value",
+    )
+    target_sensitivity: float = Field(0.9, gt=0, lt=1, description="sensitivity method only")
+    value: float = Field(0.5, gt=0, lt=1, description="fixed method only")
+
+
+class EvaluationConfig(_Strict):
+    threshold: ThresholdConfig = ThresholdConfig()
+
+
 class CentralizedConfig(_Strict):
     enabled: bool = True
     epochs: int | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
@@ -213,7 +232,17 @@ class RunConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     federation: FederationConfig = FederationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     centralized: CentralizedConfig = CentralizedConfig()
+
+    @model_validator(mode="after")
+    def _threshold_needs_validation(self) -> Self:
+        method = self.evaluation.threshold.method
+        if method != "fixed" and self.federation.client_validation_fraction == 0:
+            message = f"threshold method {method!r} is chosen on the clients' validation parts; give "
+            message += "federation.client_validation_fraction > 0 or use method 'fixed'"
+            raise _invalid("RunConfig", ("evaluation", "threshold", "method"), message, method)
+        return self
 
     @property
     def centralized_epochs(self) -> int:

@@ -61,7 +61,7 @@ def engine_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial:
     run_federated(
         cfg,
         InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
-        lambda w: trainer.evaluate(w, fed.test),
+        lambda w, threshold: trainer.evaluate(w, fed.test, threshold),
         initial=initial,
         strategy=strategy_for("drop"),
         presence=presence_for(cfg),

@@ -67,7 +67,7 @@ def in_process(cfg: RunConfig, folder: Path) -> float:
     run_federated(
         cfg,
         InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
-        lambda w: trainer.evaluate(w, fed.test),
+        lambda w, threshold: trainer.evaluate(w, fed.test, threshold),
         initial=trainer.initial_weights(derive_seed(cfg.seed, INIT)),
         strategy=strategy_for("drop"),
         presence=presence_for(cfg),

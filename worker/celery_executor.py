@@ -13,11 +13,12 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
-from app.broker import CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_QUEUE
+from app.broker import CLIENT_STATISTICS, EVALUATE_CLIENT, TRAIN_CLIENT, TRAIN_QUEUE
 from worker import lease
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.loop import Cancelled
-from worker.engine.types import ClientFailure, ClientUpdate, Weights
+from worker.engine.thresholds import GridCounts
+from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
 
 CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel and for dead workers
 MAX_SENDS = 3  # a client whose worker dies this often in one round counts as failed for that round
@@ -54,6 +55,20 @@ class CeleryExecutor:
         """Moments from the clients that answer; a client that fails here is left out of the pooling."""
         done = self._fan_out(CLIENT_STATISTICS, rnd, weights, client_ids)
         return [self._update(cid, out) for cid, out in done if not isinstance(out, BaseException)]
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        """Grid counts from the clients that answer; a failed or malformed reply leaves that client out."""
+        evaluations = []
+        for cid, out in self._fan_out(EVALUATE_CLIENT, rnd, weights, client_ids):
+            try:
+                if isinstance(out, BaseException):
+                    raise out
+                validation, test = GridCounts.from_lists(out["validation"]), GridCounts.from_lists(out["test"])
+            except Exception as error:  # whatever the task raised, or a reply that fails validation
+                logger.warning("round %d: no evaluation from client %s (%s)", rnd, cid, error)
+                continue
+            evaluations.append(ClientEvaluation(cid, validation, test))
+        return evaluations
 
     def _update(self, client_id: str, outcome: dict[str, Any]) -> ClientUpdate:
         weights = load_checkpoint(Path(outcome["ref"])).weights

@@ -115,8 +115,8 @@ def run_local(
     trainer = KerasTrainer(cfg.data.image_size, cfg.model)
     initial = trainer.initial_weights(derive_seed(cfg.seed, INIT))
 
-    def evaluate(weights: Weights) -> EvalMetrics:
-        return trainer.evaluate(weights, federation.test)
+    def evaluate(weights: Weights, threshold: float) -> EvalMetrics:
+        return trainer.evaluate(weights, federation.test, threshold)
 
     fed_log = PhaseLog(output / "federated")
     clients = {c.client_id: c for c in federation.clients}
@@ -147,6 +147,7 @@ def run_local(
             trainer,
             federation.central_train(),
             evaluate,
+            validation=federation.central_validation(),
             initial=initial,
             on_round=_persist("centralized", central_log, progress),
             start=central_log.resume_point(),

@@ -136,8 +136,8 @@ def _train(
     cfg, trainer, federation = ctx.config, ctx.trainer, ctx.federation
     checkpoints = CheckpointDir(folder / "checkpoints", keep=3)
 
-    def evaluate(weights: Weights) -> EvalMetrics:
-        return trainer.evaluate(weights, federation.test)
+    def evaluate(weights: Weights, threshold: float) -> EvalMetrics:
+        return trainer.evaluate(weights, federation.test, threshold)
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         checkpoints.save(checkpoint)
@@ -160,6 +160,7 @@ def _train(
             trainer,
             federation.central_train(),
             evaluate,
+            validation=federation.central_validation(),
             initial=initial,
             on_round=on_round,
             start=start,

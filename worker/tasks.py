@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Task
 
-from app.broker import CHECK_DATA, CLIENT_STATISTICS, TRAIN_CLIENT, TRAIN_RUN
+from app.broker import CHECK_DATA, CLIENT_STATISTICS, EVALUATE_CLIENT, TRAIN_CLIENT, TRAIN_RUN
 from app.db import session_factory
 from app.run_config import RunConfig
 from app.settings import get_settings
@@ -18,7 +18,7 @@ from worker.celery_app import celery_app
 from worker.context import RunContext, run_context
 from worker.datacheck import check_data
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from worker.engine.executor import client_statistics, client_update
+from worker.engine.executor import client_evaluation, client_statistics, client_update
 from worker.engine.types import ClientUpdate, Weights
 from worker.lease import Lease
 from worker.orchestrator import execute_run, worker_name
@@ -94,6 +94,20 @@ def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: st
             ctx.trainer, ctx.client(client_id), weights, rnd=rnd, seed=ctx.config.seed
         ),
     )
+
+
+@celery_app.task(name=EVALUATE_CLIENT, acks_late=True, bind=True)
+def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+    """The global model on this client's validation and test parts; the grid counts (about 1,600 integers)
+    travel in the reply itself."""
+    rid = uuid.UUID(run_id)
+    skip = _skip_reason(rid, rnd)
+    if skip:
+        return {skip: True}
+    with Lease(self.backend.client, str(self.request.id), worker_name(), 3 * get_settings().heartbeat_s):
+        ctx = run_context(rid)
+        result = client_evaluation(ctx.trainer, ctx.client(client_id), load_checkpoint(Path(weights_ref)).weights)
+    return {"validation": result.validation.as_lists(), "test": result.test.as_lists()}
 
 
 @celery_app.task(name=CHECK_DATA)

@@ -39,7 +39,7 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 39 config fields as a browser submits them for each preset, written out by hand.
+# The new-experiment form's 43 config fields as a browser submits them for each preset, written out by hand.
 QUICKSTART_FORM = {
     "name": "quickstart",
     "seed": "42",
@@ -75,6 +75,10 @@ QUICKSTART_FORM = {
     "federation.partition.fractions": "",
     "federation.partition.alpha": "0.5",
     "federation.client_test_fraction": "0.25",
+    "federation.client_validation_fraction": "0.1",
+    "evaluation.threshold.method": "youden",
+    "evaluation.threshold.target_sensitivity": "0.9",
+    "evaluation.threshold.value": "0.5",
     "federation.intermittent.approach": "drop",
     "federation.intermittent.events": "",
     "federation.intermittent.availability": "1.0",
@@ -128,8 +132,10 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "local_epochs": 1,
         "partition": {"kind": "iid"},
         "client_test_fraction": 0.25,
+        "client_validation_fraction": 0.1,
         "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
     },
+    "evaluation": {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}},
     "centralized": {"enabled": True, "epochs": 5},
 }
 

@@ -58,8 +58,10 @@ def test_create_fills_defaults_and_names_the_experiment_after_the_config(client:
         "local_epochs": 2,
         "partition": {"kind": "iid"},
         "client_test_fraction": 0.25,
+        "client_validation_fraction": 0.1,
         "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
     }
+    assert config["evaluation"] == {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}}
     assert config["model"]["optimizer"] == "rmsprop"
     assert config["data"]["train"]["format"] == "synthetic"
     assert config["centralized"] == {"enabled": True, "epochs": None}

@@ -155,6 +155,7 @@ def test_rounds_return_global_metrics_timings_and_client_participation(client: T
         "test.specificity": 0.6,
         "test.precision": 0.75,
         "test.f1": 0.72,
+        "test.threshold": 0.5,
     }
     assert second["metrics"]["test.auc"] == 0.85
     assert (first["wall_s"], first["critical_path_s"]) == (10.0, 4.0 + 1.0 + 0.5 + 2.0)
@@ -203,8 +204,8 @@ def test_saving_a_round_twice_stores_it_once(session: Session) -> None:
     again = save_round(session, run.id, result, "ckpt/1")
 
     assert (first, again) == (True, False)
-    # 1 round; 2 client rows; 7 global metrics + one train.loss per client
-    assert stored == [1, 2, 7 + 2]
+    # 1 round; 2 client rows; 8 global metrics (the threshold too) + one train.loss per client
+    assert stored == [1, 2, 8 + 2]
     assert counts(session, run.id) == stored
 
 
@@ -272,6 +273,7 @@ def test_metrics_csv_has_one_row_per_round_client_and_metric(client: TestClient,
             "1,,,test.specificity,0.6",
             "1,,,test.precision,0.75",
             "1,,,test.f1,0.72",
+            "1,,,test.threshold,0.5",
             "1,1,trained,samples,50",
             "1,1,trained,train.loss,0.25",
             "1,2,absent,samples,0",

@@ -13,7 +13,9 @@ from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from worker.engine.experiment import presence_for
 from worker.engine.loop import Cancelled, run_federated
 from worker.engine.strategy import strategy_for
+from worker.engine.thresholds import grid_counts
 from worker.engine.types import (
+    ClientEvaluation,
     ClientEvent,
     ClientFailure,
     ClientStatus,
@@ -61,6 +63,18 @@ GLOBAL = {
 }
 
 
+# Each client's validation labels and scores (one positive, one negative).
+VALIDATION = {
+    "1": (np.array([1, 0]), np.array([0.91, 0.72])),
+    "2": (np.array([1, 0]), np.array([0.95, 0.62])),
+    "3": (np.array([1, 0]), np.array([0.68, 0.05])),
+}
+# Youden's threshold of the pooled validation counts, by who evaluated. Clients 1 and 2: J = 1 on (0.72, 0.91],
+# nearest 0.5 is 0.725. All three: J = 2/3 on (0.62, 0.68] and on (0.72, 0.91]; the tie goes to 0.625.
+# Clients 2 and 3: J = 1 on (0.62, 0.68] -> 0.625. Clients 1 and 3: J = 1 on (0.05, 0.68] -> 0.5.
+YOUDEN = {("1", "2"): 0.725, ("1", "2", "3"): 0.625, ("2", "3"): 0.625, ("1", "3"): 0.5}
+
+
 class FakeExecutor:
     """Client ``c`` returns ``c + carry * incoming`` in the first layer and passes the other layers through."""
 
@@ -69,6 +83,7 @@ class FakeExecutor:
         self.fail = fail
         self.trained: list[tuple[int, list[str]]] = []
         self.calibrated: list[tuple[int, list[str], Weights]] = []
+        self.evaluations: list[tuple[int, list[str]]] = []
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         self.trained.append((rnd, list(client_ids)))
@@ -80,6 +95,13 @@ class FakeExecutor:
             first = np.full(2, float(cid)) + self.carry * weights[0]
             outcomes.append(ClientUpdate(cid, [first, *weights[1:]], SAMPLES[cid], {"train.seconds": 0.5 * int(cid)}))
         return outcomes
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        """Client ``c`` holds VALIDATION[c] as its validation part and as its own test part."""
+        self.evaluations.append((rnd, list(client_ids)))
+        return [
+            ClientEvaluation(cid, grid_counts(*VALIDATION[cid]), grid_counts(*VALIDATION[cid])) for cid in client_ids
+        ]
 
     def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
         """Client ``c`` measures mean ``c`` and variance ``c / 2`` in its one BatchNorm layer."""
@@ -95,9 +117,11 @@ class Recorder:
         self.results: list[RoundResult] = []
         self.checkpoints: list[Checkpoint] = []
         self.evaluated: list[Weights] = []
+        self.thresholds: list[float] = []
 
-    def evaluate(self, weights: Weights) -> EvalMetrics:
+    def evaluate(self, weights: Weights, threshold: float) -> EvalMetrics:
         self.evaluated.append(weights)
+        self.thresholds.append(threshold)
         return METRICS
 
     def on_round(self, result: RoundResult, checkpoint: Checkpoint) -> None:
@@ -169,7 +193,9 @@ def test_each_round_reports_every_client_with_its_status(approach: str) -> None:
         assert [c.samples for c in result.clients] == [10, 30, 60]
         for c in result.clients:
             fresh = c.client_id in ASKED[result.round]
-            assert c.metrics == ({"train.seconds": 0.5 * int(c.client_id)} if fresh else {})
+            trained = {k: v for k, v in c.metrics.items() if not k.startswith("global.")}
+            assert trained == ({"train.seconds": 0.5 * int(c.client_id)} if fresh else {})
+            assert any(k.startswith("global.") for k in c.metrics) == fresh
 
 
 @pytest.mark.parametrize("approach", ["drop", "keep-last"])
@@ -324,3 +350,26 @@ def test_should_stop_before_the_first_round_trains_nothing() -> None:
         run(config(), executor, recorder, should_stop=lambda: True)
     assert recorder.results == []
     assert executor.trained == []
+
+
+def test_each_round_is_evaluated_at_the_youden_threshold_of_the_clients_that_trained() -> None:
+    executor, recorder = FakeExecutor(), Recorder()
+    run(config(), executor, recorder)
+
+    assert [ids for _, ids in executor.evaluations] == [ids for _, ids in executor.trained]
+    for (rnd, trained), threshold, result in zip(executor.trained, recorder.thresholds, recorder.results, strict=True):
+        assert threshold == pytest.approx(YOUDEN[tuple(sorted(trained))]), f"round {rnd}"
+        rows = {c.client_id: c.metrics for c in result.clients}
+        for cid in trained:  # the global model on the client's own test part, at the round's threshold
+            own_positive, own_negative = VALIDATION[cid][1]
+            assert rows[cid]["global.sensitivity"] == (1.0 if own_positive >= threshold else 0.0)
+            assert rows[cid]["global.specificity"] == (1.0 if own_negative < threshold else 0.0)
+            assert rows[cid]["global.n_positive"] == 1 and rows[cid]["global.n_negative"] == 1
+
+
+def test_a_fixed_threshold_is_used_as_given() -> None:
+    recorder = Recorder()
+    fixed = {"evaluation": {"threshold": {"method": "fixed", "value": 0.3}}}
+    cfg = RunConfig.model_validate(config().model_dump() | fixed)
+    run(cfg, FakeExecutor(), recorder)
+    assert set(recorder.thresholds) == {0.3}

@@ -80,7 +80,8 @@ def test_unknown_field_names_its_path_and_the_allowed_fields() -> None:
     assert line.startswith("federation.round: ")
     assert "not permitted" in line
     assert "(got 5)" in line
-    assert "allowed fields: clients, rounds, local_epochs, partition, client_test_fraction, intermittent" in line
+    allowed = "clients, rounds, local_epochs, partition, client_test_fraction, client_validation_fraction, intermittent"
+    assert f"allowed fields: {allowed}" in line
 
 
 def test_unknown_field_in_a_partition_lists_that_partitions_fields() -> None:

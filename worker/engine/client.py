@@ -12,6 +12,7 @@ from app.run_config import ModelConfig
 from worker.engine.data import Dataset
 from worker.engine.metrics import binary_metrics
 from worker.engine.model import build_cnn, compiled_cnn, recalibrate_batchnorm
+from worker.engine.thresholds import GridCounts, empty_counts, grid_counts
 from worker.engine.types import EvalMetrics, Weights
 
 PREDICT_BATCH = 256
@@ -98,9 +99,15 @@ class KerasTrainer:
         self.model.set_weights(weights)
         return np.asarray(self.model.predict(images, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
 
-    def evaluate(self, weights: Weights, data: Dataset) -> EvalMetrics:
-        """The model with ``weights`` on a test set: loss, accuracy, AUC, ROC and the rest."""
-        return binary_metrics(data.labels, self.predict(weights, data.images))
+    def evaluate(self, weights: Weights, data: Dataset, threshold: float = 0.5) -> EvalMetrics:
+        """The model with ``weights`` on a test set: loss, AUC, ROC, and the rest at ``threshold``."""
+        return binary_metrics(data.labels, self.predict(weights, data.images), threshold)
+
+    def grid_counts(self, weights: Weights, data: Dataset) -> GridCounts:
+        """Confusion counts of the model on ``data`` at every grid threshold; empty data gives zeros."""
+        if not len(data):
+            return empty_counts()
+        return grid_counts(data.labels, self.predict(weights, data.images))
 
     def batchnorm_statistics(self, weights: Weights, data: Dataset, seed: int) -> Weights:
         """``[mean_1, var_1, mean_2, ...]`` of every BatchNorm input under ``weights`` on this client's data."""

@@ -9,7 +9,7 @@ from typing import Protocol
 from worker.engine.client import KerasTrainer
 from worker.engine.experiment import CLIENT_FIT, ClientData, derive_seed
 from worker.engine.metrics import loss_and_accuracy
-from worker.engine.types import ClientFailure, ClientUpdate, Weights
+from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
 
 
 class Executor(Protocol):
@@ -20,6 +20,18 @@ class Executor(Protocol):
     def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
         """Each client's BatchNorm input moments under ``weights`` (``[mean_1, var_1, ...]``)."""
         ...
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        """The global ``weights`` on each client's validation and test parts, as grid counts; clients that
+        fail are left out."""
+        ...
+
+
+def client_evaluation(trainer: KerasTrainer, client: ClientData, weights: Weights) -> ClientEvaluation:
+    """Forward passes only; what leaves the client is two count vectors per part, never a prediction."""
+    return ClientEvaluation(
+        client.client_id, trainer.grid_counts(weights, client.validation), trainer.grid_counts(weights, client.test)
+    )
 
 
 def client_update(
@@ -68,3 +80,6 @@ class InProcessExecutor:
         return [
             client_statistics(self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed) for cid in client_ids
         ]
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        return [client_evaluation(self.trainer, self.clients[cid], weights) for cid in client_ids]

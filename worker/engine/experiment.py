@@ -19,7 +19,7 @@ def derive_seed(*parts: int) -> int:
 
 
 # Purposes of the random streams drawn from the run seed; each has its own so that one does not shift another.
-TEST_SPLIT, PARTITION, CLIENT_SPLIT, SYNTHETIC_TEST, INIT, CLIENT_FIT, CENTRAL_FIT = range(7)
+TEST_SPLIT, PARTITION, CLIENT_SPLIT, SYNTHETIC_TEST, INIT, CLIENT_FIT, CENTRAL_FIT, VALIDATION_SPLIT = range(8)
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ClientData:
     client_id: str
     train: Dataset
     test: Dataset  # the client's own test set (the study's Table 1); may be empty
+    validation: Dataset  # chooses the operating threshold (counts only leave the client); may be empty
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,15 @@ class Federation:
 
     def central_train(self) -> Dataset:
         """The union of the clients' training data: what the centralized baseline learns from."""
-        return Dataset(
-            np.concatenate([c.train.images for c in self.clients]),
-            np.concatenate([c.train.labels for c in self.clients]),
-        )
+        return _union([c.train for c in self.clients])
+
+    def central_validation(self) -> Dataset:
+        """The union of the clients' validation parts: where the baseline chooses its threshold."""
+        return _union([c.validation for c in self.clients])
+
+
+def _union(parts: list[Dataset]) -> Dataset:
+    return Dataset(np.concatenate([d.images for d in parts]), np.concatenate([d.labels for d in parts]))
 
 
 def _shares(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
@@ -110,16 +116,19 @@ def prepare(cfg: RunConfig) -> Federation:
     require_both_classes(test, "the common test set", "data.test" if cfg.data.test else "data.test_fraction")
     clients = []
     split_rng = np.random.default_rng([cfg.seed, CLIENT_SPLIT])
+    validation_rng = np.random.default_rng([cfg.seed, VALIDATION_SPLIT])
     for number, share in enumerate(_shares(cfg, data.labels), start=1):
         own = data.subset(share)
         keep, held = partition.holdout(own.labels, cfg.federation.client_test_fraction, split_rng)
-        if len(keep) == 0:
+        kept = own.subset(keep)
+        train, validation = partition.holdout(kept.labels, cfg.federation.client_validation_fraction, validation_rng)
+        if len(train) == 0:
             raise DataError(
-                f"client {number} keeps no training images after its own test part; "
-                "lower federation.client_test_fraction, use fewer clients or more data",
+                f"client {number} keeps no training images after its own test and validation parts; lower "
+                "federation.client_test_fraction or client_validation_fraction, use fewer clients or more data",
                 "federation.client_test_fraction",
             )
-        clients.append(ClientData(str(number), own.subset(keep), own.subset(held)))
+        clients.append(ClientData(str(number), kept.subset(train), own.subset(held), kept.subset(validation)))
     return Federation(clients, test, reports)
 
 

@@ -14,7 +14,9 @@ from worker.engine.executor import Executor
 from worker.engine.experiment import CENTRAL_FIT, derive_seed
 from worker.engine.presence import Presence
 from worker.engine.strategy import Aggregate, Strategy
+from worker.engine.thresholds import GridCounts, choose_threshold, empty_counts, summary_at
 from worker.engine.types import (
+    ClientEvaluation,
     ClientFailure,
     ClientRound,
     ClientStatus,
@@ -24,7 +26,8 @@ from worker.engine.types import (
     Weights,
 )
 
-Evaluate = Callable[[Weights], EvalMetrics]
+#: The global model on the server-held common test set, at an operating threshold.
+Evaluate = Callable[[Weights, float], EvalMetrics]
 #: Called once a round is complete, with its checkpoint; persist both, then return.
 OnRound = Callable[[RoundResult, Checkpoint], None]
 
@@ -40,17 +43,34 @@ def _client_rounds(
     aggregate: Aggregate | None,
     updates: Sequence[ClientUpdate],
     failures: Sequence[ClientFailure],
+    evaluations: Sequence[ClientEvaluation],
+    threshold: float,
 ) -> list[ClientRound]:
+    """Each client's row; ``global.*`` metrics are the new global model on the client's own test set."""
     fresh = {u.client_id: u for u in updates}
     failed = {f.client_id: f.error for f in failures}
+    evaluated = {e.client_id: e for e in evaluations}
     counted = aggregate.counted if aggregate else {}
     rows = []
     for member in presence.members:
         cid = member.client_id
         status = ClientStatus.FAILED if cid in failed else counted.get(cid, ClientStatus.ABSENT)
         metrics = dict(fresh[cid].metrics) if cid in fresh else {}
+        if cid in evaluated and evaluated[cid].test.n_positive + evaluated[cid].test.n_negative:
+            metrics |= {f"global.{k}": v for k, v in summary_at(evaluated[cid].test, threshold).items()}
         rows.append(ClientRound(cid, status, samples[cid], member.event(rnd), metrics, failed.get(cid)))
     return rows
+
+
+def operating_threshold(cfg: RunConfig, validation: GridCounts | None, previous: float) -> float:
+    """The threshold the config asks for, chosen on pooled validation counts; ``previous`` when they lack a
+    class (nobody answered this round)."""
+    spec = cfg.evaluation.threshold
+    if spec.method == "fixed":
+        return spec.value
+    if validation is None or min(validation.n_positive, validation.n_negative) == 0:
+        return previous
+    return choose_threshold(validation, spec.method, target=spec.target_sensitivity)
 
 
 def _global_weights(
@@ -102,6 +122,7 @@ def run_federated(
     weights, first = (start.weights, start.round + 1) if start else (initial, 1)
     if start:
         strategy.restore(start.strategy_state)
+    threshold = cfg.evaluation.threshold.value
     for rnd in range(first, cfg.federation.rounds + 1):
         if should_stop():
             raise Cancelled(f"cancelled before round {rnd}")
@@ -116,13 +137,16 @@ def run_federated(
         new, stats, pooling_s = _global_weights(cfg, executor, rnd, weights, result, updates, batchnorm_slots)
         aggregation_s += pooling_s
         evaluated = time.perf_counter()
-        metrics = evaluate(new)
+        evaluations = executor.evaluate(rnd, new, [u.client_id for u in updates]) if updates else []
+        pooled = sum((e.validation for e in evaluations), empty_counts()) if evaluations else None
+        threshold = operating_threshold(cfg, pooled, threshold)
+        metrics = evaluate(new, threshold)
         evaluation_s = time.perf_counter() - evaluated
         weights = new
         round_result = RoundResult(
             round=rnd,
             metrics=metrics,
-            clients=_client_rounds(rnd, presence, samples, result, updates, failures),
+            clients=_client_rounds(rnd, presence, samples, result, updates, failures, evaluations, threshold),
             wall_s=time.perf_counter() - began,
             train_s=max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0),
             calibration_s=max((s.metrics.get("seconds", 0.0) for s in stats), default=0.0),
@@ -141,13 +165,18 @@ def run_centralized(
     train: Dataset,
     evaluate: Evaluate,
     *,
+    validation: Dataset,
     initial: Weights,
     on_round: OnRound,
     start: Checkpoint | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Weights:
-    """The baseline: the same model trained on the union of the clients' data, one report per epoch."""
+    """The baseline: the same model trained on the union of the clients' data, one report per epoch.
+
+    Its operating threshold is chosen the federated way, on the union of the clients' validation parts.
+    """
     weights, first = (start.weights, start.round + 1) if start else (initial, 1)
+    threshold = cfg.evaluation.threshold.value
     optimizer_state = start.optimizer_state if start and start.optimizer_state else None
     for epoch in range(first, cfg.centralized_epochs + 1):
         if should_stop():
@@ -158,7 +187,9 @@ def run_centralized(
         )
         weights, optimizer_state = fit.weights, fit.optimizer_state
         evaluated = time.perf_counter()
-        metrics = evaluate(weights)
+        counts = trainer.grid_counts(weights, validation) if cfg.evaluation.threshold.method != "fixed" else None
+        threshold = operating_threshold(cfg, counts, threshold)
+        metrics = evaluate(weights, threshold)
         evaluation_s = time.perf_counter() - evaluated
         central = ClientRound(
             "central",

@@ -56,12 +56,13 @@ def delong_interval(labels: np.ndarray, probabilities: np.ndarray, level: float 
     return max(0.0, auc - z * spread), min(1.0, auc + z * spread)
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics:
-    """Loss, accuracy, AUC, sensitivity, specificity, precision, F1 and ROC at threshold 0.5."""
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> EvalMetrics:
+    """Loss, AUC with its DeLong interval and ROC; accuracy, sensitivity, specificity, precision, F1 and the
+    confusion counts at ``threshold`` (a probability >= it predicts PNEUMONIA)."""
     y, p = _flat(labels, probabilities)
     if len(np.unique(y)) < 2:
         raise ValueError("the test set needs both classes to compute AUC")
-    predicted = (p >= 0.5).astype(int)
+    predicted = (p >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
     precision = _ratio(tp, tp + fp)
     sensitivity = _ratio(tp, tp + fn)
@@ -78,6 +79,7 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> EvalMetrics
         roc=thin_roc(fpr, tpr, thresholds),
         auc_ci=delong_interval(y, p) if min(tp + fn, tn + fp) >= 2 else None,
         confusion=(int(tn), int(fp), int(fn), int(tp)),
+        threshold=threshold,
     )
 
 

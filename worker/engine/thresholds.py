@@ -143,3 +143,38 @@ def at_threshold(counts: GridCounts, threshold: float) -> AtThreshold:
     k = int(np.argmin(np.abs(GRID - threshold)))
     tp, fp = int(counts.positives[k]), int(counts.negatives[k])
     return AtThreshold(float(GRID[k]), tp, fp, counts.n_negative - fp, counts.n_positive - tp)
+
+
+def hanley_mcneil_interval(auc: float, n_positive: int, n_negative: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of an AUC known only with its class sizes (Hanley & McNeil, Radiology 1982), for a client's
+    own test set, where only counts leave the client and DeLong's per-sample components are not available."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc**2) + (n_negative - 1) * (q2 - auc**2)) / (
+        n_positive * n_negative
+    )
+    spread = z * float(np.sqrt(max(variance, 0.0)))
+    return max(0.0, auc - spread), min(1.0, auc + spread)
+
+
+def summary_at(counts: GridCounts, threshold: float) -> dict[str, float]:
+    """The clinical metrics of one test part at ``threshold``, with the grid AUC and its interval when both
+    classes are present (a client's own test set may hold one class only)."""
+    at = at_threshold(counts, threshold)
+    values = {
+        "accuracy": at.accuracy,
+        "sensitivity": at.sensitivity,
+        "specificity": at.specificity,
+        "precision": at.precision,
+        "f1": at.f1,
+        "tp": float(at.tp),
+        "fp": float(at.fp),
+        "tn": float(at.tn),
+        "fn": float(at.fn),
+        "n_positive": float(counts.n_positive),
+        "n_negative": float(counts.n_negative),
+    }
+    if min(counts.n_positive, counts.n_negative) >= 2:
+        auc = pooled_auc(counts)
+        low, high = hanley_mcneil_interval(auc, counts.n_positive, counts.n_negative)
+        values |= {"auc": auc, "auc_ci_low": low, "auc_ci_high": high}
+    return values

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from worker.engine.thresholds import GridCounts
+
 Weights = list[np.ndarray]
 
 
@@ -40,6 +42,15 @@ class ClientFailure:
 
 
 @dataclass(frozen=True)
+class ClientEvaluation:
+    """The global model on one client's validation and own test parts, as grid counts (no predictions)."""
+
+    client_id: str
+    validation: GridCounts
+    test: GridCounts
+
+
+@dataclass(frozen=True)
 class RocCurve:
     fpr: list[float]
     tpr: list[float]
@@ -48,7 +59,7 @@ class RocCurve:
 
 @dataclass(frozen=True)
 class EvalMetrics:
-    """Binary classification metrics of one model on one test set (threshold 0.5).
+    """Binary classification metrics of one model on one test set at its operating ``threshold``.
 
     ``auc_ci`` is the 95% DeLong interval of the AUC; ``confusion`` is (TN, FP, FN, TP) at the threshold.
     """
@@ -64,6 +75,7 @@ class EvalMetrics:
     roc: RocCurve
     auc_ci: tuple[float, float] | None = None
     confusion: tuple[int, int, int, int] | None = None
+    threshold: float = 0.5
 
     def scalars(self) -> dict[str, float]:
         values = {
@@ -74,6 +86,7 @@ class EvalMetrics:
             "specificity": self.specificity,
             "precision": self.precision,
             "f1": self.f1,
+            "threshold": self.threshold,
         }
         if self.auc_ci is not None:
             values |= {"auc_ci_low": self.auc_ci[0], "auc_ci_high": self.auc_ci[1]}
