@@ -54,6 +54,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 EVENT_LINE = re.compile(r"^\s*(?:client\s*)?(\d+)\s+(joins|leaves)\s+(?:at\s+)?(?:round\s*)?(\d+)\s*$", re.IGNORECASE)
+MODEL_FIELDS = ("optimizer", "learning_rate", "batch_size", "batchnorm", "calibration_samples", "class_weight")
 NUMBER_FIELDS = {
     "seed",
     "data.train.samples",
@@ -125,6 +126,8 @@ def form_values(cfg: RunConfig) -> dict[str, str]:
         "model.batch_size": str(cfg.model.batch_size),
         "model.batchnorm": cfg.model.batchnorm,
         "model.calibration_samples": str(cfg.model.calibration_samples),
+        "model.class_weight": cfg.model.class_weight,
+        "model.augmentation": "on" if cfg.model.augmentation else "",
         "federation.clients": str(cfg.federation.clients),
         "federation.rounds": str(cfg.federation.rounds),
         "federation.local_epochs": str(cfg.federation.local_epochs),
@@ -226,8 +229,18 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
         "seed": get("seed"),
         "data": data,
         "model": {
-            k: get(f"model.{k}")
-            for k in ("optimizer", "learning_rate", "batch_size", "batchnorm", "calibration_samples")
+            **{
+                k: get(f"model.{k}")
+                for k in (
+                    "optimizer",
+                    "learning_rate",
+                    "batch_size",
+                    "batchnorm",
+                    "calibration_samples",
+                    "class_weight",
+                )
+            },
+            "augmentation": form.get("model.augmentation") == "on",
         },
         "federation": {
             **{

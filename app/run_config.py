@@ -111,6 +111,13 @@ class ModelConfig(_Strict):
         ),
     )
     calibration_samples: int = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced",
+        description="balanced: weight each class's loss by n / (2 n_class) from the clients' summed label counts",
+    )
+    augmentation: bool = Field(
+        True, description="random rotation (5 degrees), shift (5%) and zoom (10%) while training; no flips"
+    )
 
 
 class IidPartition(_Strict):

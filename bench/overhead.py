@@ -32,6 +32,7 @@ def bare_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial: W
     """FedAvg written inline with plain Keras calls: the same fits, BatchNorm passes and evaluations."""
     model, n = trainer.model, cfg.model.calibration_samples
     fresh = [v.numpy() for v in model.optimizer.variables]
+    class_weight = fed.class_weight(cfg)
     started = time.perf_counter()
     weights = initial
     for _ in range(cfg.federation.rounds):
@@ -40,7 +41,13 @@ def bare_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial: W
             model.set_weights(weights)
             for var, value in zip(model.optimizer.variables, fresh, strict=True):
                 var.assign(value)
-            model.fit(client.train.images, client.train.labels, batch_size=cfg.model.batch_size, verbose=0)
+            model.fit(
+                client.train.images,
+                client.train.labels,
+                batch_size=cfg.model.batch_size,
+                verbose=0,
+                class_weight=class_weight,
+            )
             recalibrate_batchnorm(model, client.train.images[:n])
             model.predict(client.test.images, verbose=0, batch_size=256)
             updates.append((model.get_weights(), len(client.train)))
@@ -50,6 +57,9 @@ def bare_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial: W
             stats.append((trainer.batchnorm_statistics(weights, client.train, 0), len(client.train)))
         weights = with_batchnorm_statistics(weights, trainer.batchnorm_slots, pooled_moments(stats))
         model.set_weights(weights)
+        for client in fed.clients:  # the federated evaluation: validation and own test parts
+            model.predict(client.validation.images, verbose=0, batch_size=256)
+            model.predict(client.test.images, verbose=0, batch_size=256)
         model.predict(fed.test.images, verbose=0, batch_size=256)
     return time.perf_counter() - started
 
@@ -60,7 +70,7 @@ def engine_loop(cfg: RunConfig, trainer: KerasTrainer, fed: Federation, initial:
     started = time.perf_counter()
     run_federated(
         cfg,
-        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
+        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1, class_weight=fed.class_weight(cfg)),
         lambda w, threshold: trainer.evaluate(w, fed.test, threshold),
         initial=initial,
         strategy=strategy_for("drop"),

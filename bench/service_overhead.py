@@ -66,7 +66,7 @@ def in_process(cfg: RunConfig, folder: Path) -> float:
     started = time.perf_counter()
     run_federated(
         cfg,
-        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1),
+        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=1, class_weight=fed.class_weight(cfg)),
         lambda w, threshold: trainer.evaluate(w, fed.test, threshold),
         initial=trainer.initial_weights(derive_seed(cfg.seed, INIT)),
         strategy=strategy_for("drop"),

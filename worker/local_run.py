@@ -122,7 +122,13 @@ def run_local(
     clients = {c.client_id: c for c in federation.clients}
     final = run_federated(
         cfg,
-        InProcessExecutor(trainer, clients, seed=cfg.seed, local_epochs=cfg.federation.local_epochs),
+        InProcessExecutor(
+            trainer,
+            clients,
+            seed=cfg.seed,
+            local_epochs=cfg.federation.local_epochs,
+            class_weight=federation.class_weight(cfg),
+        ),
         evaluate,
         initial=initial,
         strategy=strategy_for(cfg.federation.intermittent.approach),
@@ -148,6 +154,7 @@ def run_local(
             federation.central_train(),
             evaluate,
             validation=federation.central_validation(),
+            class_weight=federation.class_weight(cfg),
             initial=initial,
             on_round=_persist("centralized", central_log, progress),
             start=central_log.resume_point(),

@@ -161,6 +161,7 @@ def _train(
             federation.central_train(),
             evaluate,
             validation=federation.central_validation(),
+            class_weight=federation.class_weight(cfg),
             initial=initial,
             on_round=on_round,
             start=start,

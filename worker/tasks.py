@@ -76,6 +76,7 @@ def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref:
             rnd=rnd,
             seed=ctx.config.seed,
             local_epochs=ctx.config.federation.local_epochs,
+            class_weight=ctx.federation.class_weight(ctx.config),
         ),
     )
 

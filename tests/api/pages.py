@@ -39,7 +39,7 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 43 config fields as a browser submits them for each preset, written out by hand.
+# The new-experiment form's 45 config fields as a browser submits them for each preset, written out by hand.
 QUICKSTART_FORM = {
     "name": "quickstart",
     "seed": "42",
@@ -68,6 +68,8 @@ QUICKSTART_FORM = {
     "model.batch_size": "32",
     "model.batchnorm": "federated",
     "model.calibration_samples": "512",
+    "model.class_weight": "balanced",
+    "model.augmentation": "on",
     "federation.clients": "3",
     "federation.rounds": "5",
     "federation.local_epochs": "1",
@@ -125,6 +127,8 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "batch_size": 32,
         "batchnorm": "federated",
         "calibration_samples": 512,
+        "class_weight": "balanced",
+        "augmentation": True,
     },
     "federation": {
         "clients": 3,

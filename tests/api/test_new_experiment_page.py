@@ -26,13 +26,13 @@ from tests.api.pagetree import form_state, page
 # --- new experiment ---------------------------------------------------------------------------------------------
 
 
-def test_new_experiment_form_has_the_quick_start_values_in_43_config_fields_and_a_description(
+def test_new_experiment_form_has_the_quick_start_values_in_45_config_fields_and_a_description(
     client: TestClient,
 ) -> None:
     form = page(client.get("/experiments/new")).by_id("experiment-form")
 
     fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
-    assert len(fields) == 44  # 43 config fields (10 of them for csv sources) and the description
+    assert len(fields) == 46  # 45 config fields (10 of them for csv sources) and the description
     assert form_state(form) == QUICKSTART_FORM | {"description": ""}
 
 
@@ -41,7 +41,7 @@ def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) 
 
     fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea")]
     labels = {label.attrs.get("for"): label.text for label in root.find_all("label")}
-    assert len(fields) == 44
+    assert len(fields) == 46
     for element in fields:
         assert labels.get(element.attrs.get("id")), element.attrs
 

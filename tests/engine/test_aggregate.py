@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from worker.engine.aggregate import pooled_moments, weighted_mean, with_batchnorm_statistics
+from worker.engine.aggregate import balanced_class_weight, pooled_moments, weighted_mean, with_batchnorm_statistics
 
 SHAPES = [(3,), (2, 2)]
 Update = tuple[list[np.ndarray], int]
@@ -140,3 +140,13 @@ def test_with_batchnorm_statistics_replaces_only_the_slot_and_the_next_entry() -
     assert [float(w[0]) for w in merged] == [0.0, 100.0, 101.0, 3.0, 200.0, 201.0, 6.0]
     assert all(merged[i] is weights[i] for i in (0, 3, 6))
     assert [float(w[0]) for w in weights] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # the input list is untouched
+
+
+def test_balanced_class_weights_come_from_the_summed_label_counts() -> None:
+    # 30 + 10 NORMAL and 60 + 100 PNEUMONIA: 200 images; weights 200 / (2 * 40) and 200 / (2 * 160)
+    assert balanced_class_weight([(30, 60), (10, 100)]) == {0: 2.5, 1: 0.625}
+
+
+def test_balanced_class_weights_refuse_a_class_no_client_holds() -> None:
+    with pytest.raises(ValueError, match="need both classes, got 0 NORMAL and 7 PNEUMONIA"):
+        balanced_class_weight([(0, 3), (0, 4)])

@@ -1,4 +1,4 @@
-"""Pure numpy aggregation maths: FedAvg and pooled BatchNorm statistics."""
+"""Pure numpy aggregation maths: FedAvg, pooled BatchNorm statistics and class weights from label counts."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ def with_batchnorm_statistics(weights: Weights, slots: Sequence[int], stats: Wei
     for layer, slot in enumerate(slots):
         merged[slot], merged[slot + 1] = stats[2 * layer], stats[2 * layer + 1]
     return merged
+
+
+def balanced_class_weight(label_counts: Sequence[tuple[int, int]]) -> dict[int, float]:
+    """Loss weight ``n / (2 n_c)`` per class from the clients' (NORMAL, PNEUMONIA) counts, summed first, so
+    every client weights its loss the same way ("balanced" in scikit-learn; King & Zeng, 2001). Only the counts
+    leave the clients. Raises ValueError when a class is missing from every client."""
+    normal, pneumonia = (sum(c[i] for c in label_counts) for i in (0, 1))
+    if min(normal, pneumonia) <= 0:
+        raise ValueError(f"balanced class weights need both classes, got {normal} NORMAL and {pneumonia} PNEUMONIA")
+    total = normal + pneumonia
+    return {0: total / (2 * normal), 1: total / (2 * pneumonia)}

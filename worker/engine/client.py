@@ -39,10 +39,15 @@ class KerasTrainer:
 
         self.image_size = image_size
         self.config = config
-        self.model = compiled_cnn(image_size, config.optimizer, config.learning_rate)
+        self.model = compiled_cnn(image_size, config.optimizer, config.learning_rate, config.augmentation)
         self.model.optimizer.build(self.model.trainable_variables)
         self._fresh_optimizer = [v.numpy() for v in self.model.optimizer.variables]
-        self._dropouts = [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)]
+        #: the seed generators of the layers that draw random numbers while training (dropout, augmentation)
+        self._generators = [
+            g
+            for g in (getattr(x, "seed_generator", None) or getattr(x, "generator", None) for x in self.model.layers)
+            if g
+        ]
         self._bn_layers = [layer for layer in self.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         paths = [w.path for w in self.model.weights]
         #: positions of each BatchNorm layer's moving mean in ``get_weights()``; the variance follows it.
@@ -57,9 +62,19 @@ class KerasTrainer:
         return weights
 
     def fit(
-        self, weights: Weights, data: Dataset, *, epochs: int, seed: int, optimizer_state: Weights | None = None
+        self,
+        weights: Weights,
+        data: Dataset,
+        *,
+        epochs: int,
+        seed: int,
+        optimizer_state: Weights | None = None,
+        class_weight: dict[int, float] | None = None,
     ) -> FitResult:
-        """Local training from ``weights``; the optimizer starts fresh unless a state is passed in."""
+        """Local training from ``weights``; the optimizer starts fresh unless a state is passed in.
+
+        ``class_weight`` scales each class's loss (see ``aggregate.balanced_class_weight``).
+        """
         started = time.perf_counter()
         rng = self._seed(seed)
         self.model.set_weights(weights)
@@ -70,7 +85,12 @@ class KerasTrainer:
         for _ in range(epochs):
             order = rng.permutation(len(data))
             history = self.model.fit(
-                data.images[order], data.labels[order], batch_size=self.config.batch_size, shuffle=False, verbose=0
+                data.images[order],
+                data.labels[order],
+                batch_size=self.config.batch_size,
+                shuffle=False,
+                verbose=0,
+                class_weight=class_weight,
             )
         if self.config.batchnorm != "keras":
             recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
@@ -83,15 +103,15 @@ class KerasTrainer:
         )
 
     def _seed(self, seed: int) -> np.random.Generator:
-        """Seed the dropout masks (each layer's own SeedGenerator) and return the generator for shuffling.
+        """Seed dropout masks and augmentation (each layer's own SeedGenerator); return the shuffling generator.
 
         ``keras.utils.set_random_seed`` before every fit made a federated round ~20% slower with
         TensorFlow (bench/overhead.py: ratio 1.24 with it, 1.03 without), so fits are made
         reproducible without touching the global seed.
         """
         rng = np.random.default_rng([seed, 0xD0])
-        for layer in self._dropouts:
-            state = layer.seed_generator.state
+        for generator in self._generators:
+            state = generator.state
             state.assign(np.array([rng.integers(2**31), 0], dtype=state.dtype))
         return rng
 

@@ -35,11 +35,18 @@ def client_evaluation(trainer: KerasTrainer, client: ClientData, weights: Weight
 
 
 def client_update(
-    trainer: KerasTrainer, client: ClientData, weights: Weights, *, rnd: int, seed: int, local_epochs: int
+    trainer: KerasTrainer,
+    client: ClientData,
+    weights: Weights,
+    *,
+    rnd: int,
+    seed: int,
+    local_epochs: int,
+    class_weight: dict[int, float] | None = None,
 ) -> ClientUpdate:
     """One client's round: local training, then loss and accuracy on its own test set."""
     fit_seed = derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id))
-    fit = trainer.fit(weights, client.train, epochs=local_epochs, seed=fit_seed)
+    fit = trainer.fit(weights, client.train, epochs=local_epochs, seed=fit_seed, class_weight=class_weight)
     metrics = {"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds}
     if len(client.test):
         loss, accuracy = loss_and_accuracy(client.test.labels, trainer.predict(fit.weights, client.test.images))
@@ -61,17 +68,30 @@ class InProcessExecutor:
     """Runs the clients one after another on this process's trainer (the CLI and benchmarks)."""
 
     def __init__(
-        self, trainer: KerasTrainer, clients: Mapping[str, ClientData], *, seed: int, local_epochs: int
+        self,
+        trainer: KerasTrainer,
+        clients: Mapping[str, ClientData],
+        *,
+        seed: int,
+        local_epochs: int,
+        class_weight: dict[int, float] | None = None,
     ) -> None:
         self.trainer = trainer
         self.clients = clients
         self.seed = seed
         self.local_epochs = local_epochs
+        self.class_weight = class_weight
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         return [
             client_update(
-                self.trainer, self.clients[cid], weights, rnd=rnd, seed=self.seed, local_epochs=self.local_epochs
+                self.trainer,
+                self.clients[cid],
+                weights,
+                rnd=rnd,
+                seed=self.seed,
+                local_epochs=self.local_epochs,
+                class_weight=self.class_weight,
             )
             for cid in client_ids
         ]

@@ -9,6 +9,7 @@ import numpy as np
 
 from app.run_config import DataSource, DirichletPartition, RunConfig, SizesPartition
 from worker.engine import partition
+from worker.engine.aggregate import balanced_class_weight
 from worker.engine.data import DataError, Dataset, LoadReport, load_source, require_both_classes
 from worker.engine.presence import Membership, Presence
 
@@ -43,6 +44,13 @@ class Federation:
     def central_validation(self) -> Dataset:
         """The union of the clients' validation parts: where the baseline chooses its threshold."""
         return _union([c.validation for c in self.clients])
+
+    def class_weight(self, cfg: RunConfig) -> dict[int, float] | None:
+        """The loss weights every client and the baseline train with, from the clients' summed label counts."""
+        if cfg.model.class_weight == "none":
+            return None
+        counts = [np.bincount(c.train.labels, minlength=2) for c in self.clients]
+        return balanced_class_weight([(int(n[0]), int(n[1])) for n in counts])
 
 
 def _union(parts: list[Dataset]) -> Dataset:

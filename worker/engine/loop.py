@@ -166,6 +166,7 @@ def run_centralized(
     evaluate: Evaluate,
     *,
     validation: Dataset,
+    class_weight: dict[int, float] | None = None,
     initial: Weights,
     on_round: OnRound,
     start: Checkpoint | None = None,
@@ -183,7 +184,12 @@ def run_centralized(
             raise Cancelled(f"cancelled before epoch {epoch}")
         began = time.perf_counter()
         fit = trainer.fit(
-            weights, train, epochs=1, seed=derive_seed(cfg.seed, CENTRAL_FIT, epoch), optimizer_state=optimizer_state
+            weights,
+            train,
+            epochs=1,
+            seed=derive_seed(cfg.seed, CENTRAL_FIT, epoch),
+            optimizer_state=optimizer_state,
+            class_weight=class_weight,
         )
         weights, optimizer_state = fit.weights, fit.optimizer_state
         evaluated = time.perf_counter()

@@ -13,6 +13,11 @@ if TYPE_CHECKING:
 CONV_BLOCKS: tuple[tuple[int, float], ...] = ((32, 0.0), (64, 0.1), (64, 0.0), (128, 0.2), (256, 0.2))
 DENSE_UNITS = 128
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+#: Training-time augmentation for chest radiographs: small rotations, shifts and zooms, no flips (the heart is
+#: on the left; a mirrored film is a different image). The layers hold no weights and are identity at inference.
+ROTATION_DEGREES = 5.0
+SHIFT_FRACTION = 0.05
+ZOOM_FRACTION = 0.1
 
 
 def block_paddings(image_size: int) -> list[tuple[str, str]]:
@@ -33,12 +38,28 @@ def block_paddings(image_size: int) -> list[tuple[str, str]]:
     return paddings
 
 
-def build_cnn(image_size: int) -> keras.Model:
-    """Conv2D 32-64-64-128-256 with BatchNorm, MaxPool and Dropout, Dense 128, sigmoid."""
+def augmentation_layers() -> list[Any]:
+    """Random rotation, shift and zoom, filling with black like the film's border."""
+    from keras import layers
+
+    return [
+        layers.RandomRotation(ROTATION_DEGREES / 360, fill_mode="constant"),
+        layers.RandomTranslation(SHIFT_FRACTION, SHIFT_FRACTION, fill_mode="constant"),
+        layers.RandomZoom(ZOOM_FRACTION, fill_mode="constant"),
+    ]
+
+
+def build_cnn(image_size: int, augment: bool = False) -> keras.Model:
+    """Conv2D 32-64-64-128-256 with BatchNorm, MaxPool and Dropout, Dense 128, sigmoid.
+
+    ``augment`` puts the augmentation layers first; they have no weights, so the weight list is the same.
+    """
     import keras
     from keras import layers
 
     model_layers: list[Any] = [keras.Input((image_size, image_size, 1))]
+    if augment:
+        model_layers += augmentation_layers()
     for (filters, dropout), (conv_pad, pool_pad) in zip(CONV_BLOCKS, block_paddings(image_size), strict=True):
         model_layers.append(layers.Conv2D(filters, 3, padding=conv_pad, activation="relu"))
         if dropout:
@@ -66,9 +87,9 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def compiled_cnn(image_size: int, optimizer: str, learning_rate: float) -> keras.Model:
+def compiled_cnn(image_size: int, optimizer: str, learning_rate: float, augment: bool = False) -> keras.Model:
     """The CNN compiled with binary cross-entropy, ready for ``fit``."""
-    model = build_cnn(image_size)
+    model = build_cnn(image_size, augment)
     model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
@@ -80,24 +101,21 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: in
     with this CNN their variance starts at 1.0 against a true ~1e-3, so a freshly trained model
     predicts one class in inference mode, and FedAvg averages those stale statistics too.
     Recomputing them for the final weights ("precise BN", Wu & Johnson, 2021) fixes both.
-    Dropout is switched off so that the statistics match inference, and each batch enters a
-    cumulative average (momentum (i-1)/i).
+    Layers run one by one, BatchNorm in training mode and every other layer (Dropout, augmentation) in
+    inference mode, so the statistics match inference; each batch enters a cumulative average
+    (momentum (i-1)/i).
     """
     from keras import layers
 
     bns = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
-    dropouts = [layer for layer in model.layers if isinstance(layer, layers.Dropout)]
     saved_momentum = [bn.momentum for bn in bns]
-    saved_rates = [d.rate for d in dropouts]
     try:
-        for d in dropouts:
-            d.rate = 0.0
         for i, start in enumerate(range(0, len(images), batch_size)):
             for bn in bns:
                 bn.momentum = i / (i + 1)
-            model(images[start : start + batch_size], training=True)
+            x = images[start : start + batch_size]
+            for layer in model.layers:
+                x = layer(x, training=isinstance(layer, layers.BatchNormalization))
     finally:
         for bn, momentum in zip(bns, saved_momentum, strict=True):
             bn.momentum = momentum
-        for d, rate in zip(dropouts, saved_rates, strict=True):
-            d.rate = rate
