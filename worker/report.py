@@ -39,10 +39,20 @@ def round_record(result: RoundResult) -> Record:
     }
 
 
+def final_metrics(metrics: Record) -> Record:
+    """The last round's metrics with the AUC interval as a pair and n per class, as results.json shows them."""
+    final = dict(metrics)
+    if "auc_ci_low" in final:
+        final["auc_ci"] = [final["auc_ci_low"], final["auc_ci_high"]]
+    if "n_positive" in final:
+        final["n"] = {"NORMAL": int(final["n_negative"]), "PNEUMONIA": int(final["n_positive"])}
+    return final
+
+
 def phase_summary(records: Sequence[Record]) -> Record:
     """Final metrics plus times summed over rounds, so a resumed run counts each round once."""
     return {
-        "final": records[-1]["metrics"] if records else None,
+        "final": final_metrics(records[-1]["metrics"]) if records else None,
         "best_auc": max((r["metrics"]["auc"] for r in records), default=None),
         "rounds_done": len(records),
         "wall_time_s": sum(r["wall_s"] for r in records),
@@ -57,9 +67,11 @@ def time_reduction(federated_s: float, centralized_s: float) -> float | None:
 
 
 def table3(results: Record) -> str:
-    """The study's Table 3: test loss, accuracy, AUC, rounds, execution time, time reduction."""
+    """The study's Table 3 with the clinical columns: test loss, accuracy, sensitivity and specificity at the
+    operating threshold, AUC with its 95% DeLong interval, rounds, execution time, time reduction."""
     header = (
-        f"{'run':<12} {'loss':>7} {'acc':>7} {'AUC':>7} {'rounds':>7} {'time s':>9} {'parallel s':>11} {'saved':>7}"
+        f"{'run':<12} {'loss':>6} {'acc':>6} {'sens':>6} {'spec':>6} {'thr':>5} {'AUC':>6} {'95% CI':>13} "
+        f"{'rounds':>6} {'time s':>8} {'parallel s':>10} {'saved':>6}"
     )
     lines = [header, "-" * len(header)]
     central = results.get("centralized")
@@ -72,12 +84,17 @@ def table3(results: Record) -> str:
         if name == "federated" and central and central["final"]:
             reduction = time_reduction(phase["critical_path_s"], central["wall_time_s"])
             saved = f"{reduction:+.0%}" if reduction is not None else ""
+        ci = "{:.3f}-{:.3f}".format(*final["auc_ci"]) if "auc_ci" in final else "-"
         lines.append(
-            f"{name:<12} {final['loss']:>7.3f} {final['accuracy']:>7.3f} {final['auc']:>7.3f} "
-            f"{phase['rounds_done']:>7d} {phase['wall_time_s']:>9.1f} {phase['critical_path_s']:>11.1f} {saved:>7}"
+            f"{name:<12} {final['loss']:>6.3f} {final['accuracy']:>6.3f} {final['sensitivity']:>6.3f} "
+            f"{final['specificity']:>6.3f} {final.get('threshold', 0.5):>5.3f} {final['auc']:>6.3f} {ci:>13} "
+            f"{phase['rounds_done']:>6d} {phase['wall_time_s']:>8.1f} {phase['critical_path_s']:>10.1f} {saved:>6}"
         )
+    if central and central["final"] and "n" in central["final"]:
+        n = central["final"]["n"]
+        lines.append(f"common test set: {n['NORMAL']:,} NORMAL, {n['PNEUMONIA']:,} PNEUMONIA")
     lines.append(
-        "parallel s: slowest client + server work per round, as when every hospital trains at once; "
-        "saved: centralized time minus that, as a share of the centralized time"
+        "sens/spec/acc at the operating threshold thr; parallel s: slowest client + server work per round, as when "
+        "every hospital trains at once; saved: centralized time minus that, as a share of the centralized time"
     )
     return "\n".join(lines)
