@@ -134,6 +134,7 @@ class SourceReport(BaseModel):
 class ClientCounts(BaseModel):
     id: str
     train: dict[str, int]
+    validation: dict[str, int] = Field(description="the part that chooses the operating threshold")
     test: dict[str, int]
 
 

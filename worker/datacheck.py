@@ -54,7 +54,8 @@ def check_data(cfg: RunConfig) -> dict[str, Any]:
         "sources": {name: report.as_dict() for name, report in federation.reports.items()},
         "test": _counts(federation.test),
         "clients": [
-            {"id": c.client_id, "train": _counts(c.train), "test": _counts(c.test)} for c in federation.clients
+            {"id": c.client_id, "train": _counts(c.train), "validation": _counts(c.validation), "test": _counts(c.test)}
+            for c in federation.clients
         ],
         "thumbnails": thumbnails(federation.central_train()),
     }
@@ -68,5 +69,6 @@ def describe(check: dict[str, Any]) -> list[str]:
     lines.append("common test set: " + ", ".join(f"{n:,} {cls}" for cls, n in check["test"].items()))
     for client in check["clients"]:
         train = ", ".join(f"{n:,} {cls}" for cls, n in client["train"].items())
-        lines.append(f"client {client['id']}: train {train}; own test {sum(client['test'].values()):,}")
+        held = f"validation {sum(client['validation'].values()):,}; own test {sum(client['test'].values()):,}"
+        lines.append(f"client {client['id']}: train {train}; {held}")
     return lines

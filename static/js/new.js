@@ -62,7 +62,7 @@
       for (const [reason, n] of Object.entries(source.skipped)) add(`${n} file(s) skipped: ${reason}`);
     }
     add(`common test set: ${counts(check.test)}`);
-    for (const client of check.clients) add(`client ${client.id}: train ${counts(client.train)}; own test ${counts(client.test)}`);
+    for (const client of check.clients) add(`client ${client.id}: train ${counts(client.train)}; validation ${counts(client.validation)}; own test ${counts(client.test)}`);
     for (const thumb of check.thumbnails) {
       const figure = document.createElement("figure");
       const img = document.createElement("img"); img.src = thumb.png; img.alt = `a ${thumb.label} training image`;

@@ -23,7 +23,9 @@ def test_the_api_reports_what_the_data_holds_before_launch(stack: Stack) -> None
     assert check["sources"]["data.train"]["classes"] == {"NORMAL": 150, "PNEUMONIA": 50}
     assert check["sources"]["data.train"]["sizes"] == {"32x32": 200}
     assert check["test"] == {"NORMAL": 30, "PNEUMONIA": 10}  # test_fraction 0.2 of each class
-    assert [c["train"] for c in check["clients"]] == [{"NORMAL": 30, "PNEUMONIA": 10}] * 2
+    # each client: 60 + 20, half its own test set, 10% of the rest for validation
+    assert [c["train"] for c in check["clients"]] == [{"NORMAL": 27, "PNEUMONIA": 9}] * 2
+    assert [c["validation"] for c in check["clients"]] == [{"NORMAL": 3, "PNEUMONIA": 1}] * 2
     assert len(check["thumbnails"]) == 6 and check["thumbnails"][0]["png"].startswith("data:image/png;base64,")
     assert stack.http.get("/api/experiments").json()["total"] == 0  # a check stores nothing
 

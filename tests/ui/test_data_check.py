@@ -17,13 +17,15 @@ def test_check_data_shows_what_each_split_holds_then_an_error_at_the_data_field(
     tab.page.click("#check-data")
     tab.page.wait_for_selector("#data-check-thumbnails img", timeout=60_000)
     lines = tab.page.locator("#data-check-lines li").all_inner_texts()
-    # quickstart: 600 synthetic images, half PNEUMONIA; 20% held out; 3 IID clients keep 75% for training
+    # quickstart: 600 synthetic images, half PNEUMONIA; 20% held out; each of 3 IID clients (80 + 80) keeps 25%
+    # as its own test set and 10% of the rest for validation
+    client = "train 54 NORMAL, 54 PNEUMONIA; validation 6 NORMAL, 6 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA"
     assert lines == [
         "data.train: 300 NORMAL, 300 PNEUMONIA; sizes 32x32 (600); 8-bit",
         "common test set: 60 NORMAL, 60 PNEUMONIA",
-        "client 1: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
-        "client 2: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
-        "client 3: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
+        f"client 1: {client}",
+        f"client 2: {client}",
+        f"client 3: {client}",
     ]
     assert tab.page.locator("#data-check-thumbnails img").count() == 6
     tab.shot("data-check")
