@@ -122,8 +122,10 @@ class RoundResult:
     evaluation_s: float
     bytes_sent: int  # server → clients
     bytes_received: int  # clients → server
+    startup_s: float = 0.0  # slowest client's one-off start-up in this round: data, model build, tracing
 
     @property
     def critical_path_s(self) -> float:
-        """The round's duration when clients train in parallel: slowest client + server work."""
+        """The round's training work when clients train in parallel: slowest client + server work (start-up
+        is its own part)."""
         return self.train_s + self.calibration_s + self.aggregation_s + self.evaluation_s
