@@ -182,7 +182,14 @@ def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
                 clients=run.experiment.config["federation"]["clients"] if run.kind == RunKind.FEDERATED else None,
                 loss=final.get("test.loss"),
                 accuracy=final.get("test.accuracy"),
+                sensitivity=final.get("test.sensitivity"),
+                specificity=final.get("test.specificity"),
+                threshold=final.get("test.threshold"),
                 auc=final.get("test.auc"),
+                auc_ci_low=final.get("test.auc_ci_low"),
+                auc_ci_high=final.get("test.auc_ci_high"),
+                n_negative=_count(final.get("test.n_negative")),
+                n_positive=_count(final.get("test.n_positive")),
                 rounds=run.current_round,
                 execution_time_s=wall,
                 parallel_time_s=parallel if run.kind == RunKind.FEDERATED else wall,
@@ -191,6 +198,44 @@ def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
             )
         )
     return rows
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+COMPARE_CSV_COLUMNS = (
+    "run_id",
+    "experiment",
+    "kind",
+    "status",
+    "clients",
+    "loss",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "threshold",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "n_negative",
+    "n_positive",
+    "rounds",
+    "execution_time_s",
+    "parallel_time_s",
+    "time_reduction",
+)
+
+
+def compare_csv(rows: list[CompareRow]) -> str:
+    """Table 3 as CSV, one row per run; empty cells where a value does not apply."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(COMPARE_CSV_COLUMNS)
+    for row in rows:
+        values = row.model_dump(mode="json")
+        writer.writerow(["" if values[c] is None else values[c] for c in COMPARE_CSV_COLUMNS])
+    return out.getvalue()
 
 
 def metrics_csv(*, session: Session, run_id: uuid.UUID) -> str:
@@ -272,17 +317,21 @@ def experiment_rows(*, session: Session) -> list[dict[str, Any]]:
 
 
 def best_of(table: list[CompareRow]) -> dict[str, uuid.UUID]:
-    """For each Table 3 column, the run with the best value (lowest loss and time, highest accuracy and AUC)."""
+    """For each Table 3 column, the run with the best value (lowest loss and time, highest accuracy, sensitivity,
+    specificity and AUC); a column whose best value is shared marks none."""
     best: dict[str, uuid.UUID] = {}
     for column, pick in (
         ("loss", min),
         ("accuracy", max),
+        ("sensitivity", max),
+        ("specificity", max),
         ("auc", max),
         ("execution_time_s", min),
         ("parallel_time_s", min),
         ("time_reduction", max),
     ):
         scored = [(getattr(row, column), row.run_id) for row in table if getattr(row, column) is not None]
-        if len(scored) > 1:
+        values = [value for value, _ in scored]
+        if len(scored) > 1 and values.count(pick(values)) == 1:  # a tie has no best
             best[column] = pick(scored, key=lambda s: s[0])[1]
     return best

@@ -105,8 +105,15 @@ class CompareRow(BaseModel):
     status: RunStatus
     clients: int | None
     loss: float | None
-    accuracy: float | None
+    accuracy: float | None = Field(description="at the operating threshold")
+    sensitivity: float | None = None
+    specificity: float | None = None
+    threshold: float | None = Field(None, description="the operating threshold of the final model")
     auc: float | None
+    auc_ci_low: float | None = Field(None, description="95% DeLong interval of the AUC")
+    auc_ci_high: float | None = None
+    n_negative: int | None = Field(None, description="NORMAL images in the common test set")
+    n_positive: int | None = Field(None, description="PNEUMONIA images in the common test set")
     rounds: int
     execution_time_s: float
     parallel_time_s: float

@@ -105,3 +105,21 @@ def test_compare_with_an_unknown_run_is_404(client: TestClient, study: tuple[Run
 
     assert response.status_code == 404
     assert response.json()["detail"] == f"no run with id {missing}"
+
+
+def test_compare_csv_is_table_3_with_one_row_per_run(client: TestClient, study: tuple[Run, Run]) -> None:
+    federated, central = study
+
+    response = client.get("/api/compare.csv", params={"runs": f"{federated.id},{central.id}"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == 'attachment; filename="fedlens-table3.csv"'
+    header, fed, central_row = response.text.splitlines()
+    assert header == (
+        "run_id,experiment,kind,status,clients,loss,accuracy,sensitivity,specificity,threshold,auc,auc_ci_low,"
+        "auc_ci_high,n_negative,n_positive,rounds,execution_time_s,parallel_time_s,time_reduction"
+    )
+    # the factories' metrics: sensitivity 0.7, specificity 0.6, threshold 0.5, no interval or class counts
+    assert fed == f"{federated.id},table3,federated,succeeded,3,0.3,0.85,0.7,0.6,0.5,0.93,,,,,2,22.0,16.5,0.75"
+    assert central_row == f"{central.id},table3,centralized,succeeded,,0.25,0.88,0.7,0.6,0.5,0.95,,,,,3,66.0,66.0,"

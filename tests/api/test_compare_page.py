@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,7 +25,7 @@ def table3(session: Session) -> tuple[Run, Run]:
     federated = add_run(session, experiment, total_rounds=2)
     central = add_run(session, experiment, kind=RunKind.CENTRALIZED)
     save_round(session, federated.id, round_result(1, wall_s=10.0), "ckpt/1")
-    final = metrics(loss=0.35, accuracy=0.86, auc=0.96)
+    final = replace(metrics(loss=0.35, accuracy=0.86, auc=0.96), auc_ci=(0.93, 0.99))
     save_round(
         session,
         federated.id,
@@ -58,14 +59,16 @@ def test_compare_page_renders_table_3_with_the_best_cells_marked(client: TestCli
 
     fed_row, central_row = root.by_id("compare-table").find("tbody").find_all("tr")
     assert (fed_row.attrs["data-run-id"], central_row.attrs["data-run-id"]) == (str(federated.id), str(central.id))
-    # Run | Clients | Loss | Accuracy | AUC | Rounds | Execution | Parallel | Time reduction
-    # federated: wall 10 + 12 = 22 s, parallel (4+1+0.5+2) + (5+1+0.5+3) = 17 s; centralized: 20 + 22 + 24 = 66 s;
-    # time reduction (66 - 17) / 66 = 74 %
+    # Run | Clients | Loss | Accuracy | Sensitivity | Specificity | AUC (95% CI) | Rounds | Execution | Parallel |
+    # Time reduction. federated: wall 10 + 12 = 22 s, parallel (4+1+0.5+2) + (5+1+0.5+3) = 17 s; centralized:
+    # 20 + 22 + 24 = 66 s; time reduction (66 - 17) / 66 = 74 %. Sensitivity and specificity tie: no best.
     assert [td.text for td in fed_row.find_all("td")] == [
         "3",
         "0.350",
         "0.860 (best)",
-        "0.960 (best)",
+        "0.700",
+        "0.600",
+        "0.960 (0.930\u20130.990) (best)",
         "2",
         "22 s",
         "17 s",
@@ -75,6 +78,8 @@ def test_compare_page_renders_table_3_with_the_best_cells_marked(client: TestCli
         "all data",
         "0.250 (best)",
         "0.840",
+        "0.700",
+        "0.600",
         "0.910",
         "3",
         "66 s",
@@ -82,7 +87,7 @@ def test_compare_page_renders_table_3_with_the_best_cells_marked(client: TestCli
         NO_VALUE,
     ]
     best = [[i for i, td in enumerate(row.find_all("td")) if "best" in td.classes] for row in (fed_row, central_row)]
-    assert best == [[2, 3, 5, 6], [1]]  # accuracy, AUC, both times; loss
+    assert best == [[2, 5, 7, 8], [1]]  # accuracy, AUC, both times; loss
     assert root.by_id("compare-charts").attrs["data-runs"] == f"{federated.id},{central.id}"
     assert "checked" in root.by_id(f"pick-{federated.id}").attrs
 
