@@ -141,6 +141,8 @@ class FlRound(Base):
     test_samples: Mapped[int]
     roc: Mapped[dict[str, list[float]]] = mapped_column(JSON)  # {"fpr": [...], "tpr": [...]}, <= 200 points
     checkpoint: Mapped[str] = mapped_column(String(500))
+    #: worker.engine.digest.weights_sha256 of the global weights in the checkpoint; the next round starts from them
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (CheckConstraint("number >= 1", name="number_positive"),)

@@ -24,6 +24,7 @@ from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.data import DataError
+from worker.engine.digest import weights_sha256
 from worker.engine.experiment import INIT, derive_seed, presence_for
 from worker.engine.loop import Cancelled, run_centralized, run_federated
 from worker.engine.strategy import strategy_for
@@ -142,7 +143,13 @@ def _train(
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         checkpoints.save(checkpoint)
         with sessions() as session:
-            stored = store.save_round(session, run_id, result, str(checkpoints.path(result.round)))
+            stored = store.save_round(
+                session,
+                run_id,
+                result,
+                str(checkpoints.path(result.round)),
+                weights_sha256=weights_sha256(checkpoint.weights),
+            )
         notify(settings.broker, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(

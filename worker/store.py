@@ -65,8 +65,11 @@ def _metric(run_id: uuid.UUID, rnd: int, client: str, key: str, value: float) ->
     return RoundMetric(run_id=run_id, round=rnd, client_id=client, key=key, value=0.0 if nan else value, is_nan=nan)
 
 
-def save_round(session: Session, run_id: uuid.UUID, result: RoundResult, checkpoint: str) -> bool:
-    """Store a round with its client statuses and metrics in one transaction.
+def save_round(
+    session: Session, run_id: uuid.UUID, result: RoundResult, checkpoint: str, *, weights_sha256: str | None = None
+) -> bool:
+    """Store a round with its client statuses and metrics in one transaction; ``weights_sha256`` is the
+    digest of the global weights its checkpoint holds (the weights the next round starts from).
 
     Returns False if the round was already stored: a redelivered or repeated write is a no-op,
     so a completed round is never lost and never counted twice.
@@ -86,6 +89,7 @@ def save_round(session: Session, run_id: uuid.UUID, result: RoundResult, checkpo
             test_samples=result.metrics.samples,
             roc={"fpr": result.metrics.roc.fpr, "tpr": result.metrics.roc.tpr},
             checkpoint=checkpoint,
+            weights_sha256=weights_sha256,
         )
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,13 @@ from worker.celery_app import celery_app
 from worker.context import RunContext, run_context
 from worker.datacheck import check_data
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from worker.engine.digest import weights_sha256
 from worker.engine.executor import client_evaluation, client_statistics, client_update
 from worker.engine.types import ClientUpdate, Weights
 from worker.lease import Lease
 from worker.orchestrator import execute_run, worker_name
+
+logger = logging.getLogger(__name__)
 
 
 @celery_app.task(name=TRAIN_RUN, acks_late=True)
@@ -53,7 +57,19 @@ def _client_task(
     task_id = str(task.request.id)
     with Lease(task.backend.client, task_id, worker_name(), 3 * get_settings().heartbeat_s):
         ctx = run_context(rid)
-        result = work(ctx, load_checkpoint(Path(weights_ref)).weights)
+        weights = load_checkpoint(Path(weights_ref)).weights
+        start = weights_sha256(weights)
+        logger.info(
+            "run %s round %d client %s: %s task %s starts from global weights %s",
+            run_id,
+            rnd,
+            client_id,
+            kind,
+            task_id,
+            start,
+            extra={"run_id": run_id, "round": rnd, "client": client_id, "task": task_id, "weights_sha256": start},
+        )
+        result = work(ctx, weights)
         out = Path(weights_ref).with_name(f"{kind}-{client_id}-{task_id}.npz")
         save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
     return {"ref": str(out), "num_examples": result.num_examples, "metrics": dict(result.metrics)}

@@ -141,7 +141,9 @@ def test_posting_a_valid_form_creates_the_experiment_and_queues_both_runs(
     experiment = launched_experiment(session, response.headers["location"])
     assert (experiment.name, experiment.description) == ("quickstart", "first try")
     assert experiment.config["federation"]["rounds"] == 5
-    federated, central = experiment.runs
+    runs = {run.kind: run for run in experiment.runs}  # both created in one launch: no order between them
+    assert len(runs) == len(experiment.runs) == 2
+    federated, central = runs[RunKind.FEDERATED], runs[RunKind.CENTRALIZED]
     assert (federated.kind, federated.status, federated.total_rounds) == (RunKind.FEDERATED, RunStatus.QUEUED, 5)
     assert (central.kind, central.status, central.total_rounds) == (RunKind.CENTRALIZED, RunStatus.QUEUED, 5)
     assert response.headers["location"] == f"/runs/{federated.id}"

@@ -29,6 +29,15 @@ def test_a_running_run_whose_heartbeat_went_stale_is_taken_over(session: Session
     assert not store.heartbeat(session, run.id, "worker-a"), "the first worker learns the run is no longer its"
 
 
+def test_a_round_keeps_the_digest_of_its_checkpoint_weights(session: Session) -> None:
+    run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+
+    store.save_round(session, run.id, round_result(1), "ckpt/1", weights_sha256="ab" * 32)
+
+    stored = session.get(FlRound, (run.id, 1))
+    assert stored is not None and (stored.checkpoint, stored.weights_sha256) == ("ckpt/1", "ab" * 32)
+
+
 def test_a_round_stored_twice_is_counted_once(session: Session) -> None:
     run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
     result = round_result(1, clients=[trained("1"), trained("2")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,32 @@ from sqlalchemy.orm import Session
 
 from app.models import FlRound, Run
 from worker.cli import worker_command
+from worker.lease import started_key
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The line a client task logs once it holds its lease and has loaded the global weights (worker/tasks.py).
+TASK_START = re.compile(
+    r"run (?P<run>[0-9a-f-]+) round (?P<round>\d+) client (?P<client>\S+): (?P<kind>\w+) task (?P<task>[0-9a-f-]+) "
+    r"starts from global weights (?P<sha>[0-9a-f]{64})"
+)
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """One client task that really ran (it passed the gate and took its lease), as its worker logged it."""
+
+    round: int
+    client: str
+    kind: str  # "update" (local training) or "stats" (BatchNorm statistics)
+    task_id: str
+    weights_sha256: str  # of the global weights it started from
+    log: str  # name of the worker process that ran it
+
+
+@dataclass(frozen=True)
+class StoredRound:
+    checkpoint: str
+    weights_sha256: str | None
 
 
 def free_port() -> int:
@@ -68,13 +95,16 @@ class ServiceApi:
         )
 
     def wait_round(self, run_id: str, at_least: int, timeout_s: float = 240) -> dict[str, Any]:
-        return dict(
-            wait_for(
-                lambda: (r := self.run(run_id))["current_round"] >= at_least and r,
-                timeout_s,
-                f"run {run_id} to complete round {at_least}",
-            )
-        )
+        """The run once it has stored round ``at_least``; fails at once if the run ends before that."""
+
+        def reached() -> dict[str, Any] | None:
+            run = self.run(run_id)
+            if run["current_round"] >= at_least:
+                return run
+            assert run["status"] not in {"succeeded", "failed", "cancelled"}, f"the run ended early: {run}"
+            return None
+
+        return dict(wait_for(reached, timeout_s, f"run {run_id} to complete round {at_least}"))
 
     def events(self, run_id: str, since: int = 0, timeout_s: float = 240) -> Iterator[tuple[str, dict[str, Any]]]:
         """Parse the SSE stream into (event, data) pairs until the server closes it."""
@@ -100,9 +130,9 @@ class Stack(ServiceApi):
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until it ends
-        process = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, env=self.env | (env or {}), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
 
@@ -116,9 +146,9 @@ class Stack(ServiceApi):
         except httpx.TransportError:
             return False
 
-    def start_worker(self, queue: str, name: str | None = None) -> None:
+    def start_worker(self, queue: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
         unique = f"{name or queue}-{time.monotonic_ns()}"
-        self._spawn(name or queue, worker_command(queue, 1, unique))
+        self._spawn(name or queue, worker_command(queue, 1, unique), env)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
@@ -141,17 +171,75 @@ class Stack(ServiceApi):
         url = self.env["FEDLENS_BROKER_URL"].replace("redis+socket://", "unix://")
         return redis.Redis.from_url(url)
 
-    def run_in_database(self, run_id: str) -> tuple[str, list[int]]:
-        """(status, stored round numbers) read from the database itself, for when no API is running."""
+    @contextmanager
+    def database(self) -> Iterator[Session]:
+        """A session on this deployment's database itself, for when no API is running or the API does not tell."""
         engine = create_engine(self.env["FEDLENS_DATABASE_URL"])
-        rid = uuid.UUID(run_id)
         try:
             with Session(engine) as session:
-                status = session.scalar(select(Run.status).where(Run.id == rid))
-                rounds = session.scalars(select(FlRound.number).where(FlRound.run_id == rid).order_by(FlRound.number))
-                return str(status), list(rounds)
+                yield session
         finally:
             engine.dispose()
+
+    def run_in_database(self, run_id: str) -> tuple[str, list[int]]:
+        """(status, stored round numbers)."""
+        rid = uuid.UUID(run_id)
+        with self.database() as session:
+            status = session.scalar(select(Run.status).where(Run.id == rid))
+            rounds = session.scalars(select(FlRound.number).where(FlRound.run_id == rid).order_by(FlRound.number))
+            return str(status), list(rounds)
+
+    def stored_rounds(self, run_id: str) -> dict[int, StoredRound]:
+        """The run's rounds as stored: checkpoint path and digest of its global weights, by round number."""
+        with self.database() as session:
+            query = select(FlRound.number, FlRound.checkpoint, FlRound.weights_sha256)
+            rows = session.execute(query.where(FlRound.run_id == uuid.UUID(run_id)))
+            return {number: StoredRound(path, sha) for number, path, sha in rows}
+
+    def client_tasks(self, run_id: str, worker: str | None = None) -> list[ClientTask]:
+        """Client tasks of this run that started, read from the logs of every worker (or of one)."""
+        logs = [self.folder / f"{worker}.log"] if worker else sorted(self.folder.glob("*.log"))
+        tasks = []
+        for log in logs:
+            for line in log.read_text(errors="replace").splitlines():
+                m = TASK_START.search(line)
+                if m and m["run"] == run_id:
+                    tasks.append(ClientTask(int(m["round"]), m["client"], m["kind"], m["task"], m["sha"], log.stem))
+        return tasks
+
+    def kill_during_task(
+        self, name: str, run_id: str, wanted: Callable[[ClientTask], bool], timeout_s: float = 120
+    ) -> ClientTask:
+        """SIGKILL worker ``name`` while it runs a client task that ``wanted`` picks, and return that task.
+
+        The worker is frozen (SIGSTOP) while the test looks: a task counts as running only if it holds its
+        start mark and has no result yet, and a frozen worker cannot finish it between the look and the kill.
+        """
+        broker = self.broker()
+        process = self.processes[name]
+
+        def running() -> ClientTask | None:
+            for task in self.client_tasks(run_id, name):
+                started = broker.exists(started_key(task.task_id))
+                if wanted(task) and started and not broker.exists(f"celery-task-meta-{task.task_id}"):
+                    return task
+            return None
+
+        def caught() -> ClientTask | None:
+            if running() is None:
+                return None
+            process.send_signal(signal.SIGSTOP)
+            task = running()
+            if task is None:
+                process.send_signal(signal.SIGCONT)
+                return None
+            self.kill(name)
+            return task
+
+        try:
+            return wait_for(caught, timeout_s, f"worker {name} to run a wanted task of run {run_id}", 0.02)
+        finally:
+            broker.close()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))

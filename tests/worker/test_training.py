@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from app.run_config import RunConfig
-from worker.engine.types import RoundResult
-from worker.local_run import run_local
+from tests.worker.spies import Recorder
+from worker.engine.digest import weights_sha256
+from worker.engine.experiment import CLIENT_FIT, derive_seed
+from worker.engine.types import ClientUpdate, RoundResult
+from worker.local_run import PhaseLog, run_local
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +57,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_run_resumes_without_repeating_a_round(tmp_path: Path) -> None:
+def test_interrupted_run_resumes_without_repeating_a_round(tmp_path: Path, recorder: Recorder) -> None:
+    """The restarted run trains rounds 3 and 4 only, and round 3 starts from the checkpoint of round 2."""
     cfg = tiny_config(rounds=4, intermittent={"approach": "keep-last", "events": [{"client": 2, "leaves": 3}]})
 
     def stop_after_round_2(phase: str, result: RoundResult) -> None:
@@ -63,10 +67,18 @@ def test_interrupted_run_resumes_without_repeating_a_round(tmp_path: Path) -> No
 
     with pytest.raises(Interrupt):
         run_local(cfg, tmp_path, progress=stop_after_round_2)
+    stored = PhaseLog(tmp_path / "federated").checkpoints
+    after_2 = weights_sha256(stored.load(2).weights)  # gone once round 4 is stored (two are kept)
+    recorder.clear()
     seen: list[int] = []
     results = run_local(cfg, tmp_path, progress=lambda phase, r: seen.append(r.round) if phase == "federated" else None)
 
     assert seen == [3, 4]
+    assert recorder.rounds() == [3, 4], "rounds stored before the interruption are not trained again"
+    assert [c.start_sha256 for c in recorder.calls if c.kind == "train"] == [
+        after_2,
+        weights_sha256(stored.load(3).weights),
+    ]
     rounds = results["federated"]["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
     assert [c["status"] for c in rounds[3]["clients"]] == ["trained", "kept", "trained"]
@@ -82,6 +94,36 @@ def test_precise_batchnorm_beats_keras_moving_statistics(tmp_path: Path) -> None
 
     assert fixed["federated"]["final"]["accuracy"] > 0.8
     assert stale["federated"]["final"]["accuracy"] < fixed["federated"]["final"]["accuracy"] - 0.2
+
+
+def test_local_batchnorm_averages_each_clients_precise_statistics_without_a_second_pass(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """``local`` differs from ``keras`` (each update carries the precise moments of its client's data under its
+    own weights, not Keras' moving averages) and from ``federated`` (no statistics pass under the new global
+    weights: the global moments are the sample-weighted mean of the clients')."""
+    raw = tiny_config(rounds=1).model_dump(mode="json")
+    cfg = RunConfig.model_validate(
+        raw | {"model": raw["model"] | {"batchnorm": "local"}, "centralized": {"enabled": False}}
+    )
+
+    run_local(cfg, tmp_path)
+
+    assert [(c.kind, c.round) for c in recorder.calls] == [("train", 1)]
+    call = recorder.calls[0]
+    updates = [u for u in call.outcomes if isinstance(u, ClientUpdate)]
+    trainer, slots = call.executor.trainer, call.executor.trainer.batchnorm_slots
+    for u in updates:
+        seed = derive_seed(cfg.seed, CLIENT_FIT, 1, int(u.client_id))
+        precise = trainer.batchnorm_statistics(u.weights, call.executor.clients[u.client_id].train, seed)
+        carried = [u.weights[i + k] for i in slots for k in (0, 1)]
+        for got, want in zip(carried, precise, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=f"client {u.client_id}")
+    counts = [u.num_examples for u in updates]
+    global_weights = PhaseLog(tmp_path / "federated").checkpoints.load(1).weights
+    for layer, weights in enumerate(global_weights):
+        mean = np.average(np.stack([u.weights[layer] for u in updates]), axis=0, weights=counts)
+        np.testing.assert_allclose(weights, mean, rtol=1e-5, atol=1e-7, err_msg=f"layer {layer}")
 
 
 def test_local_training_is_reproducible_for_a_seed() -> None:
