@@ -120,6 +120,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     model_path: Mapped[str | None] = mapped_column(String(500))
+    #: one-off start-up of the process that ran it (data loading, model building, tracing), summed over resumes
+    startup_s: Mapped[float] = mapped_column(default=0.0, server_default="0")
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 
@@ -136,6 +138,7 @@ class FlRound(Base):
     calibration_s: Mapped[float]
     aggregation_s: Mapped[float]
     evaluation_s: Mapped[float]
+    startup_s: Mapped[float] = mapped_column(default=0.0, server_default="0")  # slowest client's start-up
     bytes_sent: Mapped[int] = mapped_column(BigInteger)
     bytes_received: Mapped[int] = mapped_column(BigInteger)
     test_samples: Mapped[int]

@@ -46,6 +46,7 @@ class RunRead(BaseModel):
     worker: str | None
     error: str | None
     cancel_requested: bool
+    startup_s: float = Field(0.0, description="the run's own start-up: data loading, model building, tracing")
     has_model: bool = False
 
 
@@ -78,6 +79,7 @@ class RoundRead(BaseModel):
     calibration_s: float
     aggregation_s: float
     evaluation_s: float
+    startup_s: float = Field(description="slowest client's one-off start-up in this round (first task of a worker)")
     critical_path_s: float
     bytes_sent: int
     bytes_received: int
@@ -117,8 +119,12 @@ class CompareRow(BaseModel):
     rounds: int
     execution_time_s: float
     parallel_time_s: float
+    startup_s: float = Field(0.0, description="one-off start-up: the run's own plus each round's slowest client's")
     centralized_run_id: uuid.UUID | None
-    time_reduction: float | None = Field(None, description="(centralized - parallel) / centralized")
+    time_reduction: float | None = Field(None, description="(centralized - parallel) / centralized, start-up apart")
+    time_reduction_with_startup: float | None = Field(
+        None, description="the same with each side's start-up added to its time"
+    )
 
 
 class Launch(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,6 +56,21 @@ def run_context(run_id: uuid.UUID) -> RunContext:
     """Everything a task of this run needs; built once per worker process (data loading, model tracing)."""
     cfg = config_of(run_id)
     return context_for(cfg)
+
+
+_started: set[uuid.UUID] = set()
+
+
+def warm_run_context(run_id: uuid.UUID) -> tuple[RunContext, float]:
+    """The run's context with its model traced, and the seconds that took on this process's first task of the
+    run (loading data, building and tracing the model: the worker's start-up); 0 on later tasks."""
+    started = time.perf_counter()
+    ctx = run_context(run_id)
+    ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
+    if run_id in _started:
+        return ctx, 0.0
+    _started.add(run_id)
+    return ctx, time.perf_counter() - started
 
 
 def context_for(cfg: RunConfig) -> RunContext:

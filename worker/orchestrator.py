@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -97,7 +98,12 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     folder = settings.artifacts / "runs" / str(run_id)
     status, error, model_path = RunStatus.FAILED, None, None
     try:
+        started = time.perf_counter()
         ctx = context_for(RunConfig.model_validate(config))
+        if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
+            ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
+        with sessions() as session:
+            store.add_startup(session, run_id, me, time.perf_counter() - started)
         start = load_checkpoint(Path(last.checkpoint)) if last else None
         logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:

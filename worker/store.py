@@ -84,6 +84,7 @@ def save_round(
             calibration_s=result.calibration_s,
             aggregation_s=result.aggregation_s,
             evaluation_s=result.evaluation_s,
+            startup_s=result.startup_s,
             bytes_sent=result.bytes_sent,
             bytes_received=result.bytes_received,
             test_samples=result.metrics.samples,
@@ -117,6 +118,12 @@ def save_round(
     session.execute(update(Run).where(Run.id == run_id).values(current_round=rnd, heartbeat_at=utcnow()))
     session.commit()
     return True
+
+
+def add_startup(session: Session, run_id: uuid.UUID, worker: str, seconds: float) -> None:
+    """Count a claim's start-up (data, model, tracing) to the run; a resume pays it again, so it adds up."""
+    session.execute(update(Run).where(Run.id == run_id, Run.worker == worker).values(startup_s=Run.startup_s + seconds))
+    session.commit()
 
 
 def finish(

@@ -16,7 +16,7 @@ from app.run_config import RunConfig
 from app.settings import get_settings
 from worker import store
 from worker.celery_app import celery_app
-from worker.context import RunContext, run_context
+from worker.context import RunContext, run_context, warm_run_context
 from worker.datacheck import check_data
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.digest import weights_sha256
@@ -56,7 +56,7 @@ def _client_task(
         return {skip: True}
     task_id = str(task.request.id)
     with Lease(task.backend.client, task_id, worker_name(), 3 * get_settings().heartbeat_s):
-        ctx = run_context(rid)
+        ctx, startup = warm_run_context(rid)
         weights = load_checkpoint(Path(weights_ref)).weights
         start = weights_sha256(weights)
         logger.info(
@@ -72,7 +72,8 @@ def _client_task(
         result = work(ctx, weights)
         out = Path(weights_ref).with_name(f"{kind}-{client_id}-{task_id}.npz")
         save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
-    return {"ref": str(out), "num_examples": result.num_examples, "metrics": dict(result.metrics)}
+    metrics = dict(result.metrics) | ({"startup.seconds": startup} if startup else {})
+    return {"ref": str(out), "num_examples": result.num_examples, "metrics": metrics}
 
 
 @celery_app.task(name=TRAIN_CLIENT, acks_late=True, bind=True)

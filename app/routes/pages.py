@@ -22,6 +22,7 @@ from app.schemas import ExperimentCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=ROOT / "templates")
+templates.env.globals["execution_time"] = results.EXECUTION_TIME  # one definition for every page that shows it
 router = APIRouter(include_in_schema=False)
 SORTS = {"newest": "Newest first", "name": "Name", "auc": "Best AUC"}
 

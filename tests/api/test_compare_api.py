@@ -118,8 +118,24 @@ def test_compare_csv_is_table_3_with_one_row_per_run(client: TestClient, study: 
     header, fed, central_row = response.text.splitlines()
     assert header == (
         "run_id,experiment,kind,status,clients,loss,accuracy,sensitivity,specificity,threshold,auc,auc_ci_low,"
-        "auc_ci_high,n_negative,n_positive,rounds,execution_time_s,parallel_time_s,time_reduction"
+        "auc_ci_high,n_negative,n_positive,rounds,execution_time_s,parallel_time_s,startup_s,time_reduction,"
+        "time_reduction_with_startup"
     )
     # the factories' metrics: sensitivity 0.7, specificity 0.6, threshold 0.5, no interval or class counts
-    assert fed == f"{federated.id},table3,federated,succeeded,3,0.3,0.85,0.7,0.6,0.5,0.93,,,,,2,22.0,16.5,0.75"
-    assert central_row == f"{central.id},table3,centralized,succeeded,,0.25,0.88,0.7,0.6,0.5,0.95,,,,,3,66.0,66.0,"
+    base = f"{federated.id},table3,federated,succeeded,3,0.3,0.85,0.7,0.6,0.5,0.93,,,,,2,22.0,16.5,0.0,0.75,0.75"
+    assert fed == base
+    assert central_row == f"{central.id},table3,centralized,succeeded,,0.25,0.88,0.7,0.6,0.5,0.95,,,,,3,66.0,66.0,0.0,,"
+
+
+def test_time_reduction_with_start_up_adds_each_sides_start_up(
+    client: TestClient, session: Session, study: tuple[Run, Run]
+) -> None:
+    federated, central = study
+    federated.startup_s, central.startup_s = 3.0, 6.0
+    session.commit()
+
+    fed_row = client.get("/api/compare", params={"runs": f"{federated.id},{central.id}"}).json()[0]
+
+    assert (fed_row["startup_s"], fed_row["time_reduction"]) == (3.0, 0.75)
+    # (66 + 6 - (16.5 + 3)) / (66 + 6)
+    assert fed_row["time_reduction_with_startup"] == pytest.approx(52.5 / 72)

@@ -150,6 +150,7 @@ def run_federated(
             wall_s=time.perf_counter() - began,
             train_s=max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0),
             calibration_s=max((s.metrics.get("seconds", 0.0) for s in stats), default=0.0),
+            startup_s=max((u.metrics.get("startup.seconds", 0.0) for u in [*updates, *stats]), default=0.0),
             aggregation_s=aggregation_s,
             evaluation_s=evaluation_s,
             bytes_sent=weights_nbytes(weights) * (len(asked) + len(stats)),
