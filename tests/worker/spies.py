@@ -67,10 +67,19 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
     class RecordingTrainer(KerasTrainer):
         def fit(
-            self, weights: Weights, data: Dataset, *, epochs: int, seed: int, optimizer_state: Weights | None = None
+            self,
+            weights: Weights,
+            data: Dataset,
+            *,
+            epochs: int,
+            seed: int,
+            optimizer_state: Weights | None = None,
+            class_weight: dict[int, float] | None = None,
         ) -> FitResult:
             passed = [w.copy() for w in optimizer_state] if optimizer_state else None
-            result = super().fit(weights, data, epochs=epochs, seed=seed, optimizer_state=optimizer_state)
+            result = super().fit(
+                weights, data, epochs=epochs, seed=seed, optimizer_state=optimizer_state, class_weight=class_weight
+            )
             record.fits.append(Fit(weights_sha256(weights), passed, result, len(data), self))
             return result
 

@@ -94,7 +94,7 @@ def test_fedlens_run_resumes_its_folder_and_fresh_starts_it_over(tmp_path: Path,
     assert recorder.rounds() == [], "a finished folder resumes after its last round: nothing to train"
 
     refused = invoke("run", str(other), "--output", out)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # a user error: one line, no traceback
     assert "holds a different experiment; choose another folder or pass --fresh" in refused.output
 
     fresh = invoke("run", str(config), "--output", out, "--fresh")
