@@ -77,7 +77,7 @@ def test_each_preset_page_previews_exactly_its_config(client: TestClient, preset
 def test_an_unknown_preset_falls_back_to_the_quick_start(client: TestClient) -> None:
     root = page(client.get("/experiments/new", params={"preset": "nope"}))
 
-    assert form_state(root)["name"] == "quickstart"
+    assert form_state(root)["name"] == "quickstart-synthetic"
     assert root.find("nav", class_="presets").find_all("a", aria_current="true") == []
 
 
@@ -139,7 +139,7 @@ def test_posting_a_valid_form_creates_the_experiment_and_queues_both_runs(
 
     assert response.status_code == 303
     experiment = launched_experiment(session, response.headers["location"])
-    assert (experiment.name, experiment.description) == ("quickstart", "first try")
+    assert (experiment.name, experiment.description) == ("quickstart-synthetic", "first try")
     assert experiment.config["federation"]["rounds"] == 5
     federated, central = experiment.runs
     assert (federated.kind, federated.status, federated.total_rounds) == (RunKind.FEDERATED, RunStatus.QUEUED, 5)
@@ -168,7 +168,7 @@ def test_preview_of_a_valid_form_is_the_config_without_empty_values(client: Test
     assert body["errors"] == {}
     assert json.loads(body["json"]) == QUICKSTART_CONFIG
     assert yaml.safe_load(body["yaml"]) == QUICKSTART_CONFIG
-    assert body["yaml"].startswith("name: quickstart\nseed: 42\n")
+    assert body["yaml"].startswith("name: quickstart-synthetic\nseed: 42\n")
 
 
 def test_preview_of_an_invalid_form_shows_what_was_given_and_the_errors_per_field(client: TestClient) -> None:

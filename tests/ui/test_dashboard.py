@@ -31,7 +31,7 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
     tab.shot("01-experiments-empty")
 
     tab.page.click("text=New experiment >> nth=0")
-    assert tab.page.input_value("#name") == "quickstart"
+    assert tab.page.input_value("#name") == "quickstart-synthetic"
     fill_experiment(tab)
     tab.page.fill("[name='federation.rounds']", "0")
     tab.page.wait_for_selector("[data-live-error='federation.rounds']")  # the live preview flags it before submit

@@ -17,13 +17,14 @@ def test_check_data_shows_what_each_split_holds_then_an_error_at_the_data_field(
     tab.page.click("#check-data")
     tab.page.wait_for_selector("#data-check-thumbnails img", timeout=60_000)
     lines = tab.page.locator("#data-check-lines li").all_inner_texts()
-    # quickstart: 600 synthetic images, half PNEUMONIA; 20% held out; 3 IID clients keep 75% for training
+    # examples/quickstart-synthetic.yaml: 900 synthetic images, half PNEUMONIA; 20% held out (180); 3 IID clients
+    # share the other 720 (240 each) and keep 80% of theirs for training
     assert lines == [
-        "data.train: 300 NORMAL, 300 PNEUMONIA; sizes 32x32 (600); 8-bit",
-        "common test set: 60 NORMAL, 60 PNEUMONIA",
-        "client 1: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
-        "client 2: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
-        "client 3: train 60 NORMAL, 60 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA",
+        "data.train: 450 NORMAL, 450 PNEUMONIA; sizes 32x32 (900); 8-bit",
+        "common test set: 90 NORMAL, 90 PNEUMONIA",
+        "client 1: train 96 NORMAL, 96 PNEUMONIA; own test 24 NORMAL, 24 PNEUMONIA",
+        "client 2: train 96 NORMAL, 96 PNEUMONIA; own test 24 NORMAL, 24 PNEUMONIA",
+        "client 3: train 96 NORMAL, 96 PNEUMONIA; own test 24 NORMAL, 24 PNEUMONIA",
     ]
     assert tab.page.locator("#data-check-thumbnails img").count() == 6
     tab.shot("data-check")
