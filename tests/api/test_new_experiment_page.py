@@ -99,6 +99,26 @@ def test_posting_an_invalid_form_shows_the_error_next_to_its_field_and_keeps_the
     assert broker.llen("runs") == 0
 
 
+def test_the_error_summary_links_to_each_field_to_fix_and_can_take_the_focus(client: TestClient) -> None:
+    sent = quickstart_form(federation__rounds="0", federation__intermittent__events="2 leaves soon")
+
+    summary = page(client.post("/experiments/new", data=sent)).by_id("form-errors")
+
+    assert summary.attrs["tabindex"] == "-1"  # focusable by new.js, not by Tab
+    assert [(a.attrs["href"], a.text) for a in summary.find_all("a")] == [
+        ("#federation.rounds", "federation.rounds"),
+        ("#federation.intermittent.events", "federation.intermittent.events"),
+    ]
+
+
+def test_the_launch_button_also_heads_the_form_before_the_presets(client: TestClient) -> None:
+    root = page(client.get("/experiments/new"))
+
+    head = root.find("div", class_="page-head").find("button")
+
+    assert (head.text, head.attrs["type"], head.attrs["form"]) == ("Create and launch", "submit", "experiment-form")
+
+
 def test_a_malformed_event_line_is_shown_together_with_the_other_errors(client: TestClient) -> None:
     events = "3 joins 3\n2 leaves at round six"
     sent = quickstart_form(federation__rounds="0", federation__intermittent__events=events)
