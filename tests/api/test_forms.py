@@ -68,9 +68,11 @@ def test_the_presets_are_the_example_files_and_the_docker_image_keeps_them() -> 
         "paper-intermittent-drop.yaml",
         "paper-intermittent-keep-last.yaml",
     ]
-    assert forms.EXAMPLES == root / "examples"
+    assert root / "examples" == forms.EXAMPLES
     assert all((root / "examples" / file).is_file() for file in files)
-    ignored = [line.strip() for line in (root / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in "#"]
+    ignored = [
+        line.strip() for line in (root / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in "#"
+    ]
     assert not [p for p in ignored for f in files if fnmatch.fnmatch(f"examples/{f}", p.rstrip("/") + "*")]
 
 
