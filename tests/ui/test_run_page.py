@@ -160,7 +160,7 @@ def test_a_run_cancelled_before_its_first_round_says_so_and_shows_no_empty_roc_b
     tab = Page(browser, server)
     tab.goto(f"/runs/{run_id}")
     tab.page.wait_for_function("() => document.getElementById('progress-text').textContent === '0 of 3 rounds'")
-    assert "The run waits for a worker" in tab.page.inner_text("#empty")
+    assert "waits for a worker" in tab.page.inner_text("#empty")
     assert tab.page.is_hidden("#roc-round"), "no round picker without a round"
 
     tab.page.click("#cancel")
