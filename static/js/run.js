@@ -87,8 +87,13 @@
       traces.push({ x: xs, y: ys, mode: "markers", name, marker: { symbol, size: 13, color: "#000", line: { width: 2 } } });
     }
     const approach = root.dataset.approach === "keep-last" ? "approach 2, keep last weights" : "approach 1, drop departed clients";
-    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client",
-      { yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height: Math.max(300, 150 + 32 * ids.length) }));
+    // Eight legend entries take up to three lines on a narrow window: the legend starts a fixed 56 px below the
+    // plot (clear of the axis title), whatever the number of clients, in a bottom margin that holds three lines.
+    const height = Math.max(320, 180 + 32 * ids.length), margin = { l: 64, r: 20, t: 48, b: 130 };
+    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client", {
+      yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height, margin,
+      legend: { orientation: "h", y: -56 / (height - margin.t - margin.b), yanchor: "top" },
+    }));
   }
 
   function timingCharts() {
