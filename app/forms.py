@@ -4,53 +4,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from app.run_config import DataSource, RunConfig, SizesPartition
 
-# The study's setups, as config overrides of the defaults; "quickstart" trains in about a minute on a laptop.
-_PAPER_DATA = {
-    "train": {"format": "image-folder", "path": "data/chest_xray", "split": "train"},
-    "test": {"format": "image-folder", "path": "data/chest_xray", "split": "test"},
-    "image_size": 150,
-}
-_SCHEDULE = [{"client": 3, "joins": 3}, {"client": 2, "leaves": 6}]
-PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "quickstart": (
-        "Quick start (synthetic, 1 minute)",
-        {
-            "name": "quickstart",
-            "data": {"train": {"format": "synthetic", "samples": 600}, "image_size": 32},
-            "federation": {"clients": 3, "rounds": 5},
-            "centralized": {"enabled": True, "epochs": 5},
-        },
-    ),
-    "paper-3": (
-        "Study: 3 clients",
-        {"name": "paper-3-clients", "data": _PAPER_DATA, "federation": {"clients": 3, "rounds": 10}},
-    ),
-    "paper-10": (
-        "Study: 10 clients",
-        {"name": "paper-10-clients", "data": _PAPER_DATA, "federation": {"clients": 10, "rounds": 10}},
-    ),
-    "paper-drop": (
-        "Study: intermittent, approach 1 (drop)",
-        {
-            "name": "paper-intermittent-drop",
-            "data": _PAPER_DATA,
-            "federation": {"clients": 3, "rounds": 10, "intermittent": {"approach": "drop", "events": _SCHEDULE}},
-        },
-    ),
-    "paper-keep": (
-        "Study: intermittent, approach 2 (keep last)",
-        {
-            "name": "paper-intermittent-keep-last",
-            "data": _PAPER_DATA,
-            "federation": {"clients": 3, "rounds": 10, "intermittent": {"approach": "keep-last", "events": _SCHEDULE}},
-        },
-    ),
+# The form's presets are the example configs that `fedlens run` takes, so the two cannot disagree. They live in
+# examples/ next to app/, as templates/ and static/ do: `pip install -e .` and the Docker image (which copies the
+# repository and installs it editable) both keep that layout.
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PRESETS: dict[str, tuple[str, str]] = {
+    "quickstart": ("Quick start (synthetic, 1 minute)", "quickstart-synthetic.yaml"),
+    "paper-3": ("Study: 3 clients", "paper-3-clients.yaml"),
+    "paper-10": ("Study: 10 clients", "paper-10-clients.yaml"),
+    "paper-drop": ("Study: intermittent, approach 1 (drop)", "paper-intermittent-drop.yaml"),
+    "paper-keep": ("Study: intermittent, approach 2 (keep last)", "paper-intermittent-keep-last.yaml"),
 }
 
 EVENT_LINE = re.compile(r"^\s*(?:client\s*)?(\d+)\s+(joins|leaves)\s+(?:at\s+)?(?:round\s*)?(\d+)\s*$", re.IGNORECASE)
@@ -86,8 +57,9 @@ class FormError(ValueError):
 
 
 def preset_config(name: str) -> RunConfig:
-    overrides = PRESETS.get(name, PRESETS["quickstart"])[1]
-    return RunConfig.model_validate(overrides)
+    """The example file of a preset (the quick start for an unknown name), validated."""
+    _label, file = PRESETS.get(name, PRESETS["quickstart"])
+    return RunConfig.model_validate(yaml.safe_load((EXAMPLES / file).read_text()))
 
 
 def _csv_values(prefix: str, source: DataSource | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.errors import BadRequest, NotFound
 from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind
 from app.runs import get_run
+from app.schedule import presence, run_schedule
 from app.schemas import CompareRow, RocRead, RoundRead, RunRead
 
 
@@ -32,7 +33,8 @@ def _value(metric: RoundMetric) -> float | None:
 
 
 def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[RoundRead]:
-    """All rounds after ``since``: one query per table whatever the number of rounds and clients.
+    """All rounds after ``since``: one query per table whatever the number of rounds and clients (and one for the
+    join/leave schedule, which tells a client that has not joined yet or has left from one that did not answer).
 
     Plain column tuples rather than ORM objects: a run of 10 clients x 100 rounds has ~7,000 metric
     rows, and building an ORM object for each was most of the endpoint's time.
@@ -43,6 +45,7 @@ def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[
     for rnd, client, key, value, is_nan in session.execute(metric_rows):
         metrics[rnd, client][key] = None if is_nan else value
     clients: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    schedule = run_schedule(session=session, run_id=run_id)
     c = ClientRound
     client_rows = select(c.round, c.client_id, c.status, c.event, c.samples, c.error).where(
         c.run_id == run_id, c.round > since
@@ -53,6 +56,7 @@ def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[
                 "id": client,
                 "status": status,
                 "event": event,
+                "presence": presence(schedule, client, rnd),
                 "samples": samples,
                 "error": error,
                 "metrics": metrics.get((rnd, client), {}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +65,11 @@ class ClientRoundRead(BaseModel):
     id: str
     status: str
     event: str | None
+    presence: Literal["not-joined", "present", "left"] = Field(
+        "present",
+        description="where the join/leave schedule puts the client this round: before its join round, between its "
+        "join and leave rounds, or from its leave round on; an absent client that is present did not answer",
+    )
     samples: int
     error: str | None = None
     metrics: dict[str, float | None] = {}

@@ -3,7 +3,15 @@
 
 const FL = {
   palette: ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"],
-  statusColors: { trained: "#2e7d32", kept: "#f2a900", absent: "#c7c7c7", failed: "#c62828" },
+  // A client's state in one round: its status, and for an absent client where the join/leave schedule puts it.
+  states: [
+    ["trained", "trained", "#2e7d32"],
+    ["kept", "kept (last weights count)", "#f2a900"],
+    ["failed", "failed (training error)", "#c62828"],
+    ["not-joined", "not joined yet", "#b9d7f0"],
+    ["left", "left", "#8a8f96"],
+    ["no-answer", "did not answer", "#b56fcf"],
+  ],
   config: { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] },
 
   // Rounds are whole numbers: ticks at integers only, thinned out for long runs.
@@ -19,12 +27,28 @@ const FL = {
     }, extra);
   },
 
+  // Draws into the plot element inside a chart card; the card is hidden while there is nothing to draw, since an
+  // empty chart only shows meaningless axes. The element gets the chart's height: on a window resize Plotly's
+  // responsive mode drops layout.height and sizes the chart to its element, which would otherwise be 0 px tall.
   plot(id, traces, layout) {
     const el = document.getElementById(id);
     if (!el) return;
     const hasData = traces.some((t) => (t.x || []).some((v) => v !== null) || (t.z || []).length);
-    el.hidden = !hasData;  // an empty chart only shows meaningless axes
-    if (hasData) Plotly.react(el, traces, layout, FL.config);
+    (el.closest(".chart") || el).hidden = !hasData;
+    if (!hasData) return;
+    if (layout.height) el.style.height = `${layout.height}px`;
+    Plotly.react(el, traces, layout, FL.config);
+  },
+
+  // Plotly reads tags and entities in names, titles and hover text; user text (experiment names, descriptions)
+  // must show as written, so its markup characters become entities.
+  plain(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  },
+
+  // Plotly never wraps a legend entry: a long name would run past the chart's edge.
+  shorten(text, max = 40) {
+    return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
   },
 
   async json(url, options) {

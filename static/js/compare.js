@@ -4,7 +4,8 @@
 (async () => {
   const ids = document.getElementById("compare-charts").dataset.runs.split(",").filter(Boolean);
   const rows = [...document.querySelectorAll("#compare-table tbody tr")];
-  const names = Object.fromEntries(rows.map((r) => [r.dataset.runId, r.querySelector("th a").textContent]));
+  const label = (row) => `${FL.plain(FL.shorten(row.dataset.experiment))} · ${row.dataset.kind}`;
+  const names = Object.fromEntries(rows.map((r) => [r.dataset.runId, label(r)]));
   await new Promise((resolve) => (document.readyState === "complete" ? resolve() : window.addEventListener("load", resolve)));
   const runs = await Promise.all(ids.map((id) => FL.json(`/api/runs/${id}/rounds`)));
   const longest = Math.max(1, ...runs.map((data) => data.rounds.length));

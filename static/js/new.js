@@ -85,6 +85,14 @@
   }
 
   document.getElementById("check-data").addEventListener("click", () => checkData().catch(() => {}));
+  // After a refused submit, start at the error summary; its links move to the field itself, not just its label.
+  const summary = document.getElementById("form-errors");
+  if (summary) {
+    summary.focus();
+    for (const link of summary.querySelectorAll("a[data-field]")) {
+      link.addEventListener("click", (e) => { const input = form.elements[link.dataset.field]; if (input) { e.preventDefault(); input.focus(); } });
+    }
+  }
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
   toggle();

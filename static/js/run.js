@@ -5,10 +5,11 @@
   const root = document.getElementById("run");
   const runId = root.dataset.runId;
   const kind = root.dataset.kind;
+  const federated = kind === "federated";
   const centralId = root.dataset.centralId;
   const total = Number(root.dataset.total);
-  const unit = kind === "federated" ? "round" : "epoch";
-  const state = { run: null, rounds: [], central: [], rocRound: null };
+  const unit = federated ? "round" : "epoch";
+  const state = { run: null, rounds: [], central: [], rocRound: null, rocCalls: 0 };
   const layout = (title, x, y, extra = {}) => FL.layout(title, x, y, extra, total);
   const finished = (status) => ["succeeded", "failed", "cancelled"].includes(status);
 
@@ -29,67 +30,104 @@
     }
   }
 
+  // One client's metric per round (the centralized run has one "client": all the training data).
+  function clientSeries(id, key) {
+    const xs = [], ys = [];
+    for (const r of state.rounds) {
+      const c = r.clients.find((x) => x.id === id);
+      const v = c && c.metrics[key];
+      if (v !== undefined && v !== null) { xs.push(r.number); ys.push(v); }
+    }
+    return { x: xs, y: ys };
+  }
+
   function clientCharts() {
     for (const [key, label] of [["loss", "loss (binary cross-entropy)"], ["accuracy", "accuracy (share correct)"]]) {
       const traces = [];
       clientIds().forEach((id, i) => {
         for (const [prefix, dash, what] of [["train", "solid", "train"], ["test", "dash", "own test"]]) {
-          const xs = [], ys = [];
-          for (const r of state.rounds) {
-            const c = r.clients.find((x) => x.id === id);
-            const v = c && c.metrics[`${prefix}.${key}`];
-            if (v !== undefined && v !== null) { xs.push(r.number); ys.push(v); }
-          }
-          if (xs.length) traces.push({ x: xs, y: ys, mode: "lines+markers", name: `client ${id} ${what}`, line: { color: FL.palette[i % 10], dash }, marker: { size: 5 } });
+          const series = clientSeries(id, `${prefix}.${key}`);
+          if (series.x.length) traces.push({ ...series, mode: "lines+markers", name: `client ${id} ${what}`, line: { color: FL.palette[i % 10], dash }, marker: { size: 5 } });
         }
       });
       FL.plot(`chart-client-${key}`, traces, layout(`Per-client ${key}: train (solid) and own test set (dashed)`, unit, label));
     }
   }
 
+  // The centralized run: the one model on the training data it learns from and on the common test set.
+  function fitCharts() {
+    const data = clientIds()[0];
+    for (const [key, label, unitText] of [["loss", "Loss", "binary cross-entropy"], ["accuracy", "Accuracy", "share correct"]]) {
+      FL.plot(`chart-fit-${key}`, [
+        { ...clientSeries(data, `train.${key}`), mode: "lines+markers", name: "training data", line: { color: FL.palette[0] } },
+        { ...FL.series(state.rounds, `test.${key}`), mode: "lines+markers", name: "common test set", line: { color: FL.palette[0], dash: "dash" } },
+      ], layout(`${label} per epoch: training data and common test set`, "epoch", unitText));
+    }
+  }
+
+  // An absent client has not joined yet, has left, or was a member that did not answer: three facts, three states.
+  function cellState(client) {
+    if (client.status !== "absent") return client.status;
+    return client.presence === "present" ? "no-answer" : client.presence;
+  }
+
   function timelineChart() {
     if (!document.getElementById("chart-timeline")) return;
-    const ids = clientIds(), order = ["absent", "kept", "trained", "failed"];
-    const z = ids.map((id) => state.rounds.map((r) => { const c = r.clients.find((x) => x.id === id); return c ? order.indexOf(c.status) : null; }));
-    const text = ids.map((id) => state.rounds.map((r) => { const c = r.clients.find((x) => x.id === id); return c ? `client ${id}, round ${r.number}: ${c.status}${c.event ? ` (${c.event})` : ""}` : ""; }));
-    const colors = order.map((s) => FL.statusColors[s]);
-    const colorscale = order.flatMap((s, i) => [[i / order.length, colors[i]], [(i + 1) / order.length, colors[i]]]);
+    const ids = clientIds(), order = FL.states.map(([s]) => s), names = Object.fromEntries(FL.states);
+    const cells = ids.map((id) => state.rounds.map((r) => r.clients.find((x) => x.id === id)));
+    const z = cells.map((row) => row.map((c) => (c ? order.indexOf(cellState(c)) : null)));
+    const text = cells.map((row, i) => row.map((c, j) => (c ? `client ${ids[i]}, round ${state.rounds[j].number}: ${names[cellState(c)]}${c.event ? ` (${c.event} this round)` : ""}` : "")));
+    const colorscale = FL.states.flatMap(([, , color], i) => [[i / order.length, color], [(i + 1) / order.length, color]]);
     const traces = [{ type: "heatmap", x: state.rounds.map((r) => r.number), y: ids.map((id) => `client ${id}`), z, text, hoverinfo: "text",
       zmin: -0.5, zmax: order.length - 0.5, colorscale, xgap: 2, ygap: 2, showscale: false, name: "status" }];
-    for (const s of order) traces.push({ x: [null], y: [null], mode: "markers", marker: { color: FL.statusColors[s], symbol: "square", size: 12 }, name: s === "kept" ? "kept (stale weights)" : s });
-    for (const [event, symbol] of [["joined", "triangle-right"], ["left", "x"]]) {
+    for (const [, name, color] of FL.states) traces.push({ x: [null], y: [null], mode: "markers", marker: { color, symbol: "square", size: 12 }, name });
+    for (const [event, symbol, name] of [["joined", "triangle-right", "joins here"], ["left", "x", "leaves here"]]) {
       const xs = [], ys = [];
       for (const r of state.rounds) for (const c of r.clients) if (c.event === event) { xs.push(r.number); ys.push(`client ${c.id}`); }
-      traces.push({ x: xs, y: ys, mode: "markers", name: event, marker: { symbol, size: 13, color: "#000", line: { width: 2 } } });
+      traces.push({ x: xs, y: ys, mode: "markers", name, marker: { symbol, size: 13, color: "#000", line: { width: 2 } } });
     }
     const approach = root.dataset.approach === "keep-last" ? "approach 2, keep last weights" : "approach 1, drop departed clients";
-    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client",
-      { yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height: Math.max(300, 150 + 32 * ids.length) }));
+    // Eight legend entries take up to three lines on a narrow window: the legend starts a fixed 56 px below the
+    // plot (clear of the axis title), whatever the number of clients, in a bottom margin that holds three lines.
+    const height = Math.max(320, 180 + 32 * ids.length), margin = { l: 64, r: 20, t: 48, b: 130 };
+    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client", {
+      yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height, margin,
+      legend: { orientation: "h", y: -56 / (height - margin.t - margin.b), yanchor: "top" },
+    }));
   }
 
   function timingCharts() {
     const xs = state.rounds.map((r) => r.number);
-    const parts = [["train_s", "slowest client"], ["calibration_s", "BatchNorm pass"], ["aggregation_s", "aggregation"], ["evaluation_s", "evaluation"]];
+    const parts = federated
+      ? [["train_s", "slowest client"], ["calibration_s", "BatchNorm pass"], ["aggregation_s", "aggregation"], ["evaluation_s", "evaluation"]]
+      : [["train_s", "training"], ["evaluation_s", "evaluation"]];
     const traces = parts.map(([key, name], i) => ({ type: "bar", x: xs, y: state.rounds.map((r) => r[key]), name, marker: { color: FL.palette[i] } }));
-    traces.push({ x: xs, y: state.rounds.map((r) => r.wall_s), mode: "lines+markers", name: "wall (clients one after another here)", line: { color: "#333" } });
+    traces.push({ x: xs, y: state.rounds.map((r) => r.wall_s), mode: "lines+markers", name: federated ? "wall (clients one after another here)" : "wall", line: { color: "#333" } });
     FL.plot("chart-timing", traces, layout(`Time per ${unit}`, unit, "seconds", { barmode: "stack" }));
+    if (!federated) return;
     FL.plot("chart-bytes", [
       { type: "bar", x: xs, y: state.rounds.map((r) => r.bytes_sent / 1e6), name: "server → clients" },
       { type: "bar", x: xs, y: state.rounds.map((r) => r.bytes_received / 1e6), name: "clients → server" },
     ], layout("Traffic per round", "round", "megabytes"));
   }
 
+  // The latest round's curve, the picked round's and the baseline's; a call that a newer one overtook draws nothing.
   async function rocChart() {
-    const select = document.getElementById("roc-round");
+    const call = ++state.rocCalls;
     const numbers = state.rounds.map((r) => r.number);
-    if (!numbers.length) return;
-    const wanted = state.rocRound && numbers.includes(state.rocRound) ? state.rocRound : numbers[numbers.length - 1];
-    select.innerHTML = numbers.map((n) => `<option value="${n}" ${n === wanted ? "selected" : ""}>${n}${n === numbers[numbers.length - 1] ? " (latest)" : ""}</option>`).join("");
-    const traces = [FL.chanceLine()];
-    const latest = await FL.json(`/api/runs/${runId}/roc`);
-    traces.push(FL.rocTrace(latest, `final model, ${unit} ${latest.round}`, FL.palette[0]));
-    if (wanted !== latest.round) traces.push(FL.rocTrace(await FL.json(`/api/runs/${runId}/roc?round=${wanted}`), `${unit} ${wanted}`, FL.palette[2], "dash"));
-    if (state.central.length) traces.push(FL.rocTrace(await FL.json(`/api/runs/${centralId}/roc`), "centralized", FL.palette[1], "dot"));
+    if (!numbers.length) { FL.plot("chart-roc", [], {}); return; }
+    const last = numbers[numbers.length - 1];
+    const wanted = numbers.includes(state.rocRound) ? state.rocRound : last;
+    const [latest, picked, central] = await Promise.all([
+      FL.json(`/api/runs/${runId}/roc?round=${last}`),
+      wanted !== last ? FL.json(`/api/runs/${runId}/roc?round=${wanted}`) : null,
+      state.central.length ? FL.json(`/api/runs/${centralId}/roc`) : null,
+    ]);
+    if (call !== state.rocCalls) return;
+    document.getElementById("roc-round").innerHTML = numbers.map((n) => `<option value="${n}" ${n === wanted ? "selected" : ""}>${n}${n === last ? " (latest)" : ""}</option>`).join("");
+    const traces = [FL.chanceLine(), FL.rocTrace(latest, `final model, ${unit} ${last}`, FL.palette[0])];
+    if (picked) traces.push(FL.rocTrace(picked, `${unit} ${wanted}`, FL.palette[2], "dash"));
+    if (central) traces.push(FL.rocTrace(central, "centralized", FL.palette[1], "dot"));
     FL.plot("chart-roc", traces, layout("ROC curve on the common test set", "false positive rate (1 − specificity)", "true positive rate (sensitivity)",
       { xaxis: { title: { text: "false positive rate (1 − specificity)" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (sensitivity)" }, range: [0, 1.02] } }));
   }
@@ -100,13 +138,18 @@
       const seen = state.rounds.map((r) => r.clients.find((c) => c.id === id)).filter(Boolean);
       const trained = seen.filter((c) => c.status === "trained");
       const last = trained[trained.length - 1] || { metrics: {}, samples: seen.length ? seen[0].samples : 0 };
-      const status = seen.length ? seen[seen.length - 1].status : "–";
-      const cells = [`<th scope="row">${id === "central" ? "all data" : `client ${id}`}</th>`, last.samples ?? "–", trained.length,
-        `<span class="badge status-${status}">${status}</span>`, FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]),
-        FL.fmt(last.metrics["train.loss"]), FL.fmt(last.metrics["train.accuracy"])];
+      const latest = seen[seen.length - 1];
+      const status = latest ? latest.status : "–";
+      const said = status === "absent" ? Object.fromEntries(FL.states)[cellState(latest)] : status;  // e.g. "left"
+      const train = [FL.fmt(last.metrics["train.loss"]), FL.fmt(last.metrics["train.accuracy"])];
+      const cells = federated
+        ? [`<th scope="row">client ${id}</th>`, last.samples ?? "–", trained.length, `<span class="badge status-${status}">${said}</span>`,
+          FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]), ...train]
+        : ['<th scope="row">all training data</th>', last.samples ?? "–", trained.length, ...train];
       return `<tr>${cells.map((c, i) => (i ? `<td>${c}</td>` : c)).join("")}</tr>`;
     });
-    body.innerHTML = rows.join("") || `<tr><td colspan="8" class="muted">No round has finished yet.</td></tr>`;
+    const columns = document.querySelectorAll("#client-table thead th").length;
+    body.innerHTML = rows.join("") || `<tr><td colspan="${columns}" class="muted">No ${unit} has finished yet.</td></tr>`;
   }
 
   function progress() {
@@ -121,6 +164,9 @@
     if (state.run && state.run.cancel_requested && state.run.status === "running") text += " · cancelling…";
     document.getElementById("progress-text").textContent = text;
     document.getElementById("empty").hidden = done > 0;
+    if (!state.run) return;
+    const shown = state.run.cancel_requested && state.run.status === "running" ? "cancelling" : state.run.status;
+    for (const line of document.querySelectorAll("[data-empty-when]")) line.hidden = line.dataset.emptyWhen !== shown;
   }
 
   function showRun(run) {
@@ -135,7 +181,9 @@
   }
 
   function render() {
-    globalCharts(); clientCharts(); timelineChart(); timingCharts(); clientTable(); progress();
+    globalCharts();
+    if (federated) { clientCharts(); timelineChart(); } else fitCharts();
+    timingCharts(); clientTable(); progress();
     rocChart().catch((e) => console.warn("ROC:", e.message));
   }
 
@@ -164,7 +212,11 @@
     }
     if (centralId && state.central.length < 1000) {
       const lastCentral = state.central.length ? state.central[state.central.length - 1].number : 0;
-      follow(centralId, lastCentral, (r) => { if (!state.central.some((x) => x.number === r.number)) { state.central.push(r); globalCharts(); } }, () => {});
+      const onCentral = (r) => {
+        if (state.central.some((x) => x.number === r.number)) return;
+        state.central.push(r); globalCharts(); rocChart().catch((e) => console.warn("ROC:", e.message));
+      };
+      follow(centralId, lastCentral, onCentral, () => {});
     }
   }
 

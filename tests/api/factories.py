@@ -14,10 +14,18 @@ from worker.engine.types import ClientRound, ClientStatus, EvalMetrics, RocCurve
 
 
 def add_experiment(
-    session: Session, *, name: str = "study", clients: int = 3, rounds: int = 3, created_at: datetime | None = None
+    session: Session,
+    *,
+    name: str = "study",
+    clients: int = 3,
+    rounds: int = 3,
+    events: Sequence[dict[str, int]] = (),
+    created_at: datetime | None = None,
 ) -> Experiment:
-    """``created_at`` defaults to now; tests that depend on an order set it, since a clock may not tell two apart."""
-    config = RunConfig.model_validate({"name": name, "federation": {"clients": clients, "rounds": rounds}})
+    """``created_at`` defaults to now; tests that depend on an order set it, since a clock may not tell two apart.
+    ``events`` is the join/leave schedule, as in the config (``{"client": 3, "joins": 2}``)."""
+    federation = {"clients": clients, "rounds": rounds, "intermittent": {"events": list(events)}}
+    config = RunConfig.model_validate({"name": name, "federation": federation})
     experiment = Experiment(name=name, config=config.model_dump(mode="json"))
     if created_at is not None:
         experiment.created_at = created_at

@@ -39,14 +39,15 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 45 config fields as a browser submits them for each preset, written out by hand.
-QUICKSTART_FORM = {
-    "name": "quickstart",
+# The new-experiment form's 45 config fields as a browser submits them for each preset, written out by hand from the
+# example files in examples/ that the presets are.
+QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
+    "name": "quickstart-synthetic",
     "seed": "42",
     "data.train.format": "synthetic",
     "data.train.path": "",
     "data.train.split": "",
-    "data.train.samples": "600",
+    "data.train.samples": "900",
     "data.train.positive_fraction": "0.5",
     "data.train.image_column": "path",
     "data.train.label_column": "label",
@@ -76,7 +77,7 @@ QUICKSTART_FORM = {
     "federation.partition.kind": "iid",
     "federation.partition.fractions": "",
     "federation.partition.alpha": "0.5",
-    "federation.client_test_fraction": "0.25",
+    "federation.client_test_fraction": "0.2",
     "federation.client_validation_fraction": "0.1",
     "evaluation.threshold.method": "youden",
     "evaluation.threshold.target_sensitivity": "0.9",
@@ -87,20 +88,27 @@ QUICKSTART_FORM = {
     "centralized.enabled": "on",
     "centralized.epochs": "5",
 }
-_KERMANY_FORM = QUICKSTART_FORM | {
+_KERMANY_FORM = QUICKSTART_FORM | {  # the study's files: the Kermany folders at 150 px, 10 rounds and epochs
     "data.train.format": "image-folder",
     "data.train.path": "data/chest_xray",
     "data.train.split": "train",
+    "data.train.samples": "600",
     "data.test.format": "image-folder",
     "data.test.path": "data/chest_xray",
     "data.test.split": "test",
     "data.image_size": "150",
     "federation.rounds": "10",
-    "centralized.epochs": "",
+    "federation.client_test_fraction": "0.25",
+    "centralized.epochs": "10",
 }
 PRESET_FORMS = {
     "quickstart": QUICKSTART_FORM,
-    "paper-3": _KERMANY_FORM | {"name": "paper-3-clients"},
+    "paper-3": _KERMANY_FORM
+    | {
+        "name": "paper-3-clients",
+        "federation.partition.kind": "sizes",
+        "federation.partition.fractions": "0.5, 0.3, 0.2",
+    },
     "paper-10": _KERMANY_FORM | {"name": "paper-10-clients", "federation.clients": "10"},
     "paper-drop": _KERMANY_FORM | {"name": "paper-intermittent-drop", "federation.intermittent.events": SCHEDULE_TEXT},
     "paper-keep": _KERMANY_FORM
@@ -114,10 +122,10 @@ PRESET_FORMS = {
 
 # The config each preset stands for, without its empty values (as the live preview shows it), written out by hand.
 QUICKSTART_CONFIG: dict[str, Any] = {
-    "name": "quickstart",
+    "name": "quickstart-synthetic",
     "seed": 42,
     "data": {
-        "train": {"format": "synthetic", "samples": 600, "positive_fraction": 0.5},
+        "train": {"format": "synthetic", "samples": 900, "positive_fraction": 0.5},
         "test_fraction": 0.2,
         "image_size": 32,
     },
@@ -135,7 +143,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "rounds": 5,
         "local_epochs": 1,
         "partition": {"kind": "iid"},
-        "client_test_fraction": 0.25,
+        "client_test_fraction": 0.2,
         "client_validation_fraction": 0.1,
         "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
     },
@@ -144,8 +152,15 @@ QUICKSTART_CONFIG: dict[str, Any] = {
 }
 
 
-def kermany_config(name: str, *, clients: int = 3, approach: str = "drop", schedule: bool = False) -> dict[str, Any]:
-    """A study preset: the Kermany folders at 150 px, 10 rounds, the baseline for as many epochs as rounds."""
+def kermany_config(
+    name: str,
+    *,
+    clients: int = 3,
+    approach: str = "drop",
+    schedule: bool = False,
+    partition: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A study preset: the Kermany folders at 150 px, 10 rounds, the baseline for 10 epochs."""
     kermany = {"format": "image-folder", "path": "data/chest_xray", "samples": 600, "positive_fraction": 0.5}
     events = [{"client": 3, "joins": 3}, {"client": 2, "leaves": 6}] if schedule else []
     return QUICKSTART_CONFIG | {
@@ -160,15 +175,17 @@ def kermany_config(name: str, *, clients: int = 3, approach: str = "drop", sched
         | {
             "clients": clients,
             "rounds": 10,
+            "partition": partition or {"kind": "iid"},
+            "client_test_fraction": 0.25,
             "intermittent": {"approach": approach, "events": events, "availability": 1.0},
         },
-        "centralized": {"enabled": True},
+        "centralized": {"enabled": True, "epochs": 10},
     }
 
 
 PRESET_CONFIGS = {
     "quickstart": QUICKSTART_CONFIG,
-    "paper-3": kermany_config("paper-3-clients"),
+    "paper-3": kermany_config("paper-3-clients", partition={"kind": "sizes", "fractions": [0.5, 0.3, 0.2]}),
     "paper-10": kermany_config("paper-10-clients", clients=10),
     "paper-drop": kermany_config("paper-intermittent-drop", schedule=True),
     "paper-keep": kermany_config("paper-intermittent-keep-last", approach="keep-last", schedule=True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +56,24 @@ ROUND_TRIPS = {
 
 def test_the_presets_are_the_quick_start_and_the_four_study_setups() -> None:
     assert list(forms.PRESETS) == list(PRESET_CONFIGS) == list(PRESET_FORMS)
+
+
+def test_the_presets_are_the_example_files_and_the_docker_image_keeps_them() -> None:
+    root = Path(__file__).resolve().parents[2]
+    files = [file for _label, file in forms.PRESETS.values()]
+    assert files == [
+        "quickstart-synthetic.yaml",
+        "paper-3-clients.yaml",
+        "paper-10-clients.yaml",
+        "paper-intermittent-drop.yaml",
+        "paper-intermittent-keep-last.yaml",
+    ]
+    assert root / "examples" == forms.EXAMPLES
+    assert all((root / "examples" / file).is_file() for file in files)
+    ignored = [
+        line.strip() for line in (root / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in "#"
+    ]
+    assert not [p for p in ignored for f in files if fnmatch.fnmatch(f"examples/{f}", p.rstrip("/") + "*")]
 
 
 @pytest.mark.parametrize("preset", list(PRESET_CONFIGS))

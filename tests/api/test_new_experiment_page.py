@@ -77,7 +77,7 @@ def test_each_preset_page_previews_exactly_its_config(client: TestClient, preset
 def test_an_unknown_preset_falls_back_to_the_quick_start(client: TestClient) -> None:
     root = page(client.get("/experiments/new", params={"preset": "nope"}))
 
-    assert form_state(root)["name"] == "quickstart"
+    assert form_state(root)["name"] == "quickstart-synthetic"
     assert root.find("nav", class_="presets").find_all("a", aria_current="true") == []
 
 
@@ -97,6 +97,26 @@ def test_posting_an_invalid_form_shows_the_error_next_to_its_field_and_keeps_the
     assert form_state(root.by_id("experiment-form")) == sent
     assert session.scalar(select(func.count()).where(Experiment.name == "my-study")) == 0
     assert broker.llen("runs") == 0
+
+
+def test_the_error_summary_links_to_each_field_to_fix_and_can_take_the_focus(client: TestClient) -> None:
+    sent = quickstart_form(federation__rounds="0", federation__intermittent__events="2 leaves soon")
+
+    summary = page(client.post("/experiments/new", data=sent)).by_id("form-errors")
+
+    assert summary.attrs["tabindex"] == "-1"  # focusable by new.js, not by Tab
+    assert [(a.attrs["href"], a.text) for a in summary.find_all("a")] == [
+        ("#federation.rounds", "federation.rounds"),
+        ("#federation.intermittent.events", "federation.intermittent.events"),
+    ]
+
+
+def test_the_launch_button_also_heads_the_form_before_the_presets(client: TestClient) -> None:
+    root = page(client.get("/experiments/new"))
+
+    head = root.find("div", class_="page-head").find("button")
+
+    assert (head.text, head.attrs["type"], head.attrs["form"]) == ("Create and launch", "submit", "experiment-form")
 
 
 def test_a_malformed_event_line_is_shown_together_with_the_other_errors(client: TestClient) -> None:
@@ -139,7 +159,7 @@ def test_posting_a_valid_form_creates_the_experiment_and_queues_both_runs(
 
     assert response.status_code == 303
     experiment = launched_experiment(session, response.headers["location"])
-    assert (experiment.name, experiment.description) == ("quickstart", "first try")
+    assert (experiment.name, experiment.description) == ("quickstart-synthetic", "first try")
     assert experiment.config["federation"]["rounds"] == 5
     runs = {run.kind: run for run in experiment.runs}  # both created in one launch: no order between them
     assert len(runs) == len(experiment.runs) == 2
@@ -170,7 +190,7 @@ def test_preview_of_a_valid_form_is_the_config_without_empty_values(client: Test
     assert body["errors"] == {}
     assert json.loads(body["json"]) == QUICKSTART_CONFIG
     assert yaml.safe_load(body["yaml"]) == QUICKSTART_CONFIG
-    assert body["yaml"].startswith("name: quickstart\nseed: 42\n")
+    assert body["yaml"].startswith("name: quickstart-synthetic\nseed: 42\n")
 
 
 def test_preview_of_an_invalid_form_shows_what_was_given_and_the_errors_per_field(client: TestClient) -> None:

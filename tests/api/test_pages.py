@@ -145,18 +145,75 @@ def test_federated_run_page_carries_its_id_total_and_baseline_and_has_the_timeli
     assert root.by_id("empty").hidden
 
 
-def test_centralized_run_page_has_no_timeline(client: TestClient, session: Session) -> None:
-    experiment = add_experiment(session)
+def test_centralized_run_page_speaks_of_epochs_and_training_data_not_of_clients(
+    client: TestClient, session: Session
+) -> None:
+    experiment = add_experiment(session, events=[{"client": 3, "joins": 2}])
     add_run(session, experiment)
     central = add_run(session, experiment, kind=RunKind.CENTRALIZED, total_rounds=6)
 
     root = page(client.get(f"/runs/{central.id}"))
 
     assert (root.by_id("run").attrs["data-total"], root.by_id("run").attrs["data-central-id"]) == ("6", "")
-    assert not root.has_id("chart-timeline")
-    assert not root.has_id("chart-bytes")
+    summary = root.by_id("run-summary").text
+    assert summary.startswith("Baseline: the same model trained on all the training data in one place · synthetic")
+    assert "client" not in summary and "intermittent" not in summary
+    charts = ("chart-client-loss", "chart-client-accuracy", "chart-timeline", "chart-bytes")
+    assert [chart for chart in charts if root.has_id(chart)] == []
+    assert root.has_id("chart-fit-loss") and root.has_id("chart-fit-accuracy")
+    assert root.find("label", class_="chart-control").text == "ROC of epoch"
+    table = root.by_id("client-table")
+    assert table.parent.parent.find("h2").text == "Training data"
+    assert [th.text for th in table.find_all("th")] == [
+        "Data",
+        "Images",
+        "Epochs trained",
+        "Train loss",
+        "Train accuracy",
+    ]
     assert root.by_id("progress-text").text == "0 of 6 epochs"
     assert not root.by_id("empty").hidden
+    assert "client" not in root.by_id("empty").text
+
+
+@pytest.mark.parametrize(
+    ("status", "cancel_requested", "line"),
+    [
+        (RunStatus.QUEUED, False, "The run waits for a worker (fedlens worker -Q runs and -Q train, or fedlens up)."),
+        (RunStatus.RUNNING, False, "The first round is training."),
+        (RunStatus.RUNNING, True, "Cancelling: the run stops before its next training task."),
+        (
+            RunStatus.CANCELLED,
+            True,
+            "The run was cancelled before its first round finished; Resume starts it from round 1.",
+        ),
+        (RunStatus.FAILED, False, "The run failed before its first round finished (the error is above)."),
+    ],
+)
+def test_a_run_without_rounds_says_what_will_appear_and_why_nothing_has_yet(
+    client: TestClient, session: Session, status: RunStatus, cancel_requested: bool, line: str
+) -> None:
+    run = add_run(session, add_experiment(session), status=status)
+    run.cancel_requested = cancel_requested
+    session.commit()
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    what, *why = [p.text for p in root.by_id("empty").find_all("p") if not p.hidden]
+    assert what.startswith("No round has finished yet. The test loss, accuracy and AUC per round, the ROC curve,")
+    assert why == [line]
+    assert root.by_id("roc-card").hidden, "no ROC box and no round picker before a round"
+    assert all(figure.hidden for figure in root.find_all("figure"))
+
+
+def test_a_run_with_a_round_shows_its_roc_box_and_no_waiting_text(client: TestClient, session: Session) -> None:
+    run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    save_aucs(session, run, 0.8)
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    assert not root.by_id("roc-card").hidden
+    assert root.by_id("empty").hidden
 
 
 @pytest.mark.parametrize(

@@ -160,10 +160,11 @@ def test_rounds_return_global_metrics_timings_and_client_participation(client: T
     assert second["metrics"]["test.auc"] == 0.85
     assert (first["wall_s"], first["critical_path_s"]) == (10.0, 4.0 + 1.0 + 0.5 + 2.0)
     assert (second["bytes_sent"], second["bytes_received"], second["test_samples"]) == (2000, 4000, 100)
+    present = {"event": None, "presence": "present", "error": None}
     assert first["clients"] == [
-        {"id": "1", "status": "trained", "event": None, "samples": 50, "error": None, "metrics": {"train.loss": 0.9}},
-        {"id": "2", "status": "trained", "event": None, "samples": 50, "error": None, "metrics": {"train.loss": 0.8}},
-        {"id": "3", "status": "absent", "event": None, "samples": 0, "error": None, "metrics": {}},
+        {"id": "1", "status": "trained", "samples": 50, "metrics": {"train.loss": 0.9}} | present,
+        {"id": "2", "status": "trained", "samples": 50, "metrics": {"train.loss": 0.8}} | present,
+        {"id": "3", "status": "absent", "samples": 0, "metrics": {}} | present,
     ]
     assert [(c["id"], c["status"], c["event"], c["samples"]) for c in second["clients"]] == [
         ("1", "trained", None, 50),
@@ -171,6 +172,34 @@ def test_rounds_return_global_metrics_timings_and_client_participation(client: T
         ("3", "trained", "joined", 30),
     ]
     assert second["clients"][2]["metrics"] == {"train.loss": 1.1}
+
+
+def test_rounds_tell_not_joined_left_and_not_answering_clients_apart(client: TestClient, session: Session) -> None:
+    """Client 3 joins at round 3 and client 2 leaves at round 3 (first round gone); client 1 is always a member."""
+    events = [{"client": 3, "joins": 3}, {"client": 2, "leaves": 3}]
+    run = add_run(session, add_experiment(session, rounds=4, events=events), total_rounds=4)
+    absent = ClientStatus.ABSENT
+    statuses = {  # round: (client 1, client 2, client 3)
+        1: (ClientStatus.TRAINED, ClientStatus.TRAINED, absent),
+        2: (absent, ClientStatus.TRAINED, absent),
+        3: (ClientStatus.TRAINED, absent, absent),
+        4: (ClientStatus.TRAINED, ClientStatus.KEPT, ClientStatus.TRAINED),
+    }
+    for number, row in statuses.items():
+        clients = [EngineClient(str(i), status, 10) for i, status in enumerate(row, start=1)]
+        save_round(session, run.id, round_result(number, clients=clients), f"ckpt/{number}")
+
+    rounds = client.get(f"/api/runs/{run.id}/rounds").json()["rounds"]
+
+    got = [[(c["status"], c["presence"]) for c in r["clients"]] for r in rounds]
+    assert got == [
+        [("trained", "present"), ("trained", "present"), ("absent", "not-joined")],
+        [("absent", "present"), ("trained", "present"), ("absent", "not-joined")],
+        [("trained", "present"), ("absent", "left"), ("absent", "present")],
+        [("trained", "present"), ("kept", "left"), ("trained", "present")],
+    ]
+    later = client.get(f"/api/runs/{run.id}/rounds", params={"since": 2}).json()["rounds"]
+    assert [c["presence"] for c in later[0]["clients"]] == ["present", "left", "present"]
 
 
 def test_rounds_since_returns_only_later_rounds(client: TestClient, session: Session) -> None:

@@ -1,4 +1,5 @@
-"""One `fedlens up` (embedded SQLite, private Redis, workers) for the whole folder, and a headless chromium."""
+"""One `fedlens up` (embedded SQLite, private Redis, workers) for the whole folder, a headless chromium, and a tiny
+run trained to the end that several modules look at."""
 
 from __future__ import annotations
 
@@ -12,12 +13,32 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import ROOT, free_port, wait_for
+from tests.e2e.conftest import tiny_config
+from tests.e2e.stack import ROOT, ServiceApi, free_port, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("FEDLENS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 820, "height": 1180}
+NARROW = {"width": 768, "height": 1024}
+FINISHED = {"succeeded", "failed", "cancelled"}
+# Each part of a chart card (its legend, the ROC round picker) that lies outside the card, which clips it.
+OUTSIDE_CARDS_JS = """() => {
+  const inside = (a, b) =>
+    a.top >= b.top - 1 && a.bottom <= b.bottom + 1 && a.left >= b.left - 1 && a.right <= b.right + 1;
+  const out = [];
+  for (const card of document.querySelectorAll(".chart")) {
+    if (!card.offsetParent) continue;
+    const box = card.getBoundingClientRect();
+    for (const part of card.querySelectorAll(".legend, select")) {
+      const at = part.getBoundingClientRect();
+      const edges = (r) => [r.top, r.bottom, r.left, r.right].map(Math.round).join(" ");
+      const name = card.getAttribute("aria-label");
+      if (!inside(at, box)) out.push(`${name}: ${part.tagName} ${edges(at)} in ${edges(box)}`);
+    }
+  }
+  return out;
+}"""
 
 
 class Page:
@@ -49,6 +70,17 @@ class Page:
 
     def fits_width(self) -> bool:
         return bool(self.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+    def clipped_by_cards(self) -> list[str]:
+        """Legends and pickers that their chart card cuts off (empty when everything shows)."""
+        return list(self.page.evaluate(OUTSIDE_CARDS_JS))
+
+    def legend_names(self, chart: str) -> list[str]:
+        """The entries of a chart's legend as drawn (an empty list when it draws none)."""
+        return list(self.page.locator(f"#{chart} .legendtext").all_text_contents())
+
+    def trace_names(self, chart: str) -> list[str]:
+        return list(self.page.evaluate(f"() => document.getElementById('{chart}').data.map((t) => t.name)"))
 
 
 @pytest.fixture(scope="package")
@@ -114,3 +146,21 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="package")
+def api(server: str) -> Iterator[ServiceApi]:
+    service = ServiceApi(server)
+    yield service
+    service.http.close()
+
+
+@pytest.fixture(scope="package")
+def finished(api: ServiceApi) -> dict[str, Any]:
+    """A tiny federated run (2 clients, 3 rounds, no baseline) trained to the end: ``{"run": …, "rounds": […]}``.
+    Its name is long and has no space, as study names often are, so that tables must wrap it."""
+    config = tiny_config(rounds=3, clients=2) | {"name": "paper-intermittent-keep-last-e2e-tiny"}
+    run_id = api.launch(config)["federated"]["id"]
+    done = api.wait_status(run_id, FINISHED)
+    assert done["status"] == "succeeded", done["error"]
+    return dict(api.http.get(f"/api/runs/{run_id}/rounds").json())

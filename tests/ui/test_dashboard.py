@@ -6,14 +6,32 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import TABLET, Page
+from tests.ui.conftest import NARROW, TABLET, Page
 
 pytestmark = pytest.mark.slow
+
+# Markup in a name is text: it must not draw huge legend text or a link in a chart.
+NAME = 'browser <b style="font-size:60px">intermittent</b> <a href="https://example.org/">study</a>'
+# The form's seed 42 with availability 0.9: client 2 misses round 1 and client 3 misses round 2, its first;
+# client 3 joins at round 2 and client 2 leaves at round 5 (drop: it no longer counts).
+TIMELINE = {
+    "client 1": ["trained"] * 5,
+    "client 2": ["did not answer", "trained", "trained", "trained", "left"],
+    "client 3": ["not joined yet", "did not answer", "trained", "trained", "trained"],
+}
+STATES = ["trained", "kept (last weights count)", "failed (training error)", "not joined yet", "left", "did not answer"]
+TIMELINE_JS = """() => {
+  const el = document.getElementById("chart-timeline"), heat = el.data[0];
+  const colour = (z) => heat.colorscale.filter(([at]) => at <= (z - heat.zmin) / (heat.zmax - heat.zmin)).pop()[1];
+  const keys = el.data.filter((t) => t.marker && t.marker.symbol === "square").map((t) => [t.name, t.marker.color]);
+  const legend = [...el.querySelectorAll(".legendtext")].map((t) => t.textContent);
+  return {y: heat.y, colours: heat.z.map((row) => row.map(colour)), text: heat.text, keys, legend};
+}"""
 
 
 def fill_experiment(tab: Page) -> None:
     form = tab.page
-    form.fill("#name", "browser-intermittent")
+    form.fill("#name", NAME)
     form.fill("[name='data.train.samples']", "360")
     form.fill("[name='data.image_size']", "32")
     form.fill("[name='federation.clients']", "3")
@@ -21,7 +39,12 @@ def fill_experiment(tab: Page) -> None:
     form.fill("[name='model.calibration_samples']", "128")
     form.select_option("[name='federation.intermittent.approach']", "drop")
     form.fill("[name='federation.intermittent.events']", "3 joins 2\n2 leaves 5")
+    form.fill("[name='federation.intermittent.availability']", "0.9")
     form.fill("[name='centralized.epochs']", "3")
+
+
+def keys_of(keys: dict[str, str], colour: str) -> str:
+    return next(name for name, key in keys.items() if key == colour)
 
 
 def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
@@ -31,13 +54,15 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
     tab.shot("01-experiments-empty")
 
     tab.page.click("text=New experiment >> nth=0")
-    assert tab.page.input_value("#name") == "quickstart"
+    assert tab.page.input_value("#name") == "quickstart-synthetic"
     fill_experiment(tab)
     tab.page.fill("[name='federation.rounds']", "0")
     tab.page.wait_for_selector("[data-live-error='federation.rounds']")  # the live preview flags it before submit
     tab.page.click("text=Create and launch")
     error = tab.page.locator("[data-error-for='federation.rounds']")
     assert "greater than or equal to 1" in error.inner_text()
+    tab.page.wait_for_function("() => document.activeElement.id === 'form-errors'", timeout=5_000)
+    assert "federation.rounds" in tab.page.inner_text("#form-errors")
     assert tab.page.get_attribute("[name='federation.rounds']", "aria-invalid") == "true"
     tab.shot("02-new-experiment-error")
     tab.page.fill("[name='federation.rounds']", "5")
@@ -64,22 +89,33 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
     client_traces = tab.page.evaluate("() => document.getElementById('chart-client-loss').data.length")
     assert client_traces == 6  # 3 clients x (train, own test)
 
-    timeline = tab.page.evaluate(
-        "() => { const t = document.getElementById('chart-timeline').data[0]; return {y: t.y, z: t.z, text: t.text}; }"
-    )
-    assert timeline["y"] == ["client 1", "client 2", "client 3"]
-    statuses = [[text.split(": ")[1].split(" ")[0] for text in row] for row in timeline["text"]]
-    assert statuses[2][0] == "absent" and statuses[2][1] == "trained"  # client 3 joins at round 2
-    assert statuses[1][4] == "absent"  # client 2 left at round 5 and the drop approach ignores it
+    timeline = tab.page.evaluate(TIMELINE_JS)
+    keys = dict(timeline["keys"])
+    assert list(keys) == STATES and len(set(keys.values())) == len(STATES), "each state has its own colour"
+    assert timeline["legend"][: len(STATES)] == STATES
+    assert timeline["y"] == list(TIMELINE)
+    drawn = [[keys_of(keys, colour) for colour in row] for row in timeline["colours"]]
+    assert drawn == list(TIMELINE.values())
+    said = [[text.split(": ")[1].split(" (")[0] for text in row] for row in timeline["text"]]
+    assert said == [[s.split(" (")[0] for s in row] for row in TIMELINE.values()]
     assert "approach 1" in tab.page.inner_text("#chart-timeline")
     tab.page.wait_for_function("() => (document.getElementById('chart-roc').data || []).length >= 2")
     assert "AUC" in tab.page.evaluate("() => document.getElementById('chart-roc').data[1].name")
     assert tab.page.locator("#client-table tbody tr").count() == 3
+    assert tab.page.locator("#client-table tbody .badge").all_inner_texts() == ["trained", "left", "trained"]
     tab.shot("04-run-finished")
 
     tab.page.wait_for_function(
         "() => (document.getElementById('chart-loss').data || []).length === 2", timeout=120_000
     )  # the centralized baseline is overlaid once it has epochs
+    for chart in ("chart-loss", "chart-accuracy", "chart-auc"):
+        assert tab.legend_names(chart) == ["federated", "centralized (per epoch)"], chart
+    assert tab.clipped_by_cards() == [], "after the live finish every legend shows in full"
+    for size in (NARROW, {"width": 1366, "height": 2600}, {"width": 1366, "height": 900}):  # as screenshots resize
+        tab.page.set_viewport_size(size)
+        tab.page.wait_for_timeout(500)  # Plotly redraws on resize after a short debounce
+        assert tab.clipped_by_cards() == [], size
+    assert tab.page.evaluate("() => window.stillThisDocument === true")
     tab.page.click("text=Compare with…")
     tab.page.wait_for_url("**/compare?runs=*")
     rows = tab.page.locator("#compare-table tbody tr")
@@ -90,10 +126,35 @@ def test_launch_watch_live_and_compare(server: str, browser: Any) -> None:
         assert column in header
     assert tab.page.locator("#compare-table td.best").count() >= 3
     tab.page.wait_for_function("() => (document.getElementById('cmp-roc').data || []).length === 3")
+    shown = 'browser <b style="font-size:60px">inter…'  # 40 characters: a legend entry does not wrap
+    assert tab.legend_names("cmp-loss") == [f"{shown} · federated", f"{shown} · centralized"], "shown as written"
+    assert tab.clipped_by_cards() == []
+    assert tab.page.locator("#compare-charts .legend a").count() == 0, "markup in a name draws no link"
+    sizes = tab.page.evaluate(
+        "() => [...document.querySelectorAll('.legendtext')].map((t) => getComputedStyle(t).fontSize)"
+    )
+    assert set(sizes) == {"12px"}
     tab.shot("05-compare")
+    central_id = rows.nth(1).get_attribute("data-run-id")
+
+    tab.goto(f"/runs/{central_id}")
+    tab.page.wait_for_function("() => (document.getElementById('chart-roc').data || []).length >= 2")
+    assert "client" not in tab.page.inner_text("main").lower(), "a centralized run has no clients"
+    assert tab.page.inner_text("#run-summary").startswith("Baseline: the same model trained on all the training data")
+    assert (
+        tab.trace_names("chart-fit-loss")
+        == tab.trace_names("chart-fit-accuracy")
+        == [
+            "training data",
+            "common test set",
+        ]
+    )
+    assert tab.trace_names("chart-timing") == ["training", "evaluation", "wall"]
+    assert tab.page.inner_text("#client-table tbody th") == "all training data"
+    tab.shot("05b-centralized-run")
 
     tab.goto("/")
-    assert "browser-intermittent" in tab.page.inner_text("main")
+    assert NAME in tab.page.inner_text("main")
     tab.shot("06-experiments")
     assert tab.problems == []
 
@@ -117,4 +178,23 @@ def test_pages_fit_a_tablet_and_every_input_has_a_label(server: str, browser: An
     tab.goto("/experiments/new")
     tab.page.keyboard.press("Tab")
     assert tab.page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+    assert tab.problems == []
+
+
+def test_the_launch_button_is_a_few_key_presses_from_the_top(server: str, browser: Any) -> None:
+    tab = Page(browser, server)
+    tab.goto("/experiments/new")
+    on_launch = (
+        "() => document.activeElement.type === 'submit' && document.activeElement.textContent === 'Create and launch'"
+    )
+    presses = 0
+    while presses < 12 and not tab.page.evaluate(on_launch):
+        tab.page.keyboard.press("Tab")
+        presses += 1
+    assert presses <= 7, "past the skip link, the brand and the menu, launch comes first"
+
+    tab.goto("/experiments/new")
+    for key in ("Tab", "Enter", "Tab"):  # Skip to content, then the first control of the page
+        tab.page.keyboard.press(key)
+    assert tab.page.evaluate(on_launch)
     assert tab.problems == []

@@ -17,12 +17,13 @@ def test_check_data_shows_what_each_split_holds_then_an_error_at_the_data_field(
     tab.page.click("#check-data")
     tab.page.wait_for_selector("#data-check-thumbnails img", timeout=60_000)
     lines = tab.page.locator("#data-check-lines li").all_inner_texts()
-    # quickstart: 600 synthetic images, half PNEUMONIA; 20% held out; each of 3 IID clients (80 + 80) keeps 25%
-    # as its own test set and 10% of the rest for validation
-    client = "train 54 NORMAL, 54 PNEUMONIA; validation 6 NORMAL, 6 PNEUMONIA; own test 20 NORMAL, 20 PNEUMONIA"
+    # examples/quickstart-synthetic.yaml: 900 synthetic images, half PNEUMONIA; 20% held out (180); 3 IID clients
+    # share the other 720 (240 each), keep 20% as their own test set and, of the other 96 per class, cut
+    # round(0.9 * 96) = 86 for training and 10 for validation
+    client = "train 86 NORMAL, 86 PNEUMONIA; validation 10 NORMAL, 10 PNEUMONIA; own test 24 NORMAL, 24 PNEUMONIA"
     assert lines == [
-        "data.train: 300 NORMAL, 300 PNEUMONIA; sizes 32x32 (600); 8-bit",
-        "common test set: 60 NORMAL, 60 PNEUMONIA",
+        "data.train: 450 NORMAL, 450 PNEUMONIA; sizes 32x32 (900); 8-bit",
+        "common test set: 90 NORMAL, 90 PNEUMONIA",
         f"client 1: {client}",
         f"client 2: {client}",
         f"client 3: {client}",

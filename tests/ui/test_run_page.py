@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +12,9 @@ import pytest
 
 from tests.e2e.conftest import tiny_config
 from tests.e2e.stack import ServiceApi
-from tests.ui.conftest import Page
+from tests.ui.conftest import FINISHED, NARROW, Page
 
 pytestmark = pytest.mark.slow
-
-FINISHED = {"succeeded", "failed", "cancelled"}
-
-
-@pytest.fixture(scope="module")
-def api(server: str) -> Iterator[ServiceApi]:
-    service = ServiceApi(server)
-    yield service
-    service.http.close()
-
-
-@pytest.fixture(scope="module")
-def finished(api: ServiceApi) -> dict[str, Any]:
-    """A tiny federated run (2 clients, 3 rounds, no baseline) trained to the end: ``{"run": …, "rounds": […]}``."""
-    run_id = api.launch(tiny_config(rounds=3, clients=2))["federated"]["id"]
-    done = api.wait_status(run_id, FINISHED)
-    assert done["status"] == "succeeded", done["error"]
-    return dict(api.http.get(f"/api/runs/{run_id}/rounds").json())
 
 
 def open_run(browser: Any, server: str, run_id: str) -> Page:
@@ -147,6 +128,7 @@ def test_roc_round_picker_draws_the_chosen_rounds_curve(
     tab = open_run(browser, server, run_id)
     picker = tab.page.locator("#roc-round option")
     assert picker.all_inner_texts() == ["1", "2", "3 (latest)"]
+    assert tab.clipped_by_cards() == [], "the picker and every legend lie inside their card"
     assert tab.page.input_value("#roc-round") == "3"
     assert [t["name"] for t in roc_traces(tab)] == ["chance", f"final model, round 3 (AUC {roc[3]['auc']:.3f})"]
 
@@ -161,6 +143,38 @@ def test_roc_round_picker_draws_the_chosen_rounds_curve(
         assert (picked["x"], picked["y"]) == (roc[chosen]["fpr"], roc[chosen]["tpr"])
         assert picked["name"] == f"round {chosen} (AUC {roc[chosen]['auc']:.3f})"
     tab.shot("run-roc-round-2")
+    for size in (NARROW, {"width": 1366, "height": 2400}):  # the window resized, as a full-page screenshot does
+        tab.page.set_viewport_size(size)
+        tab.page.wait_for_timeout(500)  # Plotly redraws on resize after a short debounce
+        assert tab.clipped_by_cards() == [], size
+    assert tab.problems == []
+
+
+def test_a_run_cancelled_before_its_first_round_says_so_and_shows_no_empty_roc_box(
+    server: str, browser: Any, api: ServiceApi
+) -> None:
+    """The orchestrator takes one run at a time, so the second run waits in the queue until it is cancelled."""
+    busy = api.launch(tiny_config(rounds=12, clients=2))["federated"]["id"]
+    api.wait_status(busy, {"running"})
+    run_id = api.launch(tiny_config(rounds=3, clients=2))["federated"]["id"]
+    tab = Page(browser, server)
+    tab.goto(f"/runs/{run_id}")
+    tab.page.wait_for_function("() => document.getElementById('progress-text').textContent === '0 of 3 rounds'")
+    assert "waits for a worker" in tab.page.inner_text("#empty")
+    assert tab.page.is_hidden("#roc-round"), "no round picker without a round"
+
+    tab.page.click("#cancel")
+
+    tab.page.wait_for_selector("#status .status-cancelled")
+    assert api.run(run_id)["current_round"] == 0
+    shown = tab.page.inner_text("#empty")
+    assert "cancelled before its first round finished; Resume starts it from round 1" in shown
+    assert "waits for a worker" not in shown
+    assert tab.page.is_visible("#resume") and tab.page.is_hidden("#roc-round")
+    assert tab.page.locator(".chart:visible").count() == 0, "no empty chart card"
+    tab.shot("run-cancelled-before-round-1")
+    api.http.post(f"/api/runs/{busy}/cancel")
+    api.wait_status(busy, FINISHED)
     assert tab.problems == []
 
 
