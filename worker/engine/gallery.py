@@ -95,11 +95,14 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """The heat map blended over the grayscale image, (H, W, 3) uint8; weak heat leaves the X-ray visible."""
     gray = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=-1)
     alpha = (MAX_OPACITY * np.clip(heat, 0.0, 1.0))[..., None]
-    return np.round(255 * ((1 - alpha) * gray + alpha * heat_colors(heat))).astype(np.uint8)
+    pixels: np.ndarray = np.round(255 * ((1 - alpha) * gray + alpha * heat_colors(heat))).astype(np.uint8)
+    return pixels
 
 
 def save_png(pixels: np.ndarray, path: Path, size: int = DISPLAY_PX) -> None:
-    Image.fromarray(pixels, mode="RGB").resize((size, size), Image.BICUBIC).save(path, format="PNG", optimize=True)
+    Image.fromarray(pixels, mode="RGB").resize((size, size), Image.Resampling.BICUBIC).save(
+        path, format="PNG", optimize=True
+    )
 
 
 def index_name(rnd: int) -> str:

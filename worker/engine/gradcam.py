@@ -40,21 +40,22 @@ def class_activation_maps(features: np.ndarray, gradients: np.ndarray) -> np.nda
     neuron-importance weight of Selvaraju et al. (2017), eq. 1-2.
     """
     weights = gradients.mean(axis=(1, 2))
-    return np.maximum(np.einsum("nhwk,nk->nhw", features, weights), 0.0).astype(np.float32)
+    cams: np.ndarray = np.maximum(np.einsum("nhwk,nk->nhw", features, weights), 0.0).astype(np.float32)
+    return cams
 
 
 def upsample(maps: np.ndarray, size: int) -> np.ndarray:
     """(N, h, w) maps to (N, size, size) by bilinear interpolation, as Grad-CAM lays a map over its image."""
-    resized = [
-        np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)) for m in maps
-    ]
+    bilinear = Image.Resampling.BILINEAR
+    resized = [np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((size, size), bilinear)) for m in maps]
     return np.stack(resized) if resized else np.zeros((0, size, size), np.float32)
 
 
 def scaled(maps: np.ndarray) -> np.ndarray:
     """Each map divided by its maximum, so 1 is the hottest place; all zeros where nothing speaks for the class."""
     peaks = maps.max(axis=(1, 2), keepdims=True)
-    return np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0)
+    out: np.ndarray = np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0)
+    return out
 
 
 def _run(layers: Sequence[Any], x: Any) -> Any:
