@@ -137,14 +137,18 @@ def test_a_file_of_another_runs_gallery_is_not_served(client: TestClient, sessio
     assert client.get(f"/api/runs/{other.id}/gradcam/r0003-tp-1.png").status_code == 200
 
 
-def stored_rounds(session: Session, run: Run, folder: Path, kept: tuple[int, ...]) -> None:
-    """Rounds 1-3 as the orchestrator stores them; only the ``kept`` rounds still have their checkpoint file."""
-    folder.mkdir(parents=True, exist_ok=True)
+@pytest.fixture
+def three_rounds(session: Session, tmp_path: Path) -> Run:
+    """A run with rounds 1-3 as the orchestrator stores them; round 1's checkpoint is gone (it keeps its last few)."""
+    run = add_run(session, add_experiment(session))
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
     for number in (1, 2, 3):
         checkpoint = folder / f"round-{number:04d}.npz"
-        if number in kept:
+        if number > 1:
             checkpoint.write_bytes(b"npz")
         save_round(session, run.id, round_result(number), str(checkpoint))
+    return run
 
 
 def queued_gradcam_tasks(broker: redis.Redis) -> list[tuple[str, list[object]]]:
@@ -153,10 +157,9 @@ def queued_gradcam_tasks(broker: redis.Redis) -> list[tuple[str, list[object]]]:
 
 
 def test_request_queues_a_kept_round_on_the_check_queue(
-    client: TestClient, session: Session, broker: redis.Redis, tmp_path: Path
+    client: TestClient, broker: redis.Redis, three_rounds: Run
 ) -> None:
-    run = add_run(session, add_experiment(session))
-    stored_rounds(session, run, tmp_path / "checkpoints", kept=(2, 3))
+    run = three_rounds
 
     response = client.post(f"/api/runs/{run.id}/gradcam", params={"round": 2})
     final = client.post(f"/api/runs/{run.id}/gradcam")
@@ -171,10 +174,9 @@ def test_request_queues_a_kept_round_on_the_check_queue(
 
 
 def test_request_for_a_round_without_checkpoint_or_not_stored_is_refused(
-    client: TestClient, session: Session, broker: redis.Redis, tmp_path: Path
+    client: TestClient, session: Session, broker: redis.Redis, three_rounds: Run
 ) -> None:
-    run = add_run(session, add_experiment(session))
-    stored_rounds(session, run, tmp_path / "checkpoints", kept=(2, 3))
+    run = three_rounds
 
     dropped = client.post(f"/api/runs/{run.id}/gradcam", params={"round": 1})
     unknown = client.post(f"/api/runs/{run.id}/gradcam", params={"round": 4})
