@@ -71,6 +71,24 @@ def test_heat_map_of_a_pneumonia_image_peaks_over_its_opacity(trainer: KerasTrai
     assert np.median(contrasts) >= 5, contrasts  # mean heat over the opacity / mean heat elsewhere
 
 
+def test_heat_map_of_a_saturated_prediction_is_that_of_its_logit(trainer: KerasTrainer) -> None:
+    """With the output unit's weights scaled by 100 the sigmoid rounds to exactly 1 and its gradient to 0;
+    the logit's gradient only scales, so the map stays the same."""
+    images, labels, _ = opacity_images(40, seed=2)
+    positives = images[labels == 1][:4]
+    ones = np.ones(len(positives), np.uint8)
+    model, weights = trainer.model, trainer.model.get_weights()
+    before = grad_cam(model, positives, ones)
+    try:
+        model.layers[-1].set_weights([w * 100 for w in model.layers[-1].get_weights()])
+        assert (model.predict(positives, verbose=0) == 1.0).all()
+        saturated = grad_cam(model, positives, ones)
+    finally:
+        model.set_weights(weights)
+
+    np.testing.assert_allclose(saturated, before, atol=1e-4)
+
+
 def test_gallery_of_a_trained_model_writes_every_png_its_index_names(trainer: KerasTrainer, tmp_path: Path) -> None:
     images, labels, _ = opacity_images(40, seed=2)
     weights = trainer.model.get_weights()
