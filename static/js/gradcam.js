@@ -81,7 +81,7 @@
       show(gallery);
       const waiting = gallery.status === "pending" || (gallery.status === "missing" && round);
       if (waiting && polls < MAX_POLLS) { polls += 1; timer = setTimeout(() => load(round).catch(fail), POLL_MS); }
-      else if (waiting) note.textContent = `${describe(gallery)} No worker has answered: is one serving the check queue (fedlens worker -Q check)?`;
+      else if (waiting) note.textContent = `${describe(gallery)} Still not ready after three minutes: its worker may have stopped. Compute asks a worker of the check queue (fedlens worker -Q check).`;
     }
 
     function fail(error) { note.hidden = false; note.textContent = `Could not load the gallery: ${error.message}`; }
