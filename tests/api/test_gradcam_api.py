@@ -7,7 +7,9 @@ import io
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -18,6 +20,8 @@ from app.gradcam import gallery_folder
 from app.models import Run
 from app.settings import Settings
 from tests.api.factories import add_experiment, add_run, round_result
+from worker import explain
+from worker.engine.data import Dataset
 from worker.engine.gallery import write_index
 from worker.store import save_round
 
@@ -188,3 +192,24 @@ def test_request_for_a_round_without_checkpoint_or_not_stored_is_refused(
     assert fresh.status_code == 404 and "none yet" in fresh.json()["detail"]
     assert client.post(f"/api/runs/{run.id}/gradcam", params={"round": 0}).status_code == 422
     assert queued_gradcam_tasks(broker) == []
+
+
+class BrokenTrainer:
+    def predict(self, weights: object, images: object) -> object:
+        raise RuntimeError("out of memory")
+
+
+def test_a_gallery_that_fails_on_the_worker_shows_its_error(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    run = add_run(session, add_experiment(session))
+    federation = SimpleNamespace(test=Dataset(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 0, 1], np.uint8)))
+    ctx = SimpleNamespace(trainer=BrokenTrainer(), federation=federation, config=SimpleNamespace(seed=1))
+    explain.announce(settings.artifacts, run.id, 3)
+    pending = client.get(f"/api/runs/{run.id}/gradcam").json()["status"]
+
+    outcome = explain.compute(ctx, settings.artifacts, run.id, 3, [])
+
+    body = client.get(f"/api/runs/{run.id}/gradcam").json()
+    assert (pending, outcome) == ("pending", "failed")
+    assert (body["status"], body["round"], body["error"]) == ("failed", 3, "RuntimeError: out of memory")
