@@ -16,6 +16,7 @@ TRAIN_CLIENT = "fedlens.train_client"
 CLIENT_STATISTICS = "fedlens.client_statistics"
 CHECK_DATA = "fedlens.check_data"
 EVALUATE_CLIENT = "fedlens.evaluate_client"
+GRADCAM = "fedlens.gradcam"
 RUNS_QUEUE = "runs"  # orchestration of federated runs: waits on clients, aggregates, evaluates
 TRAIN_QUEUE = "train"  # model training: client rounds and centralized baselines (GPU hosts join here)
 CHECK_QUEUE = "check"  # data checks before launch: seconds each, never behind a training task
@@ -59,6 +60,12 @@ def enqueue_run(celery: Celery, run_id: uuid.UUID, *, centralized: bool) -> str:
     # ignore_result: the outcome is read from the database; subscribing to the result channel would make a
     # broker outage raise the backend's RuntimeError after ~20 s of retries instead of kombu's OperationalError.
     return str(celery.send_task(TRAIN_RUN, args=[str(run_id)], queue=queue, ignore_result=True).id)
+
+
+def enqueue_gradcam(celery: Celery, run_id: uuid.UUID, rnd: int) -> str:
+    """Grad-CAM of one round's model on a worker of the check queue: idle while runs train, and a gallery
+    takes seconds once the run's data is loaded, so a request never waits behind a whole run."""
+    return str(celery.send_task(GRADCAM, args=[str(run_id), rnd], queue=CHECK_QUEUE, ignore_result=True).id)
 
 
 class CheckUnanswered(Exception):

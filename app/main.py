@@ -17,7 +17,7 @@ from app.broker import client_for
 from app.db import SettingsDep, session_factory
 from app.errors import install_handlers
 from app.logs import configure_logging
-from app.routes import api_experiments, api_runs, pages
+from app.routes import api_experiments, api_gradcam, api_runs, pages
 from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_experiments.router)
     app.include_router(api_runs.router)
+    app.include_router(api_gradcam.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
     return app

@@ -12,8 +12,10 @@ from pathlib import Path
 from app.run_config import RunConfig
 from worker.engine.checkpoint import Checkpoint, CheckpointDir
 from worker.engine.client import KerasTrainer
+from worker.engine.data import Dataset
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
+from worker.engine.gallery import write_gallery
 from worker.engine.loop import run_centralized, run_federated
 from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
@@ -154,7 +156,7 @@ def run_local(
     }
     if cfg.centralized.enabled:
         central_log = PhaseLog(output / "centralized")
-        run_centralized(
+        central_final = run_centralized(
             cfg,
             trainer,
             federation.central_train(),
@@ -170,4 +172,15 @@ def run_local(
             results["federated"]["critical_path_s"], results["centralized"]["wall_time_s"]
         )
     (output / "results.json").write_text(json.dumps(results, indent=1))
+    _gallery(trainer, final, federation.test, fed_log, cfg.seed)
+    if cfg.centralized.enabled:
+        _gallery(trainer, central_final, federation.test, central_log, cfg.seed)
     return results
+
+
+def _gallery(trainer: KerasTrainer, weights: Weights, test: Dataset, log: PhaseLog, seed: int) -> None:
+    """Grad-CAM of the phase's final model in ``<phase>/gradcam/``: PNGs and ``round-NNNN.json``, its TP/TN/FP/FN
+    taken at the final round's operating threshold."""
+    last = log.records()[-1]
+    threshold = last["metrics"].get("threshold", 0.5)
+    write_gallery(trainer, weights, test, log.folder / "gradcam", rnd=last["round"], seed=seed, threshold=threshold)

@@ -20,7 +20,7 @@ from app.models import Run, RunKind, RunStatus
 from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
-from worker import store
+from worker import explain, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
@@ -110,6 +110,8 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
             weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
         model_path = str(folder / "model.keras")
         ctx.trainer.save(weights, Path(model_path))
+        final_round = _final_round(sessions, run_id)
+        explain.announce(settings.artifacts, run_id, final_round)
         status = RunStatus.SUCCEEDED
     except Superseded:
         logger.warning("run %s was taken over by another worker; leaving it", run_id)
@@ -126,7 +128,15 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
+    if status == RunStatus.SUCCEEDED:  # after finish: the run is done, whatever becomes of its gallery
+        explain.compute(settings, ctx, run_id, final_round, weights)
     return str(status)
+
+
+def _final_round(sessions: sessionmaker[Session], run_id: uuid.UUID) -> int:
+    with sessions() as session:
+        last = store.last_round(session, run_id)
+    return last.number if last else 0
 
 
 def _train(

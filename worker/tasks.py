@@ -10,11 +10,11 @@ from typing import Any
 
 from celery import Task
 
-from app.broker import CHECK_DATA, CLIENT_STATISTICS, EVALUATE_CLIENT, TRAIN_CLIENT, TRAIN_RUN
+from app.broker import CHECK_DATA, CLIENT_STATISTICS, EVALUATE_CLIENT, GRADCAM, TRAIN_CLIENT, TRAIN_RUN
 from app.db import session_factory
 from app.run_config import RunConfig
 from app.settings import get_settings
-from worker import store
+from worker import explain, store
 from worker.celery_app import celery_app
 from worker.context import RunContext, run_context, warm_run_context
 from worker.datacheck import check_data
@@ -132,3 +132,9 @@ def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_r
 def check_data_task(config: dict[str, Any]) -> dict[str, Any]:
     """The data check of a config the API validated; its report travels back through the result backend."""
     return check_data(RunConfig.model_validate(config))
+
+
+@celery_app.task(name=GRADCAM, acks_late=True)
+def gradcam(run_id: str, rnd: int) -> str:
+    """The Grad-CAM gallery of one stored round's global model, asked for through the API."""
+    return explain.round_gallery(uuid.UUID(run_id), rnd, get_settings())

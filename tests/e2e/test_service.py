@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,26 @@ def test_cancel_stops_a_running_run_and_resume_finishes_it(stack: Stack) -> None
     done = stack.wait_status(run_id, {"succeeded", "failed"})
     assert done["status"] == "succeeded", done["error"]
     assert round_numbers(stack, run_id) == list(range(1, 9))
+
+
+@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+def test_final_gallery_is_written_and_a_kept_round_is_explained_on_request(stack: Stack) -> None:
+    run_id = stack.launch(tiny_config())["federated"]["id"]
+    done = stack.wait_status(run_id, {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+
+    def gallery(**params: int) -> dict[str, Any] | None:
+        body: dict[str, Any] = stack.http.get(f"/api/runs/{run_id}/gradcam", params=params).json()
+        return body if body["status"] in {"ready", "failed"} else None
+
+    final = wait_for(gallery, 60, "the final model's gallery")
+    stack.start_worker("check")
+    requested = stack.http.post(f"/api/runs/{run_id}/gradcam", params={"round": 2})
+    second = wait_for(lambda: gallery(round=2), 120, "the gallery of round 2")
+
+    assert (final["status"], final["round"], final["error"]) == ("ready", 3, None)
+    assert {item["category"] for item in final["items"]} >= {"TP", "TN"}
+    png = stack.http.get(f"/api/runs/{run_id}/gradcam/{final['items'][0]['file']}")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert requested.status_code == 202
+    assert (second["status"], second["round"], second["rounds"]) == ("ready", 2, [2, 3]), second["error"]

@@ -42,6 +42,10 @@ def test_tiny_federated_run_learns_and_writes_results(tmp_path: Path) -> None:
     assert saved["federated"]["critical_path_s"] < saved["federated"]["wall_time_s"]
     assert {"loss", "accuracy", "auc"} <= saved["centralized"]["final"].keys()
     assert (tmp_path / "federated.keras").stat().st_size > 1_000_000
+    for phase, last in (("federated", 3), ("centralized", 2)):
+        gallery = json.loads((tmp_path / phase / "gradcam" / f"round-{last:04d}.json").read_text())
+        assert gallery["status"] == "ready" and gallery["items"][0]["category"] == "TP"
+        assert all((tmp_path / phase / "gradcam" / item["file"]).is_file() for item in gallery["items"])
 
 
 def test_saved_model_loads_in_plain_keras(tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""REST endpoints of the Grad-CAM galleries: the index of a round, its PNGs, and a request for another round."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from app import gradcam
+from app.db import SessionDep, SettingsDep
+from app.deps import CeleryDep
+from app.gradcam import GradcamRead, GradcamRequested
+
+router = APIRouter(prefix="/api", tags=["runs"])
+RoundQuery = Annotated[
+    int | None, Query(ge=1, description="default: the latest round explained (GET), the last round (POST)")
+]
+
+
+@router.get("/runs/{run_id}/gradcam")
+def get_gallery(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, round: RoundQuery = None) -> GradcamRead:
+    """Grad-CAM of the most confident true/false positives and negatives of the common test set, per image:
+    its file, category, label, prediction and probability. ``status`` is ``missing`` until one is computed
+    (the final model's when the run succeeds, any other round on request), ``pending`` while it is."""
+    return gradcam.read_gallery(session=session, artifacts=settings.artifacts, run_id=run_id, round_number=round)
+
+
+@router.post("/runs/{run_id}/gradcam", status_code=202)
+def request_gallery(
+    run_id: uuid.UUID, session: SessionDep, celery: CeleryDep, round: RoundQuery = None
+) -> GradcamRequested:
+    """Queue the gallery of a round's global model (from its checkpoint; a run keeps those of its last rounds)."""
+    return gradcam.request_gallery(session=session, celery=celery, run_id=run_id, round_number=round)
+
+
+@router.get("/runs/{run_id}/gradcam/{file}", response_class=FileResponse)
+def gallery_png(run_id: uuid.UUID, file: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """One heat-map PNG named by the run's gallery index."""
+    path = gradcam.gallery_file(session=session, artifacts=settings.artifacts, run_id=run_id, name=file)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
