@@ -345,14 +345,13 @@ def experiment_rows(*, session: Session) -> list[dict[str, Any]]:
 
 
 def best_of(table: list[CompareRow]) -> dict[str, uuid.UUID]:
-    """For each Table 3 column, the run with the best value (lowest loss and time, highest accuracy, sensitivity,
-    specificity and AUC); a column whose best value is shared marks none."""
+    """For each Table 3 column, the run with the best value (lowest loss and time, highest accuracy, sensitivity
+    and AUC); a column whose best value is shared marks none."""
     best: dict[str, uuid.UUID] = {}
     for column, pick in (
         ("loss", min),
         ("accuracy", max),
         ("sensitivity", max),
-        ("specificity", max),
         ("auc", max),
         ("execution_time_s", min),
         ("parallel_time_s", min),
