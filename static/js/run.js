@@ -99,7 +99,7 @@
   function timingCharts() {
     const xs = state.rounds.map((r) => r.number);
     const parts = federated
-      ? [["train_s", "slowest client"], ["calibration_s", "BatchNorm pass"], ["aggregation_s", "aggregation"], ["evaluation_s", "evaluation"]]
+      ? [["startup_s", "start-up (a worker's first task)"], ["train_s", "slowest client"], ["calibration_s", "BatchNorm pass"], ["aggregation_s", "aggregation"], ["evaluation_s", "evaluation"]]
       : [["train_s", "training"], ["evaluation_s", "evaluation"]];
     const traces = parts.map(([key, name], i) => ({ type: "bar", x: xs, y: state.rounds.map((r) => r[key]), name, marker: { color: FL.palette[i] } }));
     traces.push({ x: xs, y: state.rounds.map((r) => r.wall_s), mode: "lines+markers", name: federated ? "wall (clients one after another here)" : "wall", line: { color: "#333" } });
@@ -142,14 +142,39 @@
       const status = latest ? latest.status : "–";
       const said = status === "absent" ? Object.fromEntries(FL.states)[cellState(latest)] : status;  // e.g. "left"
       const train = [FL.fmt(last.metrics["train.loss"]), FL.fmt(last.metrics["train.accuracy"])];
+      // the latest global model on this client's own test set, at that round's threshold (counts only left the client)
+      const judged = seen.filter((c) => c.metrics["global.n_positive"] !== undefined);
+      const g = judged.length ? judged[judged.length - 1].metrics : {};
+      const own = g["global.n_negative"] !== undefined ? `${g["global.n_negative"]} / ${g["global.n_positive"]}` : "–";
       const cells = federated
         ? [`<th scope="row">client ${id}</th>`, last.samples ?? "–", trained.length, `<span class="badge status-${status}">${said}</span>`,
-          FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]), ...train]
+          FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]), ...train, own,
+          `${FL.fmt(g["global.sensitivity"])} / ${FL.fmt(g["global.specificity"])}`, FL.fmt(g["global.auc"])]
         : ['<th scope="row">all training data</th>', last.samples ?? "–", trained.length, ...train];
       return `<tr>${cells.map((c, i) => (i ? `<td>${c}</td>` : c)).join("")}</tr>`;
     });
     const columns = document.querySelectorAll("#client-table thead th").length;
     body.innerHTML = rows.join("") || `<tr><td colspan="${columns}" class="muted">No ${unit} has finished yet.</td></tr>`;
+  }
+
+  // The clinical metrics of each round's global model at its operating threshold, and the latest confusion matrix.
+  function clinicalTable() {
+    const shown = (r, key, digits = 3) => FL.fmt(r.metrics[`test.${key}`], digits);
+    const count = (r, key) => (r.metrics[`test.${key}`] ?? "–");
+    document.querySelector("#metrics-table tbody").innerHTML = state.rounds.map((r) => {
+      const ci = r.metrics["test.auc_ci_low"] != null ? ` <span class="ci">(${shown(r, "auc_ci_low", 2)}–${shown(r, "auc_ci_high", 2)})</span>` : "";
+      const cells = [shown(r, "threshold"), shown(r, "accuracy"), shown(r, "sensitivity"), shown(r, "specificity"), shown(r, "precision"),
+        shown(r, "f1"), `${shown(r, "auc")}${ci}`, ...["tn", "fp", "fn", "tp"].map((k) => count(r, k))];
+      return `<tr><th scope="row">${r.number}</th>${cells.map((c) => `<td>${c}</td>`).join("")}</tr>`;
+    }).join("");
+    const last = state.rounds[state.rounds.length - 1];
+    if (!last) return;
+    const cell = (key) => count(last, key);
+    document.getElementById("confusion-caption").textContent =
+      `${unit} ${last.number}, threshold ${shown(last, "threshold")}: ${cell("n_negative")} NORMAL and ${cell("n_positive")} PNEUMONIA test images`;
+    document.querySelector("#confusion tbody").innerHTML =
+      `<tr><th scope="row">NORMAL</th><td>${cell("tn")}</td><td>${cell("fp")}</td></tr>` +
+      `<tr><th scope="row">PNEUMONIA</th><td>${cell("fn")}</td><td>${cell("tp")}</td></tr>`;
   }
 
   function progress() {
@@ -164,6 +189,7 @@
     if (state.run && state.run.cancel_requested && state.run.status === "running") text += " · cancelling…";
     document.getElementById("progress-text").textContent = text;
     document.getElementById("empty").hidden = done > 0;
+    document.getElementById("clinical").hidden = done === 0;
     if (!state.run) return;
     const shown = state.run.cancel_requested && state.run.status === "running" ? "cancelling" : state.run.status;
     for (const line of document.querySelectorAll("[data-empty-when]")) line.hidden = line.dataset.emptyWhen !== shown;
@@ -183,7 +209,7 @@
   function render() {
     globalCharts();
     if (federated) { clientCharts(); timelineChart(); } else fitCharts();
-    timingCharts(); clientTable(); progress();
+    timingCharts(); clientTable(); clinicalTable(); progress();
     rocChart().catch((e) => console.warn("ROC:", e.message));
   }
 

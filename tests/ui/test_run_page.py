@@ -191,6 +191,7 @@ def test_time_and_traffic_charts_plot_each_rounds_values(server: str, browser: A
     )
 
     assert [t["name"] for t in timing] == [
+        "start-up (a worker's first task)",
         "slowest client",
         "BatchNorm pass",
         "aggregation",
@@ -198,12 +199,47 @@ def test_time_and_traffic_charts_plot_each_rounds_values(server: str, browser: A
         "wall (clients one after another here)",
     ]
     assert all(t["x"] == [1, 2, 3] for t in timing + traffic)
-    for trace, key in zip(timing, ("train_s", "calibration_s", "aggregation_s", "evaluation_s", "wall_s"), strict=True):
+    parts = ("startup_s", "train_s", "calibration_s", "aggregation_s", "evaluation_s", "wall_s")
+    for trace, key in zip(timing, parts, strict=True):
         assert trace["y"] == [r[key] for r in rounds], key
+    assert rounds[0]["startup_s"] > 0, "round 1 carries the training workers' start-up for this run"
     assert [t["name"] for t in traffic] == ["server → clients", "clients → server"]
     assert traffic[0]["y"] == [r["bytes_sent"] / 1e6 for r in rounds]
     assert traffic[1]["y"] == [r["bytes_received"] / 1e6 for r in rounds]
     assert all(r["bytes_sent"] > 0 and r["bytes_received"] > 0 for r in rounds)
     tab.page.locator("#chart-timing").scroll_into_view_if_needed()
     tab.shot("run-time-and-traffic")
+    assert tab.problems == []
+
+
+def test_the_clinical_table_shows_each_rounds_metrics_at_its_threshold_and_the_confusion_matrix(
+    server: str, browser: Any, finished: dict[str, Any]
+) -> None:
+    rounds = finished["rounds"]
+    tab = open_run(browser, server, finished["run"]["id"])
+    tab.page.wait_for_selector("#confusion tbody tr")
+
+    rows = [row.split("\t") for row in tab.page.locator("#metrics-table tbody tr").all_inner_texts()]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    for row, r in zip(rows, rounds, strict=True):
+        m = r["metrics"]
+        assert row[1:3] == [f"{m['test.threshold']:.3f}", f"{m['test.accuracy']:.3f}"]
+        assert row[-4:] == [str(int(m[f"test.{k}"])) for k in ("tn", "fp", "fn", "tp")]
+    last = rounds[-1]["metrics"]
+    matrix = tab.page.locator("#confusion tbody tr").all_inner_texts()
+    assert [line.split("\t") for line in matrix] == [
+        ["NORMAL", str(int(last["test.tn"])), str(int(last["test.fp"]))],
+        ["PNEUMONIA", str(int(last["test.fn"])), str(int(last["test.tp"]))],
+    ]
+    assert int(last["test.tn"] + last["test.fp"]) == int(last["test.n_negative"])
+    clients = [row.split("\t") for row in tab.page.locator("#client-table tbody tr").all_inner_texts()]
+    for row, c in zip(clients, rounds[-1]["clients"], strict=True):  # both clients trained in the last round
+        m = c["metrics"]
+        assert row[8:] == [
+            f"{int(m['global.n_negative'])} / {int(m['global.n_positive'])}",
+            f"{m['global.sensitivity']:.3f} / {m['global.specificity']:.3f}",
+            f"{m['global.auc']:.3f}",
+        ]
+    tab.page.locator("#clinical").scroll_into_view_if_needed()
+    tab.shot("run-clinical")
     assert tab.problems == []
