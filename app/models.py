@@ -185,6 +185,8 @@ class ClientRound(Base):
     event: Mapped[str | None] = mapped_column(String(16))
     samples: Mapped[int]
     error: Mapped[str | None] = mapped_column(Text)
+    #: {"fpr": [...], "tpr": [...]}: the round's global model on this client's own test set (grid counts)
+    roc: Mapped[dict[str, list[float]] | None] = mapped_column(JSON)
 
     __table_args__ = (
         ForeignKeyConstraint(

@@ -18,7 +18,7 @@ from app.errors import BadRequest, NotFound
 from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind
 from app.runs import get_run
 from app.schedule import presence, run_schedule
-from app.schemas import CompareRow, RocRead, RoundRead, RunRead
+from app.schemas import ClientRoc, CompareRow, RocRead, RoundRead, RunRead
 
 
 def run_read(run: Run) -> RunRead:
@@ -137,8 +137,31 @@ def roc(*, session: Session, run_id: uuid.UUID, round_number: int | None) -> Roc
         where = f"round {round_number}" if round_number else "any completed round"
         raise NotFound(f"run {run_id} has no ROC curve for {where}")
     auc = session.get(RoundMetric, (run_id, found.number, GLOBAL, "test.auc"))
+    client_rows = session.scalars(
+        select(ClientRound).where(
+            ClientRound.run_id == run_id, ClientRound.round == found.number, ClientRound.roc.is_not(None)
+        )
+    ).all()
+    client_aucs = {
+        m.client_id: _value(m)
+        for m in session.scalars(
+            select(RoundMetric).where(
+                RoundMetric.run_id == run_id, RoundMetric.round == found.number, RoundMetric.key == "global.auc"
+            )
+        )
+    }
+    clients = [
+        ClientRoc(id=c.client_id, auc=client_aucs.get(c.client_id), fpr=c.roc["fpr"], tpr=c.roc["tpr"])
+        for c in sorted(client_rows, key=lambda c: (len(c.client_id), c.client_id))
+        if c.roc
+    ]
     return RocRead(
-        run_id=run_id, round=found.number, auc=_value(auc) if auc else None, fpr=found.roc["fpr"], tpr=found.roc["tpr"]
+        run_id=run_id,
+        round=found.number,
+        auc=_value(auc) if auc else None,
+        fpr=found.roc["fpr"],
+        tpr=found.roc["tpr"],
+        clients=clients,
     )
 
 

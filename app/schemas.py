@@ -97,12 +97,20 @@ class RunRounds(BaseModel):
     rounds: list[RoundRead]
 
 
+class ClientRoc(BaseModel):
+    id: str
+    auc: float | None = Field(description="grid AUC of the global model on the client's own test set")
+    fpr: list[float]
+    tpr: list[float]
+
+
 class RocRead(BaseModel):
     run_id: uuid.UUID
     round: int
     auc: float | None
     fpr: list[float]
     tpr: list[float]
+    clients: list[ClientRoc] = Field([], description="the same model on each client's own test set")
 
 
 class CompareRow(BaseModel):

@@ -25,6 +25,7 @@ def round_record(result: RoundResult) -> Record:
                 "event": str(c.event) if c.event else None,
                 "metrics": dict(c.metrics),
                 "error": c.error,
+                "roc": {"fpr": c.roc.fpr, "tpr": c.roc.tpr} if c.roc else None,
             }
             for c in result.clients
         ],

@@ -111,6 +111,7 @@ def save_round(
                 event=str(c.event) if c.event else None,
                 samples=c.samples,
                 error=c.error,
+                roc={"fpr": c.roc.fpr, "tpr": c.roc.tpr} if c.roc else None,
             )
         )
         rows += [_metric(run_id, rnd, c.client_id, key, value) for key, value in c.metrics.items()]

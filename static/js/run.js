@@ -128,6 +128,13 @@
     const traces = [FL.chanceLine(), FL.rocTrace(latest, `final model, ${unit} ${last}`, FL.palette[0])];
     if (picked) traces.push(FL.rocTrace(picked, `${unit} ${wanted}`, FL.palette[2], "dash"));
     if (central) traces.push(FL.rocTrace(central, "centralized", FL.palette[1], "dot"));
+    if (federated) {
+      const shown = picked || latest;
+      const own = shown.clients.map((c, i) => FL.rocTrace(c, `client ${c.id}`, FL.palette[i % 10]));
+      FL.plot("chart-client-roc", [FL.chanceLine(), ...own], layout(`ROC on each client's own test set, ${unit} ${shown.round}`,
+        "false positive rate (1 − specificity)", "true positive rate (sensitivity)",
+        { xaxis: { title: { text: "false positive rate (1 − specificity)" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (sensitivity)" }, range: [0, 1.02] } }));
+    }
     FL.plot("chart-roc", traces, layout("ROC curve on the common test set", "false positive rate (1 − specificity)", "true positive rate (sensitivity)",
       { xaxis: { title: { text: "false positive rate (1 − specificity)" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (sensitivity)" }, range: [0, 1.02] } }));
   }

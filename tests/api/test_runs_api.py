@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -265,8 +266,35 @@ def test_roc_defaults_to_the_last_round_and_can_pick_one(client: TestClient, ses
     last = client.get(f"/api/runs/{run.id}/roc").json()
     first = client.get(f"/api/runs/{run.id}/roc", params={"round": 1}).json()
 
-    assert last == {"run_id": str(run.id), "round": 2, "auc": 0.9, "fpr": [0.0, 0.1, 1.0], "tpr": [0.0, 0.9, 1.0]}
+    assert last == {
+        "run_id": str(run.id),
+        "round": 2,
+        "auc": 0.9,
+        "fpr": [0.0, 0.1, 1.0],
+        "tpr": [0.0, 0.9, 1.0],
+        "clients": [],
+    }
     assert (first["round"], first["auc"], first["fpr"], first["tpr"]) == (1, 0.5, [0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+
+
+def test_roc_carries_each_clients_curve_of_the_global_model_on_its_own_test_set(
+    client: TestClient, session: Session
+) -> None:
+    run = add_run(session, add_experiment(session))
+    own = RocCurve(fpr=[0.0, 0.25, 1.0], tpr=[0.0, 0.75, 1.0], thresholds=[])
+    clients = [
+        replace(trained("10"), metrics={"global.auc": 0.8125}, roc=own),
+        replace(trained("2"), metrics={"global.auc": 0.75}, roc=RocCurve([0.0, 1.0], [0.0, 1.0], [])),
+        EngineClient("3", ClientStatus.ABSENT, 0),  # did not evaluate: no curve
+    ]
+    save_round(session, run.id, round_result(1, clients=clients), "ckpt/1")
+
+    body = client.get(f"/api/runs/{run.id}/roc").json()
+
+    assert body["clients"] == [
+        {"id": "2", "auc": 0.75, "fpr": [0.0, 1.0], "tpr": [0.0, 1.0]},
+        {"id": "10", "auc": 0.8125, "fpr": [0.0, 0.25, 1.0], "tpr": [0.0, 0.75, 1.0]},
+    ]
 
 
 def test_roc_of_a_missing_round_is_404(client: TestClient, session: Session) -> None:

@@ -13,6 +13,7 @@ from worker.engine.thresholds import (
     choose_threshold,
     grid_counts,
     pooled_auc,
+    roc_curve,
 )
 
 # Positives at 0.812, 0.712, 0.312 and negatives at 0.212, 0.412, 0.612 (no score on a grid point).
@@ -87,3 +88,18 @@ def test_counts_from_a_message_are_checked() -> None:
         GridCounts.from_lists(good | {"n_positive": 5})
     with pytest.raises(ValueError, match=f"need {len(GRID)} values"):
         GridCounts.from_lists(good | {"positives": [3, 2]})
+
+
+def test_the_roc_curve_runs_from_origin_to_corner_without_repeated_points() -> None:
+    fpr, tpr = roc_curve(grid_counts(LABELS, SCORES))
+    # above 0.812: (0, 0); then 0.812 -> (0, 1/3), 0.712 -> (0, 2/3), 0.612 -> (1/3, 2/3),
+    # 0.412 -> (2/3, 2/3), 0.312 -> (2/3, 1), 0.212 -> (1, 1)
+    assert list(zip(fpr, tpr, strict=True)) == [
+        (0.0, 0.0),
+        (0.0, 0.3333),
+        (0.0, 0.6667),
+        (0.3333, 0.6667),
+        (0.6667, 0.6667),
+        (0.6667, 1.0),
+        (1.0, 1.0),
+    ]

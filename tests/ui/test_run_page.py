@@ -240,6 +240,10 @@ def test_the_clinical_table_shows_each_rounds_metrics_at_its_threshold_and_the_c
             f"{m['global.sensitivity']:.3f} / {m['global.specificity']:.3f}",
             f"{m['global.auc']:.3f}",
         ]
+    own = tab.page.evaluate("() => document.getElementById('chart-client-roc').data.map((t) => [t.name, t.x])")
+    roc = tab.page.evaluate(f"() => fetch('/api/runs/{finished['run']['id']}/roc').then((r) => r.json())")
+    assert [name for name, _ in own] == ["chance"] + [f"client {c['id']} (AUC {c['auc']:.3f})" for c in roc["clients"]]
+    assert [x for _, x in own[1:]] == [c["fpr"] for c in roc["clients"]] and len(roc["clients"]) == 2
     tab.page.locator("#clinical").scroll_into_view_if_needed()
     tab.shot("run-clinical")
     assert tab.problems == []

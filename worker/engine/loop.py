@@ -14,7 +14,7 @@ from worker.engine.executor import Executor
 from worker.engine.experiment import CENTRAL_FIT, derive_seed
 from worker.engine.presence import Presence
 from worker.engine.strategy import Aggregate, Strategy
-from worker.engine.thresholds import GridCounts, choose_threshold, empty_counts, summary_at
+from worker.engine.thresholds import GridCounts, choose_threshold, empty_counts, roc_curve, summary_at
 from worker.engine.types import (
     ClientEvaluation,
     ClientFailure,
@@ -22,6 +22,7 @@ from worker.engine.types import (
     ClientStatus,
     ClientUpdate,
     EvalMetrics,
+    RocCurve,
     RoundResult,
     Weights,
 )
@@ -56,9 +57,14 @@ def _client_rounds(
         cid = member.client_id
         status = ClientStatus.FAILED if cid in failed else counted.get(cid, ClientStatus.ABSENT)
         metrics = dict(fresh[cid].metrics) if cid in fresh else {}
+        roc = None
         if cid in evaluated and evaluated[cid].test.n_positive + evaluated[cid].test.n_negative:
-            metrics |= {f"global.{k}": v for k, v in summary_at(evaluated[cid].test, threshold).items()}
-        rows.append(ClientRound(cid, status, samples[cid], member.event(rnd), metrics, failed.get(cid)))
+            own = evaluated[cid].test
+            metrics |= {f"global.{k}": v for k, v in summary_at(own, threshold).items()}
+            if min(own.n_positive, own.n_negative) > 0:
+                fpr, tpr = roc_curve(own)
+                roc = RocCurve(fpr, tpr, [])
+        rows.append(ClientRound(cid, status, samples[cid], member.event(rnd), metrics, failed.get(cid), roc))
     return rows
 
 

@@ -78,6 +78,13 @@ def roc_points(counts: GridCounts) -> tuple[np.ndarray, np.ndarray]:
     return fpr, tpr
 
 
+def roc_curve(counts: GridCounts) -> tuple[list[float], list[float]]:
+    """(FPR, TPR) from (0, 0) to (1, 1), rounded to 4 decimals, without the repeated points a grid gives."""
+    fpr, tpr = roc_points(counts)
+    points = list(dict.fromkeys(zip(np.round(fpr[::-1], 4).tolist(), np.round(tpr[::-1], 4).tolist(), strict=True)))
+    return [p[0] for p in points], [p[1] for p in points]
+
+
 def pooled_auc(counts: GridCounts) -> float:
     """Trapezoidal area under the grid ROC; equals the exact AUC when no bin mixes positives and negatives."""
     fpr, tpr = roc_points(counts)

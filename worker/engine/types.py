@@ -106,6 +106,7 @@ class ClientRound:
     event: ClientEvent | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    roc: RocCurve | None = None  # the global model on the client's own test set, when it evaluated
 
 
 @dataclass(frozen=True)
