@@ -30,6 +30,20 @@ NOT_STRICT = (", strict=None)", ", strict=False)", ", )")  # the three ways mutm
 # Survivors judged equivalent: (file, a fragment of the mutated line, why no input makes a test tell it apart).
 EQUIVALENT: list[tuple[str, str, str]] = [
     *[
+        ("worker/engine/thresholds.py", f"np.round(tpr[::-1], 4).tolist(){arg}", "both lists come from one grid")
+        for arg in NOT_STRICT
+    ],
+    ("worker/engine/thresholds.py", ".reshape(-2)", "numpy reads any negative size as -1"),
+    ("worker/engine/thresholds.py", ".reshape(-1).astype(None)", "labels 0 and 1 compare the same as floats"),
+    *[
+        ("worker/engine/thresholds.py", f"reshape(-1), 0.0, {top})", "a score above 1 lands in the last bin anyway")
+        for top in ("None", "2.0")
+    ],
+    *[
+        ("worker/engine/thresholds.py", call, "any numeric scores compare with the grid alike")
+        for call in ("np.asarray(probabilities, dtype=None)", "np.asarray(probabilities, ).reshape")
+    ],
+    *[
         ("worker/engine/aggregate.py", f"zip(w[0::2], w[1::2]{arg}", "the other strict zip raises the same error")
         for arg in NOT_STRICT
     ],
@@ -53,7 +67,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("worker/engine/metrics.py", "if len(fpr) >= limit:", "thinning exactly `limit` points keeps every one of them"),
     ("worker/engine/metrics.py", ".reshape(-2)", "numpy reads any negative size as -1"),
     ("worker/engine/metrics.py", ".reshape(-1).astype(None)", "labels 0 and 1 count and score the same as floats"),
-    ("worker/engine/metrics.py", "(p >= 0.5).astype(None)", "predictions 0.0 and 1.0 count the same as 0 and 1"),
+    ("worker/engine/metrics.py", "(p >= threshold).astype(None)", "predictions 0.0 and 1.0 count the same as 0 and 1"),
     *[
         ("worker/engine/metrics.py", call, "labels=[0, 1] only matters for one class, which binary_metrics refused")
         for call in ("confusion_matrix(y, predicted, labels=None)", "confusion_matrix(y, predicted, )")

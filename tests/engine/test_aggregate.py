@@ -150,3 +150,7 @@ def test_balanced_class_weights_come_from_the_summed_label_counts() -> None:
 def test_balanced_class_weights_refuse_a_class_no_client_holds() -> None:
     with pytest.raises(ValueError, match="need both classes, got 0 NORMAL and 7 PNEUMONIA"):
         balanced_class_weight([(0, 3), (0, 4)])
+
+
+def test_balanced_class_weights_need_only_one_image_of_a_class() -> None:
+    assert balanced_class_weight([(1, 3)]) == {0: 2.0, 1: pytest.approx(4 / 6)}

@@ -146,3 +146,11 @@ def test_binary_metrics_report_the_confusion_counts_and_the_interval() -> None:
 def test_delong_interval_accepts_keras_column_predictions() -> None:
     labels, scores = np.array([0, 0, 1, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8, 0.3, 0.9])
     assert delong_interval(labels[:, None], scores[:, None]) == delong_interval(labels, scores)
+
+
+def test_binary_metrics_count_at_the_threshold_they_are_given_and_report_it() -> None:
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.35, 0.3, 0.8])
+    at_default, at_lower = binary_metrics(labels, scores), binary_metrics(labels, scores, threshold=0.3)
+    assert (at_default.threshold, at_default.confusion) == (0.5, (2, 0, 1, 1))
+    assert (at_lower.threshold, at_lower.confusion) == (0.3, (1, 1, 0, 2))  # 0.3 itself predicts PNEUMONIA
+    assert at_lower.scalars()["threshold"] == 0.3

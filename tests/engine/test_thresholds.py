@@ -11,9 +11,12 @@ from worker.engine.thresholds import (
     GridCounts,
     at_threshold,
     choose_threshold,
+    empty_counts,
     grid_counts,
+    hanley_mcneil_interval,
     pooled_auc,
     roc_curve,
+    summary_at,
 )
 
 # Positives at 0.812, 0.712, 0.312 and negatives at 0.212, 0.412, 0.612 (no score on a grid point).
@@ -103,3 +106,104 @@ def test_the_roc_curve_runs_from_origin_to_corner_without_repeated_points() -> N
         (0.6667, 1.0),
         (1.0, 1.0),
     ]
+
+
+def test_counts_survive_the_trip_through_a_json_message() -> None:
+    counts = grid_counts(LABELS, SCORES)
+    back = GridCounts.from_lists(counts.as_lists())
+    assert back.positives.dtype == np.int64 and back.negatives.dtype == np.int64
+    np.testing.assert_array_equal(back.positives, counts.positives)
+    np.testing.assert_array_equal(back.negatives, counts.negatives)
+    assert (back.n_positive, back.n_negative) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_positive": 2},
+        {"n_negative": 2},
+        {"positives": [3, 3, 4] + [0] * (len(GRID) - 3)},  # rises by one
+        {"negatives": [3, 2, 3] + [0] * (len(GRID) - 3)},
+    ],
+)
+def test_counts_that_cannot_come_from_a_grid_are_refused(change: dict[str, object]) -> None:
+    good = grid_counts(LABELS, SCORES).as_lists()
+    with pytest.raises(ValueError, match=r"^grid counts must start at the class totals and never increase$"):
+        GridCounts.from_lists(good | change)
+
+
+def test_empty_counts_are_zero_for_both_classes() -> None:
+    empty = empty_counts()
+    assert empty.positives.dtype == np.int64 and not empty.positives.any() and not empty.negatives.any()
+    assert (empty.n_positive, empty.n_negative) == (0, 0)
+    assert (empty + grid_counts(LABELS, SCORES)).n_negative == 3
+
+
+def test_grid_counts_take_keras_columns_and_clip_out_of_range_scores() -> None:
+    column = grid_counts(LABELS[:, None], SCORES[:, None])
+    np.testing.assert_array_equal(column.positives, grid_counts(LABELS, SCORES).positives)
+    assert column.positives.dtype == np.int64
+    clipped = grid_counts(np.array([1, 0]), np.array([1.3, -0.2]))
+    assert (clipped.positives[-1], clipped.negatives[0], clipped.negatives[1]) == (1, 1, 0)
+
+
+def test_roc_points_refuse_a_single_class() -> None:
+    with pytest.raises(ValueError, match=r"^a ROC curve needs both classes$"):
+        pooled_auc(grid_counts(np.array([1, 1]), np.array([0.2, 0.9])))
+
+
+def test_threshold_defaults_and_a_sensitivity_exactly_at_its_target() -> None:
+    counts = grid_counts(LABELS, SCORES)
+    assert choose_threshold(counts, "fixed") == 0.5
+    assert choose_threshold(counts, "sensitivity") == pytest.approx(0.31)  # default target 0.9: all 3 positives
+    assert choose_threshold(counts, "sensitivity", target=2 / 3) == pytest.approx(0.71)  # 2 of 3 reaches 2/3
+
+
+def test_at_threshold_reports_the_grid_point_it_used() -> None:
+    assert at_threshold(grid_counts(LABELS, SCORES), 0.5012).threshold == 0.5
+
+
+def test_hanley_mcneil_interval_matches_the_hand_computed_variance() -> None:
+    # AUC 0.75 with 2 + 2 samples: Q1 = 0.75 / 1.25 = 0.6, Q2 = 2 * 0.5625 / 1.75 = 0.642857;
+    # variance (0.1875 + (0.6 - 0.5625) + (0.642857 - 0.5625)) / 4 = 0.076339
+    low, high = hanley_mcneil_interval(0.75, 2, 2)
+    assert low == pytest.approx(0.75 - 1.959964 * 0.076339**0.5, abs=1e-5)
+    assert high == 1.0
+    low3, _ = hanley_mcneil_interval(0.75, 3, 2)  # more positives: a narrower interval
+    assert low3 > low
+
+
+def test_summary_at_gives_every_clinical_number_and_the_auc_from_two_samples_per_class() -> None:
+    labels, scores = np.array([1, 1, 0, 0]), np.array([0.812, 0.312, 0.412, 0.212])
+    summary = summary_at(grid_counts(labels, scores), 0.4)
+    # at 0.4: TP 0.812, FN 0.312, FP 0.412, TN 0.212; AUC: 0.812 beats both negatives, 0.312 beats one -> 0.75
+    low, high = hanley_mcneil_interval(0.75, 2, 2)
+    assert summary == pytest.approx(
+        {
+            "accuracy": 0.5,
+            "sensitivity": 0.5,
+            "specificity": 0.5,
+            "precision": 0.5,
+            "f1": 0.5,
+            "tp": 1.0,
+            "fp": 1.0,
+            "tn": 1.0,
+            "fn": 1.0,
+            "n_positive": 2.0,
+            "n_negative": 2.0,
+            "auc": 0.75,
+            "auc_ci_low": low,
+            "auc_ci_high": high,
+        }
+    )
+    one_negative = summary_at(grid_counts(np.array([1, 1, 0]), np.array([0.9, 0.6, 0.2])), 0.5)
+    assert "auc" not in one_negative and one_negative["specificity"] == 1.0
+
+
+def test_counts_sent_as_floats_become_integers_and_low_scores_still_check() -> None:
+    # one positive and one negative below the first grid step: counts 1 at threshold 0, 0 from 0.005 on
+    counts = grid_counts(np.array([1, 0]), np.array([0.001, 0.002]))
+    message = {k: [float(x) for x in v] if isinstance(v, list) else v for k, v in counts.as_lists().items()}
+    back = GridCounts.from_lists(message)
+    assert back.positives.dtype == np.int64 and back.negatives.dtype == np.int64
+    assert (back.positives[0], back.positives[1], back.negatives[0], back.negatives[1]) == (1, 0, 1, 0)

@@ -47,7 +47,8 @@ class GridCounts:
         n_positive, n_negative = int(raw["n_positive"]), int(raw["n_negative"])  # type: ignore[arg-type]
         if positives.shape != GRID.shape or negatives.shape != GRID.shape:
             raise ValueError(f"grid counts need {len(GRID)} values per class")
-        if positives[0] != n_positive or negatives[0] != n_negative or np.any(np.diff(positives) > 0):
+        increasing = np.any(np.diff(positives) > 0) or np.any(np.diff(negatives) > 0)
+        if positives[0] != n_positive or negatives[0] != n_negative or increasing:
             raise ValueError("grid counts must start at the class totals and never increase")
         return cls(positives, negatives, n_positive, n_negative)
 
