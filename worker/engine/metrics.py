@@ -6,13 +6,10 @@ import numpy as np
 from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
+from worker.engine.thresholds import AtThreshold
 from worker.engine.types import EvalMetrics, RocCurve
 
 MAX_ROC_POINTS = 200
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else 0.0
 
 
 def _flat(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,23 +60,22 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     if len(np.unique(y)) < 2:
         raise ValueError("the test set needs both classes to compute AUC")
     predicted = (p >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
-    precision = _ratio(tp, tp + fp)
-    sensitivity = _ratio(tp, tp + fn)
+    tn, fp, fn, tp = (int(n) for n in confusion_matrix(y, predicted, labels=[0, 1]).ravel())
+    at = AtThreshold(threshold, tp, fp, tn, fn)  # the same ratios as for grid counts
     fpr, tpr, thresholds = roc_curve(y, p)
     return EvalMetrics(
         loss=float(log_loss(y, p, labels=[0, 1])),
-        accuracy=_ratio(tp + tn, len(y)),
+        accuracy=at.accuracy,
         auc=float(roc_auc_score(y, p)),
-        sensitivity=sensitivity,
-        specificity=_ratio(tn, tn + fp),
-        precision=precision,
-        f1=_ratio(2 * precision * sensitivity, precision + sensitivity),
+        sensitivity=at.sensitivity,
+        specificity=at.specificity,
+        precision=at.precision,
+        f1=at.f1,
         samples=len(y),
         roc=thin_roc(fpr, tpr, thresholds),
         auc_ci=delong_interval(y, p) if min(tp + fn, tn + fp) >= 2 else None,
-        confusion=(int(tn), int(fp), int(fn), int(tp)),
-        threshold=threshold,
+        confusion=(tn, fp, fn, tp),
+        threshold=at.threshold,
     )
 
 
