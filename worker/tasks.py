@@ -39,6 +39,15 @@ def _skip_reason(run_id: uuid.UUID, rnd: int) -> str | None:
         return store.client_task_gate(session, run_id, rnd)
 
 
+def _gated(task: Task, run_id: uuid.UUID, rnd: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a client task's work under its lease, unless the gate says to skip it (cancel, or a stale redelivery)."""
+    skip = _skip_reason(run_id, rnd)
+    if skip:
+        return {skip: True}
+    with Lease(task.backend.client, str(task.request.id), worker_name(), 3 * get_settings().heartbeat_s):
+        return work()
+
+
 def _client_task(
     task: Task,
     run_id: str,
@@ -48,15 +57,12 @@ def _client_task(
     kind: str,
     work: Callable[[RunContext, Weights], ClientUpdate],
 ) -> dict[str, Any]:
-    """Do the work under a lease and store its weights beside the global ones, in a file of this task alone
-    (a client sent again after a lost worker never writes over the first attempt's file)."""
-    rid = uuid.UUID(run_id)
-    skip = _skip_reason(rid, rnd)
-    if skip:
-        return {skip: True}
+    """Do the work and store its weights beside the global ones, in a file of this task alone (a client sent
+    again after a lost worker never writes over the first attempt's file)."""
     task_id = str(task.request.id)
-    with Lease(task.backend.client, task_id, worker_name(), 3 * get_settings().heartbeat_s):
-        ctx, startup = warm_run_context(rid)
+
+    def leased() -> dict[str, Any]:
+        ctx, startup = warm_run_context(uuid.UUID(run_id))
         weights = load_checkpoint(Path(weights_ref)).weights
         start = weights_sha256(weights)
         logger.info(
@@ -72,8 +78,10 @@ def _client_task(
         result = work(ctx, weights)
         out = Path(weights_ref).with_name(f"{kind}-{client_id}-{task_id}.npz")
         save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
-    metrics = dict(result.metrics) | ({"startup.seconds": startup} if startup else {})
-    return {"ref": str(out), "num_examples": result.num_examples, "metrics": metrics}
+        metrics = dict(result.metrics) | ({"startup.seconds": startup} if startup else {})
+        return {"ref": str(out), "num_examples": result.num_examples, "metrics": metrics}
+
+    return _gated(task, uuid.UUID(run_id), rnd, leased)
 
 
 @celery_app.task(name=TRAIN_CLIENT, acks_late=True, bind=True)
@@ -118,14 +126,13 @@ def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: st
 def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
     """The global model on this client's validation and test parts; the grid counts (about 1,600 integers)
     travel in the reply itself."""
-    rid = uuid.UUID(run_id)
-    skip = _skip_reason(rid, rnd)
-    if skip:
-        return {skip: True}
-    with Lease(self.backend.client, str(self.request.id), worker_name(), 3 * get_settings().heartbeat_s):
-        ctx = run_context(rid)
+
+    def leased() -> dict[str, Any]:
+        ctx = run_context(uuid.UUID(run_id))
         result = client_evaluation(ctx.trainer, ctx.client(client_id), load_checkpoint(Path(weights_ref)).weights)
-    return {"validation": result.validation.as_lists(), "test": result.test.as_lists()}
+        return {"validation": result.validation.as_lists(), "test": result.test.as_lists()}
+
+    return _gated(self, uuid.UUID(run_id), rnd, leased)
 
 
 @celery_app.task(name=CHECK_DATA)
