@@ -243,29 +243,8 @@ def _count(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-COMPARE_CSV_COLUMNS = (
-    "run_id",
-    "experiment",
-    "kind",
-    "status",
-    "clients",
-    "loss",
-    "accuracy",
-    "sensitivity",
-    "specificity",
-    "threshold",
-    "auc",
-    "auc_ci_low",
-    "auc_ci_high",
-    "n_negative",
-    "n_positive",
-    "rounds",
-    "execution_time_s",
-    "parallel_time_s",
-    "startup_s",
-    "time_reduction",
-    "time_reduction_with_startup",
-)
+#: Table 3's CSV columns: every CompareRow field but the baseline's id, which only links the page's rows.
+COMPARE_CSV_COLUMNS = tuple(name for name in CompareRow.model_fields if name != "centralized_run_id")
 
 
 def compare_csv(rows: list[CompareRow]) -> str:
