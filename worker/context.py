@@ -32,9 +32,8 @@ class RunContext:
 @lru_cache(maxsize=2)
 def _prepared(config_json: str) -> Federation:
     federation = prepare(RunConfig.model_validate_json(config_json))
-    for name, report in federation.reports.items():
-        for line in report.summary():
-            logger.info("%s: %s", name, line)
+    for line in federation.report_lines():
+        logger.info("%s", line)
     return federation
 
 

@@ -113,9 +113,8 @@ def run_local(
     _claim_folder(output, cfg, fresh)
     started = time.perf_counter()
     federation = prepare(cfg)
-    for name, report in federation.reports.items():
-        for line in report.summary():
-            notice(f"{name}: {line}")
+    for line in federation.report_lines():
+        notice(line)
     trainer = KerasTrainer(cfg.data.image_size, cfg.model)
     trainer.warm_up(federation.class_weight(cfg))
     # One-off costs (data, model, tracing), paid once in this process and shared by both phases; a standalone

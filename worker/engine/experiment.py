@@ -45,6 +45,10 @@ class Federation:
         """The union of the clients' validation parts: where the baseline chooses its threshold."""
         return _union([c.validation for c in self.clients])
 
+    def report_lines(self) -> list[str]:
+        """What each source's loader saw, one ``field: line`` per line (counts, sizes, skipped files)."""
+        return [f"{name}: {line}" for name, report in self.reports.items() for line in report.summary()]
+
     def class_weight(self, cfg: RunConfig) -> dict[int, float] | None:
         """The loss weights every client and the baseline train with, from the clients' summed label counts."""
         if cfg.model.class_weight == "none":
