@@ -24,6 +24,24 @@ class InvalidTransition(DomainError):
     status_code = 409
 
 
+class Conflict(DomainError):
+    status_code = 409
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials: pages redirect to the login page, the API answers 401."""
+
+    status_code = 401
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
+
+class TooMany(DomainError):
+    status_code = 429
+
+
 class BadRequest(DomainError):
     status_code = 422
 

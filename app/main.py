@@ -5,22 +5,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
+from app.auth import api as auth_api
+from app.auth import pages as auth_pages
+from app.auth.deps import Viewer, as_viewer
+from app.auth.headers import SecurityHeaders
 from app.broker import client_for
 from app.db import SettingsDep, session_factory
-from app.errors import install_handlers
+from app.errors import Unauthenticated, install_handlers
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
 from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
+from app.templating import ROOT
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -45,9 +52,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop_watchdog.set()
 
     configure_logging()
-    app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)
+    app = FastAPI(
+        title="fedlens",
+        description="Federated learning on medical images. Authenticate with `Authorization: Bearer <token>` "
+        "(Settings → API tokens, or `fedlens token create`).",
+        lifespan=lifespan,
+        docs_url=None,  # served below, behind sign-in like every other page
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(SecurityHeaders)
     install_handlers(app)
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(request: Request, error: Unauthenticated) -> Response:
+        """Pages send the browser to the login page; the API answers 401 with a Bearer challenge."""
+        if request.method == "GET" and not request.url.path.startswith("/api/"):
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return JSONResponse({"detail": error.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -72,9 +95,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse(checks, status_code=200 if healthy else 503)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(as_viewer)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_user: Viewer) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="fedlens API")
+
+    app.include_router(auth_pages.router)
+    app.include_router(auth_api.router)
     app.include_router(api_experiments.router)
     app.include_router(api_runs.router)
     app.include_router(api_gradcam.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app

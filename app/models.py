@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: experiment → run → fl_round → round_metric, plus client_round (participation)."""
+"""SQLAlchemy tables: experiment → run → fl_round → round_metric, client_round (participation), users and audit."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     ForeignKeyConstraint,
+    Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -57,6 +59,23 @@ class RunStatus(StrEnum):
         return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
+class Role(StrEnum):
+    """What a user may do; each role includes the rights of the ones below it."""
+
+    VIEWER = "viewer"  # read shared experiments and their runs
+    RESEARCHER = "researcher"  # create, launch, cancel, resume, compare, download own and shared experiments
+    ADMIN = "admin"  # everything, plus users, tokens, sites and settings
+
+    @property
+    def rank(self) -> int:
+        return (Role.VIEWER, Role.RESEARCHER, Role.ADMIN).index(self)
+
+
+class TokenKind(StrEnum):
+    API = "api"  # Authorization: Bearer, for scripts
+    SIGNIN = "signin"  # a one-time sign-in link (first admin, invited users)
+
+
 class RunKind(StrEnum):
     FEDERATED = "federated"
     CENTRALIZED = "centralized"
@@ -88,6 +107,67 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime}
 
 
+class User(Base):
+    """A person or script identity; passwords are stored as scrypt hashes only."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token or one-time sign-in link: only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[TokenKind] = mapped_column(_enum(TokenKind))
+    name: Mapped[str] = mapped_column(String(100))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))  # the first characters, to recognise a token in a list
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random secret, the table its SHA-256 and the CSRF token."""
+
+    __tablename__ = "web_session"
+
+    secret_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    """Who did what, when and from where: every mutation and every refused credential."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(64))  # the user's name then, or "anonymous"
+    action: Mapped[str] = mapped_column(String(200))  # "POST /api/experiments", "login", "token refused"
+    outcome: Mapped[str] = mapped_column(String(200))  # "ok" or why it was refused
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+
+
 class Experiment(Base):
     __tablename__ = "experiment"
 
@@ -96,6 +176,9 @@ class Experiment(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # RunConfig.model_dump(mode="json")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: who created it (None: created before accounts existed, admins only); shared: every signed-in user may read it
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"), index=True)
+    shared: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     runs: Mapped[list[Run]] = relationship(
         back_populates="experiment", order_by="Run.created_at", cascade="all, delete-orphan", passive_deletes=True

@@ -14,8 +14,9 @@ from pydantic import TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.auth.policy import can_see, visible_to
 from app.errors import BadRequest, NotFound
-from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind
+from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind, User
 from app.runs import get_run
 from app.schedule import presence, run_schedule
 from app.schemas import ClientRoc, CompareRow, RocRead, RoundRead, RunRead
@@ -188,7 +189,7 @@ def _reduction(federated_s: float, central_s: float) -> float | None:
     return (central_s - federated_s) / central_s if central_s > 0 else None
 
 
-def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
+def compare(*, session: Session, run_ids: list[uuid.UUID], viewer: User) -> list[CompareRow]:
     """The study's Table 3 for these runs; each federated run is compared with a centralized run.
 
     The centralized reference is one of the requested runs if there is one, else the baseline
@@ -197,6 +198,8 @@ def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
     if not run_ids:
         raise BadRequest("give at least one run id: /api/compare?runs=ID,ID")
     runs = [get_run(session=session, run_id=rid) for rid in run_ids]
+    if hidden := next((r.id for r in runs if not can_see(r.experiment, viewer)), None):
+        raise NotFound(f"no run with id {hidden}")
     summaries = {run.id: _summary(session, run) for run in runs}
     chosen = next((r for r in runs if r.kind == RunKind.CENTRALIZED), None)
     rows = []
@@ -306,10 +309,13 @@ def execution_times(*, session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.
     return {run_id: float(total) for run_id, total in session.execute(query.group_by(FlRound.run_id))}
 
 
-def experiment_rows(*, session: Session) -> list[dict[str, Any]]:
-    """Every experiment with its runs, progress, best AUC and duration: the dashboard's home table."""
+def experiment_rows(*, session: Session, viewer: User) -> list[dict[str, Any]]:
+    """The experiments ``viewer`` may see, with runs, progress, best AUC and duration: the dashboard's home table."""
     experiments = session.scalars(
-        select(Experiment).options(selectinload(Experiment.runs)).order_by(Experiment.created_at.desc())
+        select(Experiment)
+        .where(visible_to(viewer))
+        .options(selectinload(Experiment.runs))
+        .order_by(Experiment.created_at.desc())
     ).all()
     run_ids = [r.id for e in experiments for r in e.runs]
     best = best_auc(session=session, run_ids=run_ids)

@@ -12,10 +12,11 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from app.auth.policy import visible_to
 from app.broker import client_for, enqueue_run
 from app.db import session_factory
 from app.errors import InvalidTransition, NotFound, Unavailable
-from app.models import Experiment, Run, RunKind, RunStatus, utcnow
+from app.models import Experiment, Run, RunKind, RunStatus, User, utcnow
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 from app.settings import Settings
@@ -23,19 +24,25 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_experiment(*, session: Session, data: ExperimentCreate) -> Experiment:
+def create_experiment(*, session: Session, data: ExperimentCreate, owner: User) -> Experiment:
     experiment = Experiment(
-        name=data.name or data.config.name, description=data.description, config=data.config.model_dump(mode="json")
+        name=data.name or data.config.name,
+        description=data.description,
+        config=data.config.model_dump(mode="json"),
+        owner_id=owner.id,
+        shared=data.shared,
     )
     session.add(experiment)
     session.commit()
     return experiment
 
 
-def list_experiments(*, session: Session, limit: int, offset: int) -> tuple[list[Experiment], int]:
-    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+def list_experiments(*, session: Session, viewer: User, limit: int, offset: int) -> tuple[list[Experiment], int]:
+    """The experiments ``viewer`` may see, newest first."""
+    total = session.scalar(select(func.count()).select_from(Experiment).where(visible_to(viewer))) or 0
     query = (
         select(Experiment)
+        .where(visible_to(viewer))
         .options(selectinload(Experiment.runs))
         .order_by(Experiment.created_at.desc())
         .limit(limit)

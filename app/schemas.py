@@ -26,6 +26,7 @@ class ExperimentCreate(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200, description="default: config.name")
     description: str = Field("", max_length=10_000)
+    shared: bool = Field(False, description="let every signed-in user see it (researchers may also launch it)")
     config: RunConfig
 
 
@@ -58,6 +59,8 @@ class ExperimentRead(BaseModel):
     description: str
     config: RunConfig
     created_at: datetime
+    shared: bool
+    owner_id: uuid.UUID | None
     runs: list[RunRead]
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,7 +178,51 @@ def api(host: str | None, port: int | None) -> None:
     from app.main import create_app
 
     settings = get_settings()
+    _announce_first_admin(settings, f"http://{host or settings.host}:{port or settings.port}")
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+
+
+def _announce_first_admin(settings: Settings, base_url: str) -> None:
+    """On an empty database: create ``admin`` and print its one-time sign-in link, as notebook servers do."""
+    from app.auth.accounts import bootstrap_admin
+    from app.db import session_factory
+
+    with session_factory(settings)() as session:
+        issued = bootstrap_admin(session=session)
+    if issued is not None:
+        click.echo(f"first start: sign in as admin (once, within 24 h) at {base_url}/login/link?token={issued.secret}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens for scripts."""
+
+
+@token.command("create")
+@click.option("--user", "name", required=True, help="User name; the user is created if missing.")
+@click.option("--role", type=click.Choice(["viewer", "researcher", "admin"]), required=True, help="The user's role.")
+@click.option("--days", default=None, type=click.IntRange(1, 3650), help="Lifetime; default FEDLENS_TOKEN_DAYS.")
+@click.option("--name", "label", default="created with fedlens token create", show_default=True, help="What it is for.")
+def token_create(name: str, role: str, days: int | None, label: str) -> None:
+    """Print a new API token (and nothing else) for USER, on the configured database."""
+    from datetime import timedelta
+
+    from app.auth.accounts import ensure_user, issue_token
+    from app.auth.schemas import NAME_PATTERN
+    from app.db import session_factory
+    from app.migrate import upgrade as migrate
+    from app.models import Role
+
+    if re.fullmatch(NAME_PATTERN, name) is None:
+        raise UserError(f"--user {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+    settings = get_settings()
+    migrate(settings.database)
+    with session_factory(settings)() as session:
+        user = ensure_user(session=session, name=name, role=Role(role))
+        issued = issue_token(
+            session=session, user=user, name=label, lifetime=timedelta(days=days or settings.token_days)
+        )
+    click.echo(issued.secret)
 
 
 @main.group()
@@ -218,6 +263,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
         if settings.broker_url is None:
             stack.enter_context(EmbeddedRedis(settings.redis_socket, settings.data_dir))
         migrate(settings.database)
+        _announce_first_admin(settings, f"http://{host or settings.host}:{port or settings.port}")
         env = _service_env(settings)
         for queue, concurrency in (("runs", 1), ("train", train_workers), ("check", 1)):
             process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)

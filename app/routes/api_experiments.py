@@ -1,4 +1,4 @@
-"""REST endpoints for experiments: create, list, read, launch."""
+"""REST endpoints for experiments: create, list, read, launch (access: app.auth)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from app import datacheck, runs
+from app.auth.access import CanReadExperiment, CanWriteExperiment
+from app.auth.deps import Researcher, Viewer
 from app.db import SessionDep
 from app.deps import CeleryDep
 from app.results import run_read
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 )
 def create_experiment(
     body: ExperimentCreate,
+    user: Researcher,
     session: SessionDep,
     celery: CeleryDep,
     check: Annotated[bool, Query(description="check the data on a worker instead of storing the experiment")] = False,
@@ -37,23 +40,27 @@ def create_experiment(
     if check:
         report = datacheck.check(celery=celery, config=body.config)
         return JSONResponse(report.model_dump(mode="json"), status_code=status.HTTP_200_OK)
-    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body))
+    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body, owner=user))
 
 
 @router.get("")
 def list_experiments(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    user: Viewer,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[ExperimentRead]:
-    items, total = runs.list_experiments(session=session, limit=limit, offset=offset)
+    """The experiments you own, the shared ones, and all of them for admins."""
+    items, total = runs.list_experiments(session=session, viewer=user, limit=limit, offset=offset)
     return Page(items=[ExperimentRead.model_validate(e) for e in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{experiment_id}")
+@router.get("/{experiment_id}", dependencies=[CanReadExperiment])
 def get_experiment(experiment_id: uuid.UUID, session: SessionDep) -> ExperimentRead:
     return ExperimentRead.model_validate(runs.get_experiment(session=session, experiment_id=experiment_id))
 
 
-@router.post("/{experiment_id}/runs", status_code=status.HTTP_201_CREATED)
+@router.post("/{experiment_id}/runs", status_code=status.HTTP_201_CREATED, dependencies=[CanWriteExperiment])
 def launch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Launch:
     """Create and enqueue the federated run and, if the config asks, its centralized baseline."""
     federated, central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)

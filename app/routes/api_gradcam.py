@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from app import gradcam
+from app.auth.access import CanReadRun, CanWriteRun
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.gradcam import GradcamRead, GradcamRequested
@@ -19,7 +20,7 @@ RoundQuery = Annotated[
 ]
 
 
-@router.get("/runs/{run_id}/gradcam")
+@router.get("/runs/{run_id}/gradcam", dependencies=[CanReadRun])
 def get_gallery(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, round: RoundQuery = None) -> GradcamRead:
     """Grad-CAM of the most confident true/false positives and negatives of the common test set, per image:
     its file, category, label, prediction and probability. ``status`` is ``missing`` until one is computed
@@ -27,7 +28,7 @@ def get_gallery(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, r
     return gradcam.read_gallery(session=session, artifacts=settings.artifacts, run_id=run_id, round_number=round)
 
 
-@router.post("/runs/{run_id}/gradcam", status_code=202)
+@router.post("/runs/{run_id}/gradcam", status_code=202, dependencies=[CanWriteRun])
 def request_gallery(
     run_id: uuid.UUID, session: SessionDep, celery: CeleryDep, round: RoundQuery = None
 ) -> GradcamRequested:
@@ -35,7 +36,7 @@ def request_gallery(
     return gradcam.request_gallery(session=session, celery=celery, run_id=run_id, round_number=round)
 
 
-@router.get("/runs/{run_id}/gradcam/{file}", response_class=FileResponse)
+@router.get("/runs/{run_id}/gradcam/{file}", response_class=FileResponse, dependencies=[CanReadRun])
 def gallery_png(run_id: uuid.UUID, file: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """One heat-map PNG named by the run's gallery index."""
     path = gradcam.gallery_file(session=session, artifacts=settings.artifacts, run_id=run_id, name=file)

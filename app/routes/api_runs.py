@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
+from app.auth.access import CanReadRun, CanWriteRun
+from app.auth.deps import Viewer
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import BadRequest, NotFound
@@ -19,12 +21,12 @@ from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 router = APIRouter(prefix="/api", tags=["runs"])
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", dependencies=[CanReadRun])
 def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds", response_model=RunRounds)
+@router.get("/runs/{run_id}/rounds", response_model=RunRounds, dependencies=[CanReadRun])
 def get_rounds(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -39,7 +41,7 @@ def get_rounds(
     )
 
 
-@router.get("/runs/{run_id}/roc")
+@router.get("/runs/{run_id}/roc", dependencies=[CanReadRun])
 def get_roc(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -48,19 +50,19 @@ def get_roc(
     return results.roc(session=session, run_id=run_id, round_number=round)
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", dependencies=[CanWriteRun])
 def cancel(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> RunRead:
     """409 if the run has finished; a running run stops before its next client task."""
     return results.run_read(runs.cancel_run(session=session, run_id=run_id, stale_after_s=settings.stale_after_s))
 
 
-@router.post("/runs/{run_id}/resume")
+@router.post("/runs/{run_id}/resume", dependencies=[CanWriteRun])
 def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead:
     """Queue a failed or cancelled run again; it continues after its last completed round."""
     return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", dependencies=[CanReadRun])
 async def events(
     run_id: uuid.UUID, request: Request, settings: SettingsDep, since: Annotated[int, Query(ge=0)] = 0
 ) -> StreamingResponse:
@@ -73,7 +75,7 @@ async def events(
     )
 
 
-@router.get("/runs/{run_id}/metrics.csv", response_class=PlainTextResponse)
+@router.get("/runs/{run_id}/metrics.csv", response_class=PlainTextResponse, dependencies=[CanReadRun])
 def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     body = results.metrics_csv(session=session, run_id=run_id)
     return PlainTextResponse(
@@ -81,7 +83,7 @@ def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     )
 
 
-@router.get("/runs/{run_id}/model", response_class=FileResponse)
+@router.get("/runs/{run_id}/model", response_class=FileResponse, dependencies=[CanReadRun])
 def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
     """The final model as a .keras file (``keras.models.load_model`` opens it)."""
     run = runs.get_run(session=session, run_id=run_id)
@@ -103,16 +105,16 @@ def _run_ids(text: str) -> list[uuid.UUID]:
 
 
 @router.get("/compare")
-def compare(session: SessionDep, runs_: RunIds) -> list[CompareRow]:
+def compare(user: Viewer, session: SessionDep, runs_: RunIds) -> list[CompareRow]:
     """The study's Table 3 for these runs: loss, accuracy, sensitivity and specificity at the operating threshold,
     AUC with its 95% interval, n per class, rounds, execution time, time reduction."""
-    return results.compare(session=session, run_ids=_run_ids(runs_))
+    return results.compare(session=session, run_ids=_run_ids(runs_), viewer=user)
 
 
 @router.get("/compare.csv", response_class=PlainTextResponse)
-def compare_csv(session: SessionDep, runs_: RunIds) -> PlainTextResponse:
+def compare_csv(user: Viewer, session: SessionDep, runs_: RunIds) -> PlainTextResponse:
     """The same Table 3 as a CSV download."""
-    body = results.compare_csv(results.compare(session=session, run_ids=_run_ids(runs_)))
+    body = results.compare_csv(results.compare(session=session, run_ids=_run_ids(runs_), viewer=user))
     return PlainTextResponse(
         body, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="fedlens-table3.csv"'}
     )

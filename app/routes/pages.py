@@ -8,21 +8,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from app import datacheck, forms, results, runs
+from app.auth.access import CanReadExperiment, CanReadRun, CanWriteExperiment
+from app.auth.deps import Researcher, Viewer, as_researcher, as_viewer
+from app.auth.policy import can_see
 from app.db import SessionDep
 from app.deps import CeleryDep
-from app.errors import Unavailable
+from app.errors import NotFound, Unavailable
 from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
+from app.templating import templates
 
-ROOT = Path(__file__).resolve().parents[2]
-templates = Jinja2Templates(directory=ROOT / "templates")
-templates.env.globals["execution_time"] = results.EXECUTION_TIME  # one definition for every page that shows it
 router = APIRouter(include_in_schema=False)
 SORTS = {"newest": "Newest first", "name": "Name", "auc": "Best AUC"}
 
@@ -41,9 +41,9 @@ def plotly_bundle() -> FileResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def experiments_page(
-    request: Request, session: SessionDep, q: str = "", status: str = "", sort: str = "newest"
+    request: Request, user: Viewer, session: SessionDep, q: str = "", status: str = "", sort: str = "newest"
 ) -> Response:
-    rows = results.experiment_rows(session=session)
+    rows = results.experiment_rows(session=session, viewer=user)
     if q:
         rows = [r for r in rows if q.lower() in r["name"].lower() or q.lower() in r["description"].lower()]
     if status:
@@ -80,6 +80,7 @@ def _new_page(
 @router.get("/experiments/new", response_class=HTMLResponse)
 def new_experiment_page(
     request: Request,
+    user: Researcher,
     session: SessionDep,
     preset: str = "quickstart",
     from_: Annotated[uuid.UUID | None, Query(alias="from", description="start from this experiment's config")] = None,
@@ -88,18 +89,24 @@ def new_experiment_page(
     if from_ is None:
         return _new_page(request, forms.form_values(forms.preset_config(preset)), {}, preset)
     experiment = runs.get_experiment(session=session, experiment_id=from_)
+    if not can_see(experiment, user):
+        raise NotFound(f"no experiment with id {from_}")
     values = forms.form_values(RunConfig.model_validate(experiment.config))
     return _new_page(request, values | {"description": experiment.description}, {}, "")
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
-async def create_from_form(request: Request, session: SessionDep, celery: CeleryDep) -> Response:
+async def create_from_form(request: Request, user: Researcher, session: SessionDep, celery: CeleryDep) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     cfg, _raw, errors = forms.validate_form(form)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
         return _new_page(request, form, errors, "")
     experiment = runs.create_experiment(
-        session=session, data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg)
+        session=session,
+        data=ExperimentCreate(
+            name=cfg.name, description=form.get("description", ""), shared=form.get("shared") == "on", config=cfg
+        ),
+        owner=user,
     )
     try:
         federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id)
@@ -108,7 +115,7 @@ async def create_from_form(request: Request, session: SessionDep, celery: Celery
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 
-@router.post("/experiments/preview")
+@router.post("/experiments/preview", dependencies=[Depends(as_researcher)])
 async def preview(request: Request) -> JSONResponse:
     """The config a form describes, as YAML and JSON, with its errors per field (the live preview)."""
     form = {k: str(v) for k, v in (await request.form()).items()}
@@ -129,7 +136,7 @@ _DATA_FIELDS = {
 }
 
 
-@router.post("/experiments/check")
+@router.post("/experiments/check", dependencies=[Depends(as_researcher)])
 async def check_form(request: Request, celery: CeleryDep) -> JSONResponse:
     """The form's "Check data" button: config errors per field, or the worker's data check."""
     form = {k: str(v) for k, v in (await request.form()).items()}
@@ -144,13 +151,13 @@ async def check_form(request: Request, celery: CeleryDep) -> JSONResponse:
     return JSONResponse({"errors": placed, "check": report.model_dump(mode="json")})
 
 
-@router.post("/experiments/{experiment_id}/launch")
+@router.post("/experiments/{experiment_id}/launch", dependencies=[CanWriteExperiment])
 def relaunch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Response:
     federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 
-@router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+@router.get("/experiments/{experiment_id}", response_class=HTMLResponse, dependencies=[CanReadExperiment])
 def experiment_page(request: Request, experiment_id: uuid.UUID, session: SessionDep) -> Response:
     experiment = runs.get_experiment(session=session, experiment_id=experiment_id)
     return templates.TemplateResponse(
@@ -164,7 +171,7 @@ def experiment_page(request: Request, experiment_id: uuid.UUID, session: Session
     )
 
 
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
+@router.get("/runs/{run_id}", response_class=HTMLResponse, dependencies=[CanReadRun])
 def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Response:
     run = runs.get_run(session=session, run_id=run_id)
     siblings = [r for r in run.experiment.runs if r.id != run.id]
@@ -184,9 +191,11 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Respon
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, session: SessionDep, runs_: Annotated[str, Query(alias="runs")] = "") -> Response:
+def compare_page(
+    request: Request, user: Viewer, session: SessionDep, runs_: Annotated[str, Query(alias="runs")] = ""
+) -> Response:
     picked = [uuid.UUID(p) for p in runs_.split(",") if _is_uuid(p)]
-    table = results.compare(session=session, run_ids=picked) if picked else []
+    table = results.compare(session=session, run_ids=picked, viewer=user) if picked else []
     return templates.TemplateResponse(
         request,
         "compare.html",
@@ -194,12 +203,12 @@ def compare_page(request: Request, session: SessionDep, runs_: Annotated[str, Qu
             "table": table,
             "picked": [str(p) for p in picked],
             "best": results.best_of(table),
-            "choices": results.experiment_rows(session=session),
+            "choices": results.experiment_rows(session=session, viewer=user),
         },
     )
 
 
-@router.post("/compare")
+@router.post("/compare", dependencies=[Depends(as_viewer)])
 def compare_form(runs_: Annotated[list[str] | None, Form(alias="runs")] = None) -> Response:
     return RedirectResponse(f"/compare?runs={','.join(runs_ or [])}", status_code=303)
 

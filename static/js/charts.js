@@ -51,8 +51,14 @@ const FL = {
     return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
   },
 
+  // State-changing requests carry the session's CSRF token (base.html puts it in a meta tag).
+  withCsrf(options = {}) {
+    const token = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+    return { ...options, headers: { ...(options.headers ?? {}), "X-CSRF-Token": token } };
+  },
+
   async json(url, options) {
-    const response = await fetch(url, options);
+    const response = await fetch(url, options && options.method && options.method !== "GET" ? FL.withCsrf(options) : options);
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
       throw new Error(typeof body.detail === "string" ? body.detail : `${response.status} ${response.statusText}`);

@@ -91,7 +91,8 @@
       event.preventDefault();
       const round = Number(document.getElementById("gradcam-request-round").value);
       try {
-        await fetchJson(`/api/runs/${runId}/gradcam?round=${round}`, { method: "POST" });
+        const token = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+        await fetchJson(`/api/runs/${runId}/gradcam?round=${round}`, { method: "POST", headers: { "X-CSRF-Token": token } });
         polls = 0;
         await load(round);
       } catch (error) { note.hidden = false; note.textContent = `Could not explain round ${round}: ${error.message}`; }

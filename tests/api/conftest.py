@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.orm import Session
 
+from app.auth import accounts
 from app.db import get_session
 from app.main import create_app
 from app.migrate import upgrade
+from app.models import Role
 from app.settings import Settings
 from tests.services import database_name, ensure_database, postgres_url, redis_url
 
@@ -62,27 +65,44 @@ def settings(tmp_path: Path, engine: Engine) -> Settings:
     return Settings(database_url=DATABASE_URL, broker_url=BROKER_URL, data_dir=tmp_path, stale_after_s=STALE_AFTER_S)
 
 
+def bearer(session: Session, name: str, role: Role) -> dict[str, str]:
+    """Headers that authenticate as a (new or existing) user of that name and role."""
+    user = accounts.ensure_user(session=session, name=name, role=role)
+    issued = accounts.issue_token(session=session, user=user, name="test", lifetime=timedelta(days=1))
+    return {"Authorization": f"Bearer {issued.secret}"}
+
+
 @pytest.fixture
-def make_client(session: Session, broker: redis.Redis) -> Callable[[Settings], TestClient]:
+def admin_headers(session: Session) -> dict[str, str]:
+    return bearer(session, "test-admin", Role.ADMIN)
+
+
+@pytest.fixture
+def make_client(
+    session: Session, broker: redis.Redis, admin_headers: dict[str, str]
+) -> Callable[..., TestClient]:
     """A TestClient for these settings whose requests share the test's rolled-back session.
+
+    It signs its requests as an admin with a bearer token unless ``headers`` says otherwise ({} for anonymous):
+    the authorization rules themselves are tested in test_authorization.py.
 
     The client is not entered as a context manager, so the app's lifespan does not run: its stale-run
     watchdog would open its own database sessions outside the test transaction and enqueue requeued
     runs into its Redis db at times the tests do not control, making the queue contents flaky.
     """
 
-    def make(settings: Settings) -> TestClient:
+    def make(settings: Settings, headers: dict[str, str] | None = None) -> TestClient:
         app = create_app(settings)
 
         def test_session() -> Iterator[Session]:
             yield session
 
         app.dependency_overrides[get_session] = test_session
-        return TestClient(app)
+        return TestClient(app, headers=admin_headers if headers is None else headers)
 
     return make
 
 
 @pytest.fixture
-def client(make_client: Callable[[Settings], TestClient], settings: Settings) -> TestClient:
+def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
     return make_client(settings)

@@ -26,22 +26,26 @@ from tests.api.pagetree import form_state, page
 # --- new experiment ---------------------------------------------------------------------------------------------
 
 
+#: the form's inputs besides the config: description, sharing, and the CSRF token (empty: tests use bearer tokens)
+NOT_CONFIG = {"description": "", "shared": "", "csrf_token": ""}
+
+
 def test_new_experiment_form_has_the_quick_start_values_in_45_config_fields_and_a_description(
     client: TestClient,
 ) -> None:
     form = page(client.get("/experiments/new")).by_id("experiment-form")
 
     fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
-    assert len(fields) == 46  # 45 config fields (10 of them for csv sources) and the description
-    assert form_state(form) == QUICKSTART_FORM | {"description": ""}
+    assert len(fields) == 48  # 45 config fields (10 of them for csv sources), description, sharing, CSRF token
+    assert form_state(form) == QUICKSTART_FORM | NOT_CONFIG
 
 
 def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) -> None:
     root = page(client.get("/experiments/new"))
 
-    fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea")]
+    fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea") and e.attrs.get("type") != "hidden"]
     labels = {label.attrs.get("for"): label.text for label in root.find_all("label")}
-    assert len(fields) == 46
+    assert len(fields) == 47
     for element in fields:
         assert labels.get(element.attrs.get("id")), element.attrs
 
@@ -50,7 +54,7 @@ def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) 
 def test_each_preset_prefills_the_form(client: TestClient, preset: str) -> None:
     root = page(client.get("/experiments/new", params={"preset": preset}))
 
-    assert form_state(root.by_id("experiment-form")) == PRESET_FORMS[preset] | {"description": ""}
+    assert form_state(root.by_id("experiment-form")) == PRESET_FORMS[preset] | NOT_CONFIG
     links = root.find("nav", class_="presets").find_all("a")
     assert [a.attrs["href"] for a in links] == [
         "/experiments/new?preset=quickstart",
@@ -94,7 +98,7 @@ def test_posting_an_invalid_form_shows_the_error_next_to_its_field_and_keeps_the
     assert error.parent is rounds.parent
     assert rounds.attrs["aria-invalid"] == "true"
     assert root.by_id("form-errors").find("strong").text == "1 field to fix"
-    assert form_state(root.by_id("experiment-form")) == sent
+    assert form_state(root.by_id("experiment-form")) == sent | {"shared": "", "csrf_token": ""}
     assert session.scalar(select(func.count()).where(Experiment.name == "my-study")) == 0
     assert broker.llen("runs") == 0
 

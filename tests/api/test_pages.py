@@ -277,7 +277,7 @@ def test_experiment_page_lists_its_runs_with_best_auc_and_its_config(client: Tes
     assert "2/3 rounds, best AUC 0.910" in item.text
     shown = yaml.safe_load(root.find("pre", class_="config").raw_text)
     assert (shown["name"], shown["federation"]["clients"], shown["federation"]["rounds"]) == ("pneumonia-iid", 4, 3)
-    assert root.find("form").attrs["action"] == f"/experiments/{experiment.id}/launch"
+    assert root.find("main").find("form").attrs["action"] == f"/experiments/{experiment.id}/launch"
 
 
 def test_experiment_page_without_runs_invites_to_launch(client: TestClient, session: Session) -> None:

@@ -1,0 +1,1 @@
+"""Accounts, roles, API tokens, browser sessions, CSRF and the audit log."""
