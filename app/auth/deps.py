@@ -73,24 +73,15 @@ async def _principal(request: Request, session: SessionDep, settings: SettingsDe
         raise Unauthenticated("sign in first")
     principal = Principal(user=web.user, via="session", csrf_token=web.csrf_token)
     if request.method not in SAFE_METHODS:
+        refusal = None
         if not same_origin(request):
-            audit.record(
-                session=session,
-                user=web.user,
-                action=action,
-                outcome="cross-origin request refused",
-                client_ip=client_ip(request),
-            )
-            raise Forbidden("cross-origin request refused: send it from the fedlens dashboard itself")
-        if await _csrf_token_sent(request) != web.csrf_token:
-            audit.record(
-                session=session,
-                user=web.user,
-                action=action,
-                outcome="missing or wrong CSRF token",
-                client_ip=client_ip(request),
-            )
-            raise Forbidden("the form has expired or did not come from fedlens: reload the page and try again")
+            refusal = ("cross-origin request refused", "send it from the fedlens dashboard itself")
+        elif await _csrf_token_sent(request) != web.csrf_token:
+            refusal = ("missing or wrong CSRF token", "the form has expired or did not come from fedlens")
+        if refusal is not None:
+            outcome, advice = refusal
+            audit.record(session=session, user=web.user, action=action, outcome=outcome, client_ip=client_ip(request))
+            raise Forbidden(f"{outcome}: {advice}; reload the page and try again")
     return principal
 
 

@@ -78,9 +78,7 @@ def admin_headers(session: Session) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_client(
-    session: Session, broker: redis.Redis, admin_headers: dict[str, str]
-) -> Callable[..., TestClient]:
+def make_client(session: Session, broker: redis.Redis, admin_headers: dict[str, str]) -> Callable[..., TestClient]:
     """A TestClient for these settings whose requests share the test's rolled-back session.
 
     It signs its requests as an admin with a bearer token unless ``headers`` says otherwise ({} for anonymous):

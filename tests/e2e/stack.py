@@ -52,6 +52,13 @@ class StoredRound:
     weights_sha256: str | None
 
 
+def create_token(env: dict[str, str], user: str, role: str = "admin") -> str:
+    """A bearer token from ``fedlens token create`` on the deployment's database, as an operator's script would."""
+    args = [sys.executable, "-m", "worker.cli", "token", "create", "--user", user, "--role", role]
+    result = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return result.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,9 +78,14 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
 class ServiceApi:
     """The REST API of a running deployment, with the waits that tests need."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str = "") -> None:
         self.url = url
         self.http = httpx.Client(base_url=url, timeout=30)
+        if token:
+            self.authenticate(token)
+
+    def authenticate(self, token: str) -> None:
+        self.http.headers["Authorization"] = f"Bearer {token}"
 
     def launch(self, config: dict[str, Any]) -> dict[str, Any]:
         created = self.http.post("/api/experiments", json={"config": config})
@@ -109,7 +121,11 @@ class ServiceApi:
     def events(self, run_id: str, since: int = 0, timeout_s: float = 240) -> Iterator[tuple[str, dict[str, Any]]]:
         """Parse the SSE stream into (event, data) pairs until the server closes it."""
         with httpx.stream(
-            "GET", f"{self.url}/api/runs/{run_id}/events", params={"since": since}, timeout=timeout_s
+            "GET",
+            f"{self.url}/api/runs/{run_id}/events",
+            params={"since": since},
+            headers=self.http.headers,
+            timeout=timeout_s,
         ) as response:
             assert response.status_code == 200
             kind = None
@@ -139,6 +155,7 @@ class Stack(ServiceApi):
     def start_api(self) -> None:
         self._spawn("api", [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)])
         wait_for(self._healthy, 30, "the API's /healthz")
+        self.authenticate(create_token(self.env, "e2e"))
 
     def _healthy(self) -> bool:
         try:

@@ -4,9 +4,11 @@ run trained to the end that several modules look at."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import tiny_config
-from tests.e2e.stack import ROOT, ServiceApi, free_port, wait_for
+from tests.e2e.stack import ROOT, ServiceApi, create_token, free_port, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("FEDLENS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
@@ -45,7 +47,8 @@ class Page:
     """A browser tab that records console errors and failed requests."""
 
     def __init__(self, browser: Any, base: str, viewport: dict[str, int] = LAPTOP) -> None:
-        self.page = browser.new_page(viewport=viewport)
+        self.page = browser.new_page()  # a tab of the signed-in browser context
+        self.page.set_viewport_size(viewport)
         self.base = base
         self.problems: list[str] = []
         self.page.on(
@@ -83,8 +86,20 @@ class Page:
         return list(self.page.evaluate(f"() => document.getElementById('{chart}').data.map((t) => t.name)"))
 
 
+@dataclass(frozen=True)
+class Deployment:
+    url: str
+    env: dict[str, str]
+    signin_link: str  # the one-time admin link `fedlens up` printed on its first start
+
+
 @pytest.fixture(scope="package")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(deployment: Deployment) -> str:
+    return deployment.url
+
+
+@pytest.fixture(scope="package")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Shared by every module here (starting one and warming its workers costs seconds); each test makes its own
     experiments, and test_dashboard.py, collected first, finds the server empty."""
     folder = tmp_path_factory.mktemp("fedlens-up")
@@ -116,7 +131,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     try:
         wait_for(healthy, 60, "fedlens up to answer /healthz")
-        yield url
+        printed = (folder / "up.log").read_text()
+        link = re.search(r"first start: sign in as admin .* at (\S+)", printed)
+        assert link, printed
+        yield Deployment(url=url, env=env, signin_link=link.group(1))
     finally:
         process.terminate()
         try:
@@ -127,7 +145,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     home = tmp_path_factory.mktemp("chromium-home")
@@ -149,8 +167,20 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="package")
-def api(server: str) -> Iterator[ServiceApi]:
-    service = ServiceApi(server)
+def browser(chromium: Any, deployment: Deployment) -> Iterator[Any]:
+    """A browser context signed in as the first admin through the link `fedlens up` printed, as a new user would."""
+    context = chromium.new_context()
+    tab = context.new_page()
+    tab.goto(deployment.signin_link)
+    assert tab.url.endswith("/settings"), tab.url  # no password yet: the link leads to Settings
+    tab.close()
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="package")
+def api(deployment: Deployment) -> Iterator[ServiceApi]:
+    service = ServiceApi(deployment.url, create_token(deployment.env, "ui-script"))
     yield service
     service.http.close()
 
