@@ -208,6 +208,7 @@ def token_create(name: str, role: str, days: int | None, label: str) -> None:
     from datetime import timedelta
 
     from app.auth.accounts import ensure_user, issue_token
+    from app.auth.audit import record
     from app.auth.schemas import NAME_PATTERN
     from app.db import session_factory
     from app.migrate import upgrade as migrate
@@ -222,6 +223,7 @@ def token_create(name: str, role: str, days: int | None, label: str) -> None:
         issued = issue_token(
             session=session, user=user, name=label, lifetime=timedelta(days=days or settings.token_days)
         )
+        record(session=session, user=user, action="fedlens token create", outcome="ok", client_ip="command line")
     click.echo(issued.secret)
 
 

@@ -1,0 +1,1 @@
+"""Hospital sites: registry, enrollment, signed requests and the /api/site/ pull protocol."""
