@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
 
     @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 of the certificate the API serves (None without TLS), for site agents to pin."""
+        return None
+
+    @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'fedlens.db').resolve()}"
 
