@@ -6,6 +6,7 @@ without a rule here fails, so nobody adds an endpoint without deciding who may c
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from app.auth import accounts
 from app.main import create_app
 from app.models import Role, RunKind
 from app.settings import Settings
+from app.sites import registry
 from tests.api.conftest import bearer
 from tests.api.factories import add_experiment, add_run
 
@@ -32,6 +34,7 @@ ALLOWED = {
     "admin": {"admin"},
     "read-own": {"owner", "admin"},  # the owner's private experiment, its runs, its tokens
     "write-own": {"owner", "admin"},
+    "site": set(),  # the signed site protocol: no user credential opens it (tests/api/test_site_protocol.py)
 }
 
 RULES = {
@@ -85,6 +88,17 @@ RULES = {
     "POST /settings/users": "admin",
     "POST /settings/users/{user_id}": "admin",
     "GET /api/audit": "admin",
+    "GET /api/sites": "signed-in",
+    "POST /api/sites": "admin",
+    "POST /api/sites/{site_id}/rotate": "admin",
+    "POST /api/sites/{site_id}/disable": "admin",
+    "POST /api/sites/{site_id}/enable": "admin",
+    "POST /api/site/enroll": "public",  # its one-time token is the credential
+    "POST /api/site/heartbeat": "site",
+    "GET /api/site/tasks/next": "site",
+    "GET /api/site/weights/{sha256}": "site",
+    "PUT /api/site/blobs/{sha256}": "site",
+    "POST /api/site/tasks/{task_id}/result": "site",
 }
 
 #: the request each route gets: query string and body chosen so that no test launches real work
@@ -101,6 +115,8 @@ REQUESTS: dict[str, dict[str, object]] = {
     "POST /settings/users": {"data": {"name": "matrix-user-2", "role": "viewer"}},
     "POST /settings/users/{user_id}": {"data": {"role": "viewer"}},
     "PATCH /api/users/{user_id}": {"json": {}},
+    "POST /api/sites": {"json": {"name": "matrix-site"}},
+    "POST /api/site/enroll": {"json": {"token": "x" * 43, "public_key": "A" * 44, "agent_version": "1"}},
     "GET /api/compare": {"params": {"runs": "{run_id}"}},
     "GET /api/compare.csv": {"params": {"runs": "{run_id}"}},
     "GET /compare": {"params": {"runs": "{run_id}"}},
@@ -139,6 +155,9 @@ def world(session: Session) -> World:
         "token_id": str(spare_token.token.id),
         "user_id": str(spare_user.id),
         "file": "tp-0.png",
+        "site_id": str(registry.create_site(session=session, name="matrix-hospital").site.id),
+        "sha256": "0" * 64,
+        "task_id": str(uuid.uuid4()),
     }
     return World(headers=headers, ids=ids)
 
@@ -198,7 +217,7 @@ def test_authorization_matrix(
             ok = status != 403 and not location.startswith("/login?next=")
         elif principal in ALLOWED[access]:
             ok = not sign_in and status != 403 and (not refused_as_missing or key in HANDLER_404)
-        elif principal == "anonymous":
+        elif principal == "anonymous" or access == "site":
             ok = sign_in
         elif access in ("read-own", "write-own") and not (access == "write-own" and principal == "viewer"):
             ok = refused_as_missing
