@@ -1,0 +1,205 @@
+"""The site protocol through the API: enrollment, signed requests and each refusal, task isolation, uploads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import AuditEvent, Site, SiteTask, utcnow
+from app.settings import Settings
+from app.sites.protocol import body_sha256, public_key_text, sign
+from tests.api.factories import add_experiment, add_run
+
+HEARTBEAT = {
+    "agent_version": "0.1",
+    "hardware": {"cpus": 4, "memory_gb": 16.0, "gpus": []},
+    "datasets": [
+        {
+            "name": "chest",
+            "format": "image-folder",
+            "counts": {"train": {"negative": 30, "positive": 70}, "test": {"negative": 10, "positive": 10}},
+            "image_sizes": ["1024x1024"],
+            "fingerprint": "ab" * 32,
+            "split_seed": 7,
+        }
+    ],
+}
+
+
+@dataclass
+class Agent:
+    """A site's side of the wire, signing its requests as the real agent does."""
+
+    http: TestClient
+    site_id: str
+    key: Ed25519PrivateKey
+
+    def request(self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+        signed = sign(self.key, self.site_id, method, target, body_sha256(body))
+        return self.http.request(method, target, content=body, headers=signed | (headers or {}))
+
+    def post(self, target: str, payload: object) -> Response:
+        return self.request("POST", target, json.dumps(payload).encode(), {"content-type": "application/json"})
+
+
+@pytest.fixture
+def anonymous(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
+    return make_client(settings, headers={})
+
+
+@pytest.fixture
+def enroll(client: TestClient, anonymous: TestClient) -> Callable[[str], Agent]:
+    def make(name: str) -> Agent:
+        invitation = client.post("/api/sites", json={"name": name}).json()
+        key = Ed25519PrivateKey.generate()
+        body = {"token": invitation["enrollment_token"], "public_key": public_key_text(key), "agent_version": "0.1"}
+        enrolled = anonymous.post("/api/site/enroll", json=body)
+        assert enrolled.status_code == 201, enrolled.text
+        return Agent(anonymous, enrolled.json()["site_id"], key)
+
+    return make
+
+
+def test_an_enrollment_token_works_once_and_only_before_it_expires(
+    client: TestClient, anonymous: TestClient, session: Session
+) -> None:
+    invitations = [client.post("/api/sites", json={"name": name}).json() for name in ("a", "b")]
+    site_b = session.get(Site, uuid.UUID(invitations[1]["id"]))
+    assert site_b is not None
+    site_b.enrollment_expires_at = utcnow() - timedelta(seconds=1)
+    session.commit()
+
+    def enroll(token: str) -> int:
+        key = public_key_text(Ed25519PrivateKey.generate())
+        body = {"token": token, "public_key": key, "agent_version": "0.1"}
+        return anonymous.post("/api/site/enroll", json=body).status_code
+
+    assert [enroll(invitations[0]["enrollment_token"]), enroll(invitations[0]["enrollment_token"])] == [201, 401]
+    assert enroll(invitations[1]["enrollment_token"]) == 401
+    assert session.scalar(select(Site.enrollment_sha256).where(Site.name == "a")) is None  # only a hash, then none
+
+
+def test_a_signed_heartbeat_marks_the_site_online_with_its_dataset_counts(
+    enroll: Callable[[str], Agent], client: TestClient
+) -> None:
+    agent = enroll("hospital-a")
+
+    assert agent.post("/api/site/heartbeat", HEARTBEAT).status_code == 200
+
+    (site,) = client.get("/api/sites").json()
+    assert (site["name"], site["online"], site["enrolled"]) == ("hospital-a", True, True)
+    assert site["datasets"][0]["counts"]["train"] == {"negative": 30, "positive": 70}
+
+
+def test_unsigned_replayed_and_wrongly_signed_requests_get_401_and_are_audited(
+    enroll: Callable[[str], Agent], anonymous: TestClient, session: Session
+) -> None:
+    agent = enroll("hospital-a")
+    body = json.dumps(HEARTBEAT).encode()
+    signed = sign(agent.key, agent.site_id, "POST", "/api/site/heartbeat", body_sha256(body))
+    headers = signed | {"content-type": "application/json"}
+
+    first = anonymous.post("/api/site/heartbeat", content=body, headers=headers)
+    replayed = anonymous.post("/api/site/heartbeat", content=body, headers=headers)
+    unsigned = anonymous.post("/api/site/heartbeat", json=HEARTBEAT)
+    impostor = Agent(anonymous, agent.site_id, Ed25519PrivateKey.generate()).post("/api/site/heartbeat", HEARTBEAT)
+    tampered = anonymous.post(
+        "/api/site/heartbeat",
+        content=body + b" ",
+        headers=sign(agent.key, agent.site_id, "POST", "/api/site/heartbeat", body_sha256(body))
+        | {"content-type": "application/json"},
+    )
+
+    assert [r.status_code for r in (first, replayed, unsigned, impostor, tampered)] == [200, 401, 401, 401, 401]
+    assert "replayed" in replayed.json()["detail"]
+    outcomes = session.scalars(select(AuditEvent.outcome).where(AuditEvent.actor == "site:hospital-a")).all()
+    assert "replayed request" in outcomes and "wrong signature" in outcomes
+
+
+def test_a_disabled_site_and_a_rotated_key_are_refused(enroll: Callable[[str], Agent], client: TestClient) -> None:
+    disabled, rotated = enroll("hospital-a"), enroll("hospital-b")
+
+    client.post(f"/api/sites/{disabled.site_id}/disable")
+    invitation = client.post(f"/api/sites/{rotated.site_id}/rotate").json()
+
+    assert disabled.post("/api/site/heartbeat", HEARTBEAT).json()["detail"].endswith("disabled site")
+    assert "rotated" in rotated.post("/api/site/heartbeat", HEARTBEAT).json()["detail"]
+    assert len(invitation["enrollment_token"]) > 40  # a new token to enroll the new key
+
+
+def _task(session: Session, site_id: str, run_id: uuid.UUID, weights: str, **fields: object) -> SiteTask:
+    fields = {"deadline": utcnow() + timedelta(minutes=5)} | fields
+    task = SiteTask(
+        run_id=run_id,
+        round=1,
+        client_id="1",
+        site_id=uuid.UUID(site_id),
+        kind="train",
+        dataset="chest",
+        weights_sha256=weights,
+        settings={"image_size": 32, "model": {}, "local_epochs": 1, "seed": 1},
+        **fields,
+    )
+    session.add(task)
+    session.commit()
+    return task
+
+
+def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agent], session: Session) -> None:
+    a, b = enroll("hospital-a"), enroll("hospital-b")
+    run = add_run(session, add_experiment(session))
+    theirs = _task(session, b.site_id, run.id, "b" * 64)
+    mine = _task(session, a.site_id, run.id, "a" * 64)
+
+    claimed = a.request("GET", "/api/site/tasks/next?wait=0")
+    nothing = a.request("GET", "/api/site/tasks/next?wait=0")
+
+    assert claimed.json()["id"] == str(mine.id) and nothing.status_code == 204
+    assert a.request("GET", f"/api/site/weights/{'b' * 64}").status_code == 403
+    assert a.post(f"/api/site/tasks/{theirs.id}/result", {"num_examples": 1, "error": "x"}).status_code == 403
+
+
+def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enroll: Callable[[str], Agent]) -> None:
+    agent = enroll("hospital-a")
+    content = b"weights" * 1000
+    sha = body_sha256(content)
+
+    first = agent.request("PUT", f"/api/site/blobs/{sha}", content)
+    again = agent.request("PUT", f"/api/site/blobs/{sha}", content)
+    changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
+
+    assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 422)
+    assert "changed on the way" in changed.json()["detail"]
+
+
+def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_recorded_late(
+    enroll: Callable[[str], Agent], session: Session
+) -> None:
+    agent = enroll("hospital-a")
+    agent.post("/api/site/heartbeat", HEARTBEAT)  # declares 100 training images in "chest"
+    run = add_run(session, add_experiment(session))
+    on_time = _task(session, agent.site_id, run.id, "c" * 64, status="taken")
+    late = _task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
+    content = b"update"
+    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
+    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+
+    too_many = agent.post(f"/api/site/tasks/{on_time.id}/result", result | {"num_examples": 101})
+    accepted = agent.post(f"/api/site/tasks/{on_time.id}/result", result)
+    after_deadline = agent.post(f"/api/site/tasks/{late.id}/result", result)
+
+    assert too_many.status_code == 422 and "exceeds the 100 training images" in too_many.json()["detail"]
+    assert accepted.json() == {"accepted": True, "late": False}
+    assert after_deadline.json() == {"accepted": True, "late": True}
+    session.refresh(late)
+    assert late.status == "late"
