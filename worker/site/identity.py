@@ -69,7 +69,7 @@ def parse_server(url: str, *, insecure_http: bool) -> ServerAddress:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SiteError(f"--server {url!r}: expected https://host:port")
     if parts.scheme == "http" and not insecure_http:
-        raise SiteError("--server uses http://: the site agent talks to its server over https only")
+        raise SiteError(f"{url}: the site agent talks to its server over https only (--insecure-http is for tests)")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise SiteError(f"--server {url!r}: give the server's origin only (https://host:port), no path or query")
     port = parts.port or (443 if parts.scheme == "https" else 80)
