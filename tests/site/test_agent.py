@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -180,3 +182,30 @@ def test_a_failure_is_reported_without_paths_or_file_names(error: Exception, rep
 
     assert text.startswith(reported)
     assert MARKER not in text and "/srv" not in text
+
+
+def test_an_unreachable_server_is_retried_with_back_off_without_crashing(
+    enrolled: SiteIdentity, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = write_image_folder(tmp_path / "chest", per_class=5)
+    data = SiteData(site_config(None, [f"chest=image-folder:{images}"]), enrolled.folder)
+    data.prepare()
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    gone = dataclasses.replace(
+        enrolled, server=dataclasses.replace(enrolled.server, port=port, url=f"https://127.0.0.1:{port}")
+    )
+    agent = Agent(gone, data, TaskRunner(data), heartbeat_s=0.2, wait_s=1)
+    thread = threading.Thread(target=agent.run)
+
+    thread.start()
+    time.sleep(2.5)
+    alive = thread.is_alive()
+    agent.stop.set()
+    thread.join(10)
+
+    assert alive and not thread.is_alive()
+    failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("polling for work failed")]
+    assert [message.rsplit(" in ", 1)[1] for message in failures[:2]] == ["1 s", "2 s"]  # the pauses double
+    assert all("ConnectError" in message for message in failures)
