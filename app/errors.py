@@ -46,10 +46,26 @@ class BadRequest(DomainError):
     status_code = 422
 
 
+class FieldErrors(BadRequest):
+    """Fields of a valid request body that the service refuses (data outside the data roots), answered in the
+    shape of a validation 422 so that clients and forms place each message at its field. Never echoes the input."""
+
+    def __init__(self, errors: dict[tuple[str, ...], str], kind: str) -> None:
+        super().__init__("; ".join(f"{'.'.join(loc)}: {message}" for loc, message in errors.items()))
+        self.errors, self.kind = errors, kind
+
+    def details(self) -> list[dict[str, object]]:
+        return [
+            {"field": ".".join(loc), "message": message, "type": self.kind, "loc": ["body", *loc], "msg": message}
+            for loc, message in self.errors.items()
+        ]
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+        detail = error.details() if isinstance(error, FieldErrors) else error.detail
+        return JSONResponse({"detail": detail}, status_code=error.status_code)
 
 
 class Unavailable(DomainError):

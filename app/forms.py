@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from app.run_config import DataSource, RunConfig, SizesPartition
+from app.run_config import DataSource, RunConfig, SizesPartition, paths_outside_roots
 
 # The form's presets are the example configs that `fedlens run` takes, so the two cannot disagree. They live in
 # examples/ next to app/, as templates/ and static/ do: `pip install -e .` and the Docker image (which copies the
@@ -258,11 +258,17 @@ def field_errors(error: ValidationError) -> dict[str, str]:
     return errors
 
 
-def validate_form(form: Mapping[str, str]) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
-    """(config or None, the raw config, errors per field)."""
+def validate_form(
+    form: Mapping[str, str], roots: Sequence[Path] | None = None
+) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
+    """(config or None, the raw config, errors per field); with ``roots`` (the service's data roots), a data path
+    outside them is an error at its field too."""
     raw, parse_errors = config_from_form(form)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as error:
         return None, raw, field_errors(error) | parse_errors
-    return (None, raw, parse_errors) if parse_errors else (cfg, raw, {})
+    errors = dict(parse_errors)
+    if roots is not None:
+        errors |= {".".join(loc): message for loc, message in paths_outside_roots(cfg, roots).items()}
+    return (None, raw, errors) if errors else (cfg, raw, {})

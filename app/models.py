@@ -15,6 +15,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -280,4 +281,53 @@ class ClientRound(Base):
         ),
         CheckConstraint(f"status IN ({', '.join(repr(s) for s in CLIENT_STATUSES)})", name="status_known"),
         CheckConstraint("event IS NULL OR event IN ('joined', 'left')", name="event_known"),
+    )
+
+
+class Site(Base):
+    """A hospital's agent: its Ed25519 public key once enrolled, and what its last heartbeat said."""
+
+    __tablename__ = "site"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[str | None] = mapped_column(String(60))  # raw Ed25519 key, base64; None until enrolled
+    #: SHA-256 of the one-time enrollment token (None once used); a key rotation issues a new one
+    enrollment_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    enrollment_expires_at: Mapped[datetime | None]
+    enrolled_at: Mapped[datetime | None]
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+    agent_version: Mapped[str | None] = mapped_column(String(40))
+    hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    datasets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # protocol.DatasetSummary dumps
+    busy_with: Mapped[uuid.UUID | None]
+
+
+class SiteTask(Base):
+    """One piece of work for one site in one round; the site pulls it and posts its result."""
+
+    __tablename__ = "site_task"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int]
+    client_id: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # train | statistics | evaluate
+    dataset: Mapped[str] = mapped_column(String(64))
+    weights_sha256: Mapped[str] = mapped_column(String(64))  # the global weights file the site starts from
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)  # protocol.TaskSettings
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # protocol.TaskResult
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline: Mapped[datetime]
+    taken_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_site_task_site_status", "site_id", "status"),
+        CheckConstraint("status IN ('queued', 'taken', 'done', 'failed', 'late', 'expired')", name="status_known"),
+        CheckConstraint("kind IN ('train', 'statistics', 'evaluate')", name="kind_known"),
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
@@ -284,3 +287,52 @@ def describe_errors(error: ValidationError) -> list[str]:
             shown += f"; allowed fields: {', '.join(allowed_fields(item['loc']))}"
         lines.append(f"{path}: {item['msg']}{shown}")
     return lines
+
+
+class OutsideDataRoots(ValueError):
+    """A data path that resolves outside every data root. The message names the roots and nothing about the path,
+    so two refused paths read the same whether or not they exist."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        shown = ", ".join(str(root) for root in roots) or "none are configured"
+        super().__init__(
+            f"outside the data roots ({shown}); training data is read only under them: move the data into one, "
+            "or ask the administrator to add its folder to FEDLENS_DATA_ROOTS"
+        )
+
+
+def within_roots(path: str | os.PathLike[str], roots: Sequence[Path]) -> Path:
+    """The path to open: ``..`` removed as written, then symbolic links followed (a relative path starts at the
+    working directory). Raises OutsideDataRoots unless it lies in one of ``roots``.
+
+    Removing ``..`` first means nothing outside the roots is ever looked at to decide. Open the returned path, not
+    ``path``: it is the one checked. The service's workers and the hospital site agent call this with their roots.
+    """
+    try:
+        resolved = Path(os.path.realpath(os.path.abspath(path)))
+    except ValueError as error:  # a NUL byte: refused like any other path outside
+        raise OutsideDataRoots(roots) from error
+    if not any(resolved.is_relative_to(os.path.realpath(root)) for root in roots):
+        raise OutsideDataRoots(roots)
+    return resolved
+
+
+def paths_outside_roots(cfg: RunConfig, roots: Sequence[Path]) -> dict[tuple[str, ...], str]:
+    """Each data field of ``cfg`` that leads outside ``roots``, by its location in the config, with the reason.
+
+    An image folder is checked with its split too, since the split is a sub-folder that could climb out.
+    """
+    problems: dict[tuple[str, ...], str] = {}
+    for name, source, default_split in (("train", cfg.data.train, "train"), ("test", cfg.data.test, "test")):
+        if source is None or source.path is None:
+            continue
+        checks: list[tuple[str, str | Path, str]] = [("path", source.path, "this path is")]
+        if source.format == "image-folder":
+            checks.append(("split", Path(source.path) / (source.split or default_split), "the folder of this split is"))
+        for field, path, what in checks:
+            try:
+                within_roots(path, roots)
+            except OutsideDataRoots as error:
+                problems[("data", name, field)] = f"{what} {error}"
+                break
+    return problems

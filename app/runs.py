@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.auth.policy import visible_to
 from app.broker import client_for, enqueue_run
+from app.data_roots import require_within
 from app.db import session_factory
 from app.errors import InvalidTransition, NotFound, Unavailable
 from app.models import Experiment, Run, RunKind, RunStatus, User, utcnow
@@ -24,7 +27,9 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_experiment(*, session: Session, data: ExperimentCreate, owner: User) -> Experiment:
+def create_experiment(*, session: Session, data: ExperimentCreate, owner: User, roots: Sequence[Path]) -> Experiment:
+    """Store the experiment, owned by ``owner``; its data must lie under ``roots`` (FieldErrors otherwise)."""
+    require_within(data.config, roots)
     experiment = Experiment(
         name=data.name or data.config.name,
         description=data.description,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import json
+import os
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -24,8 +27,47 @@ class Settings(BaseSettings):
     client_timeout_s: float = Field(3600.0, gt=0, description="longest wait for one round's client tasks")
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="an idle browser session ends after this")
     token_days: int = Field(90, ge=1, le=3650, description="default lifetime of a new API token")
+    data_roots: Annotated[tuple[Path, ...] | None, NoDecode] = Field(
+        None,
+        description="the only folders workers read training data from: absolute paths, as a JSON list or separated "
+        "by os.pathsep; default: data_dir/datasets and ./data (resolved at start)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _roots_from_text(cls, value: Any) -> Any:
+        """FEDLENS_DATA_ROOTS as a JSON list or as a PATH-style list; empty means the default."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        if not value.lstrip().startswith("["):
+            return value.split(os.pathsep)
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"a JSON list of folders was expected ({error.msg} at character {error.pos})") from error
+
+    @field_validator("data_roots")
+    @classmethod
+    def _absolute(cls, roots: tuple[Path, ...] | None) -> tuple[Path, ...] | None:
+        relative = [str(root) for root in roots or () if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"data roots must be absolute folders, got {relative}")
+        return roots
+
+    @cached_property
+    def roots(self) -> tuple[Path, ...]:
+        """The data roots with their links resolved, fixed at first use: the default's ./data is this directory."""
+        roots = self.data_roots if self.data_roots is not None else (self.data_dir / "datasets", Path("data"))
+        return tuple(Path(os.path.realpath(root)) for root in roots)
+
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 of the certificate the API serves (None without TLS), for site agents to pin."""
+        return None
 
     @property
     def database(self) -> str:

@@ -60,7 +60,7 @@ def experiment_config(npz: Path, rounds: int) -> dict[str, Any]:
 def in_process(cfg: RunConfig, folder: Path) -> float:
     from worker.context import context_for
 
-    ctx = context_for(cfg)  # cached: the second call reuses the traced model, as a warm worker does
+    ctx = context_for(cfg, roots=None)  # cached: the second call reuses the traced model, as a warm worker does
     fed, trainer = ctx.federation, ctx.trainer
     clients = {c.client_id: c for c in fed.clients}
     started = time.perf_counter()
@@ -248,6 +248,7 @@ def main() -> None:
             upgrade(database)
             broker = f"redis+socket://{data / 'redis.sock'}"
             env = {"FEDLENS_DATA_DIR": str(data), "FEDLENS_DATABASE_URL": database, "FEDLENS_BROKER_URL": broker}
+            env["FEDLENS_DATA_ROOTS"] = str(tmp)  # the subset it trains on
             embedded = measure(
                 "embedded", env, Settings(database_url=database, broker_url=broker), config, args.repeats, tmp
             )
@@ -257,6 +258,7 @@ def main() -> None:
         upgrade(PG_BENCH)
         redis.Redis.from_url(REDIS_BENCH).flushdb()
         env = {"FEDLENS_DATA_DIR": str(tmp / "pg"), "FEDLENS_DATABASE_URL": PG_BENCH, "FEDLENS_BROKER_URL": REDIS_BENCH}
+        env["FEDLENS_DATA_ROOTS"] = str(tmp)
         postgres = measure(
             "postgres-redis", env, Settings(database_url=PG_BENCH, broker_url=REDIS_BENCH), config, args.repeats, tmp
         )

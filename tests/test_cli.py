@@ -76,6 +76,33 @@ def test_validate_names_a_data_problem_and_exits_with_2(tmp_path: Path) -> None:
     assert errors.strip() == f"Error: data.train: {missing}: no such .npz file"
 
 
+def test_validate_with_data_roots_refuses_a_path_outside_them_as_the_service_would(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    text = f"data: {{train: {{format: image-folder, path: '{root / 'escape'}'}}}}\n"
+
+    code, output, errors = validate(tmp_path, text, "--data-root", str(root))
+
+    assert (code, output) == (2, "")
+    assert errors.startswith(f"Error: data.train.path: this path is outside the data roots ({root}); ")
+    assert validate(tmp_path, text, "--skip-data")[0] == 0  # without roots, as `fedlens run`, the link is followed
+
+
+def test_validate_with_data_roots_refuses_an_image_linked_from_outside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    data = root / "d.npz"
+    root.mkdir()
+    np.savez(tmp_path / "real.npz", images=np.zeros((200, 16, 16), np.uint8), labels=np.repeat([0, 1], 100))
+    data.symlink_to(tmp_path / "real.npz")
+    text = f"data: {{train: {{format: npz, path: '{root}/sub/../d.npz'}}}}\n"
+
+    code, _, errors = validate(tmp_path, text, "--data-root", str(root))
+
+    assert code == 2 and "data.train.path: this path is outside the data roots" in errors
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -27,6 +27,8 @@ TABLES = {
     "api_token",
     "web_session",
     "audit_event",
+    "site",
+    "site_task",
 }
 
 

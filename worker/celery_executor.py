@@ -19,13 +19,14 @@ from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from worker.engine.loop import Cancelled
 from worker.engine.thresholds import GridCounts
 from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
+from worker.failures import Reported, user_message
 
 CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel and for dead workers
 MAX_SENDS = 3  # a client whose worker dies this often in one round counts as failed for that round
 logger = logging.getLogger(__name__)
 
 
-class ClientTimeout(RuntimeError):
+class ClientTimeout(Reported):
     """No answer from a round's clients within ``FEDLENS_CLIENT_TIMEOUT_S``."""
 
 
@@ -46,7 +47,8 @@ class CeleryExecutor:
         outcomes: list[ClientUpdate | ClientFailure] = []
         for cid, outcome in self._fan_out(TRAIN_CLIENT, rnd, weights, client_ids):
             if isinstance(outcome, BaseException):
-                outcomes.append(ClientFailure(cid, f"{type(outcome).__name__}: {outcome}"))
+                logger.warning("round %d: client %s failed: %r", rnd, cid, outcome)
+                outcomes.append(ClientFailure(cid, user_message(outcome)))
             else:
                 outcomes.append(self._update(cid, outcome))
         return outcomes
@@ -113,7 +115,7 @@ class CeleryExecutor:
                 fan_out.resend_lost(rnd)
 
 
-class WorkerLost(RuntimeError):
+class WorkerLost(Reported):
     """A client's task lost its worker ``MAX_SENDS`` times in one round."""
 
 

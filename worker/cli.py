@@ -17,7 +17,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from app.run_config import RunConfig, describe_errors
+from app.run_config import RunConfig, describe_errors, paths_outside_roots
 from app.settings import Settings, get_settings
 from worker.site import cli as site_commands
 
@@ -63,7 +63,11 @@ def main(verbose: bool) -> None:
 )
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming what the folder holds.")
 def run(config: Path, output: Path, fresh: bool) -> None:
-    """Run the federated experiment in CONFIG and its centralized baseline in this process."""
+    """Run the federated experiment in CONFIG and its centralized baseline in this process.
+
+    It reads the data as you, on your machine: FEDLENS_DATA_ROOTS, which bounds the service's workers, does not
+    apply here.
+    """
     cfg = load_config(config)
     from tqdm import tqdm
 
@@ -102,19 +106,30 @@ def run(config: Path, output: Path, fresh: bool) -> None:
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-data", is_flag=True, help="Check the config only; do not read the data.")
-def validate(config: Path, skip_data: bool) -> None:
+@click.option(
+    "--data-root",
+    "data_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Refuse data outside this folder, as a service with these FEDLENS_DATA_ROOTS would (repeatable).",
+)
+def validate(config: Path, skip_data: bool, data_roots: tuple[Path, ...]) -> None:
     """Check CONFIG, print it with every default filled in (JSON, stdout), then check its data (stderr).
 
     The data check loads and splits the data as a run would and reports the images per split, class and client,
     the sizes and bit depths seen and the files skipped; a data problem exits with code 2.
     """
     cfg = load_config(config)
+    roots = tuple(Path(os.path.realpath(root)) for root in data_roots) or None
+    outside = paths_outside_roots(cfg, roots) if roots else {}
+    if outside:
+        raise UserError("\n".join(f"{'.'.join(loc)}: {message}" for loc, message in outside.items()))
     click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
     if skip_data:
         return
     from worker.datacheck import check_data, describe
 
-    check = check_data(cfg)
+    check = check_data(cfg, roots)
     if not check["ok"]:
         raise UserError("\n".join(describe(check)))
     for line in describe(check):
@@ -128,6 +143,7 @@ def _service_env(settings: Settings) -> dict[str, str]:
         "FEDLENS_DATABASE_URL": settings.database,
         "FEDLENS_BROKER_URL": settings.broker,
         "FEDLENS_ARTIFACTS_DIR": str(settings.artifacts),
+        "FEDLENS_DATA_ROOTS": json.dumps([str(root) for root in settings.roots]),
     }
 
 
@@ -284,6 +300,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
             process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
         click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
+        click.echo(f"training data is read only under: {', '.join(str(root) for root in settings.roots)}")
         uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
 
 

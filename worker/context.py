@@ -14,6 +14,7 @@ from app.models import Run
 from app.run_config import ModelConfig, RunConfig
 from app.settings import get_settings
 from worker.engine.client import KerasTrainer
+from worker.engine.data import Roots
 from worker.engine.experiment import ClientData, Federation, prepare
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ class RunContext:
 
 
 @lru_cache(maxsize=2)
-def _prepared(config_json: str) -> Federation:
-    federation = prepare(RunConfig.model_validate_json(config_json))
+def _prepared(config_json: str, roots: Roots) -> Federation:
+    federation = prepare(RunConfig.model_validate_json(config_json), roots)
     for line in federation.report_lines():
         logger.info("%s", line)
     return federation
@@ -52,9 +53,9 @@ def config_of(run_id: uuid.UUID) -> RunConfig:
 
 @lru_cache(maxsize=8)
 def run_context(run_id: uuid.UUID) -> RunContext:
-    """Everything a task of this run needs; built once per worker process (data loading, model tracing)."""
-    cfg = config_of(run_id)
-    return context_for(cfg)
+    """Everything a task of this run needs; built once per worker process (data loading, model tracing), reading
+    data only under the data roots."""
+    return context_for(config_of(run_id), roots=get_settings().roots)
 
 
 _started: set[uuid.UUID] = set()
@@ -72,7 +73,8 @@ def warm_run_context(run_id: uuid.UUID) -> tuple[RunContext, float]:
     return ctx, time.perf_counter() - started
 
 
-def context_for(cfg: RunConfig) -> RunContext:
+def context_for(cfg: RunConfig, *, roots: Roots) -> RunContext:
+    """``roots``: the folders the data may be read from (the service's data roots); None reads anything."""
     config_json = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     model_json = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
-    return RunContext(cfg, _prepared(config_json), _trainer(cfg.data.image_size, model_json))
+    return RunContext(cfg, _prepared(config_json, roots), _trainer(cfg.data.image_size, model_json))

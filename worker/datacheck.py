@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from app.run_config import RunConfig
-from worker.engine.data import CLASSES, DataError, Dataset
+from worker.engine.data import CLASSES, DataError, Dataset, Roots
 from worker.engine.data.dataset import summarize
 from worker.engine.experiment import prepare
 
@@ -39,13 +39,14 @@ def thumbnails(data: Dataset) -> list[dict[str, str]]:
     return shown
 
 
-def check_data(cfg: RunConfig) -> dict[str, Any]:
-    """Load and split the data as a run would; report counts, sizes, bit depths, skipped files and thumbnails.
+def check_data(cfg: RunConfig, roots: Roots = None) -> dict[str, Any]:
+    """Load and split the data as a run would (under ``roots``, as the service's workers do); report counts,
+    sizes, bit depths, skipped files and thumbnails.
 
     Never raises DataError: a data problem is returned under ``errors`` with the config field it concerns.
     """
     try:
-        federation = prepare(cfg)
+        federation = prepare(cfg, roots)
     except DataError as error:
         return {"ok": False, "errors": [{"field": error.field or "data", "message": str(error)}]}
     return {

@@ -14,6 +14,7 @@ from worker.context import RunContext, run_context
 from worker.engine.checkpoint import load_checkpoint
 from worker.engine.gallery import write_gallery, write_index
 from worker.engine.types import Weights
+from worker.failures import user_message
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def announce(artifacts: Path, run_id: uuid.UUID, rnd: int) -> None:
 def _failed(artifacts: Path, run_id: uuid.UUID, rnd: int, exc: Exception) -> str:
     """Log the exception being handled and record it in the round's index, where the dashboard shows it."""
     logger.exception("Grad-CAM gallery of run %s round %d failed", run_id, rnd)
-    write_index(gallery_folder(artifacts, run_id), rnd, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+    write_index(gallery_folder(artifacts, run_id), rnd, {"status": "failed", "error": user_message(exc)})
     return "failed"
 
 

@@ -24,12 +24,12 @@ from worker import explain, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
-from worker.engine.data import DataError
 from worker.engine.digest import weights_sha256
 from worker.engine.experiment import INIT, derive_seed, presence_for
 from worker.engine.loop import Cancelled, run_centralized, run_federated
 from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
+from worker.failures import user_message
 
 logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0  # a cancel is seen within this; each wake-up takes CPU from training on small hosts
@@ -99,7 +99,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     status, error, model_path = RunStatus.FAILED, None, None
     try:
         started = time.perf_counter()
-        ctx = context_for(RunConfig.model_validate(config))
+        ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
         if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
             ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
         with sessions() as session:
@@ -118,11 +118,9 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         return "superseded"
     except Cancelled:
         status = RunStatus.CANCELLED
-    except DataError as exc:
-        error = f"data error in {exc.field}: {exc}" if exc.field else f"data error: {exc}"
     except Exception as exc:
         logger.exception("run %s failed", run_id)
-        error = f"{type(exc).__name__}: {exc}"
+        error = user_message(exc)
     with sessions() as session:
         store.finish(session, run_id, me, status, error=error, model_path=model_path)
     notify(settings.broker, run_id)

@@ -22,6 +22,7 @@ from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import client_evaluation, client_statistics, client_update
 from worker.engine.types import ClientUpdate, Weights
+from worker.failures import user_message
 from worker.lease import Lease
 from worker.orchestrator import execute_run, worker_name
 
@@ -137,8 +138,13 @@ def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_r
 
 @celery_app.task(name=CHECK_DATA)
 def check_data_task(config: dict[str, Any]) -> dict[str, Any]:
-    """The data check of a config the API validated; its report travels back through the result backend."""
-    return check_data(RunConfig.model_validate(config))
+    """The data check of a config the API validated, under the data roots again (a message may bypass the API);
+    its report travels back through the result backend, with a short message for any other failure."""
+    try:
+        return check_data(RunConfig.model_validate(config), get_settings().roots)
+    except Exception as error:
+        logger.exception("data check failed")
+        return {"ok": False, "errors": [{"field": "data", "message": user_message(error)}]}
 
 
 @celery_app.task(name=GRADCAM, acks_late=True)

@@ -10,13 +10,18 @@ from app.models import AuditEvent, User
 ANONYMOUS = "anonymous"
 
 
-def record(*, session: Session, user: User | None, action: str, outcome: str, client_ip: str | None) -> None:
-    """Append one event and commit it (after a rollback, so a failed request's own writes never ride along)."""
+def record(
+    *, session: Session, user: User | None, action: str, outcome: str, client_ip: str | None, actor: str = ""
+) -> None:
+    """Append one event and commit it (after a rollback, so a failed request's own writes never ride along).
+
+    ``actor`` names a caller that is not a user (``site:hospital-a``, ``command line``).
+    """
     session.rollback()
     session.add(
         AuditEvent(
             user_id=user.id if user else None,
-            actor=user.name if user else ANONYMOUS,
+            actor=(actor or (user.name if user else ANONYMOUS))[:64],
             action=action[:200],
             outcome=outcome[:200],
             client_ip=client_ip,

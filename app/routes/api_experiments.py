@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from app import datacheck, runs
 from app.auth.access import CanReadExperiment, CanWriteExperiment
 from app.auth.deps import Researcher, Viewer
-from app.db import SessionDep
+from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.results import run_read
 from app.schemas import DataCheck, ExperimentCreate, ExperimentRead, Launch, Page
@@ -29,18 +29,21 @@ def create_experiment(
     body: ExperimentCreate,
     user: Researcher,
     session: SessionDep,
+    settings: SettingsDep,
     celery: CeleryDep,
     check: Annotated[bool, Query(description="check the data on a worker instead of storing the experiment")] = False,
 ) -> ExperimentRead | JSONResponse:
-    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed.
+    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed, and so does a data path
+    outside the data roots (FEDLENS_DATA_ROOTS), checked or not.
 
     With ``check=true`` a worker loads and splits the data as a run would and the answer (200) reports the images
     per split, class and client, the sizes and bit depths seen, the skipped files and a few thumbnails.
     """
     if check:
-        report = datacheck.check(celery=celery, config=body.config)
+        report = datacheck.check(celery=celery, config=body.config, roots=settings.roots)
         return JSONResponse(report.model_dump(mode="json"), status_code=status.HTTP_200_OK)
-    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body, owner=user))
+    created = runs.create_experiment(session=session, data=body, owner=user, roots=settings.roots)
+    return ExperimentRead.model_validate(created)
 
 
 @router.get("")

@@ -15,7 +15,7 @@ from app import datacheck, forms, results, runs
 from app.auth.access import CanReadExperiment, CanReadRun, CanWriteExperiment
 from app.auth.deps import Researcher, Viewer, as_researcher, as_viewer
 from app.auth.policy import can_see
-from app.db import SessionDep
+from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import NotFound, Unavailable
 from app.models import RunKind
@@ -96,9 +96,11 @@ def new_experiment_page(
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
-async def create_from_form(request: Request, user: Researcher, session: SessionDep, celery: CeleryDep) -> Response:
+async def create_from_form(
+    request: Request, user: Researcher, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, _raw, errors = forms.validate_form(form)
+    cfg, _raw, errors = forms.validate_form(form, settings.roots)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
         return _new_page(request, form, errors, "")
     experiment = runs.create_experiment(
@@ -107,6 +109,7 @@ async def create_from_form(request: Request, user: Researcher, session: SessionD
             name=cfg.name, description=form.get("description", ""), shared=form.get("shared") == "on", config=cfg
         ),
         owner=user,
+        roots=settings.roots,
     )
     try:
         federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id)
@@ -116,10 +119,10 @@ async def create_from_form(request: Request, user: Researcher, session: SessionD
 
 
 @router.post("/experiments/preview", dependencies=[Depends(as_researcher)])
-async def preview(request: Request) -> JSONResponse:
+async def preview(request: Request, settings: SettingsDep) -> JSONResponse:
     """The config a form describes, as YAML and JSON, with its errors per field (the live preview)."""
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, raw, errors = forms.validate_form(form)
+    cfg, raw, errors = forms.validate_form(form, settings.roots)
     shown: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True) if cfg else raw
     return JSONResponse(
         {"yaml": yaml.safe_dump(shown, sort_keys=False), "json": json.dumps(shown, indent=2), "errors": errors}
@@ -137,14 +140,15 @@ _DATA_FIELDS = {
 
 
 @router.post("/experiments/check", dependencies=[Depends(as_researcher)])
-async def check_form(request: Request, celery: CeleryDep) -> JSONResponse:
-    """The form's "Check data" button: config errors per field, or the worker's data check."""
+async def check_form(request: Request, settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
+    """The form's "Check data" button: config errors per field (data outside the roots included), or the worker's
+    data check."""
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, _raw, errors = forms.validate_form(form)
+    cfg, _raw, errors = forms.validate_form(form, settings.roots)
     if cfg is None:
         return JSONResponse({"errors": errors, "check": None})
     try:
-        report = datacheck.check(celery=celery, config=cfg)
+        report = datacheck.check(celery=celery, config=cfg, roots=settings.roots)
     except Unavailable as error:
         return JSONResponse({"errors": {"config": error.detail}, "check": None}, status_code=503)
     placed = {_DATA_FIELDS.get(p.field, "data.train.path"): p.message for p in report.errors}

@@ -62,7 +62,14 @@ def broker() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(tmp_path: Path, engine: Engine) -> Settings:
-    return Settings(database_url=DATABASE_URL, broker_url=BROKER_URL, data_dir=tmp_path, stale_after_s=STALE_AFTER_S)
+    """Data roots: the test's own folder and ./data, where the presets' relative paths lead."""
+    return Settings(
+        database_url=DATABASE_URL,
+        broker_url=BROKER_URL,
+        data_dir=tmp_path,
+        stale_after_s=STALE_AFTER_S,
+        data_roots=(tmp_path, Path("data").resolve()),
+    )
 
 
 def bearer(session: Session, name: str, role: Role) -> dict[str, str]:

@@ -211,7 +211,7 @@ def test_preview_of_an_invalid_form_shows_what_was_given_and_the_errors_per_fiel
 def test_edit_and_relaunch_fills_the_form_from_the_failed_experiment(client: TestClient) -> None:
     config = {
         "name": "wrong path",
-        "data": {"train": {"format": "npz", "path": "/data/missing.npz"}, "image_size": 64},
+        "data": {"train": {"format": "npz", "path": "data/missing.npz"}, "image_size": 64},
         "federation": {"clients": 4, "rounds": 7},
     }
     created = client.post("/api/experiments", json={"config": config, "description": "first try"}).json()
@@ -220,7 +220,7 @@ def test_edit_and_relaunch_fills_the_form_from_the_failed_experiment(client: Tes
 
     values = {e.attrs["name"]: e.attrs.get("value") for e in form.iter() if e.tag == "input" and "name" in e.attrs}
     assert values["name"] == "wrong path"
-    assert values["data.train.path"] == "/data/missing.npz"
+    assert values["data.train.path"] == "data/missing.npz"
     assert values["data.image_size"] == "64"
     assert (values["federation.clients"], values["federation.rounds"]) == ("4", "7")
     assert "first try" in form.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import redis
 
 from app.embedded import EmbeddedRedis
 from app.migrate import upgrade
-from tests.e2e.stack import Stack
+from tests.e2e.stack import ROOT, Stack
+from tests.realdata import SHARED_DATA
 from tests.services import database_name, ensure_database, postgres_url, redis_url
 
 PG_E2E_NAME = database_name("fedlens_e2e")
@@ -31,6 +33,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         "FEDLENS_HEARTBEAT_S": "0.5",
         "FEDLENS_STALE_AFTER_S": "4",
         "FEDLENS_CLIENT_TIMEOUT_S": "300",
+        "FEDLENS_DATA_ROOTS": json.dumps([str(p.resolve()) for p in (tmp_path, SHARED_DATA, ROOT / "examples")]),
     }
     embedded = None
     if request.param == "postgres-redis":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 
 from tests.e2e.stack import Stack
@@ -35,3 +37,16 @@ def test_the_api_reports_what_the_data_holds_before_launch(stack: Stack) -> None
     assert problem.json()["errors"] == [
         {"field": "data.train", "message": f"{stack.folder / 'missing.npz'}: no such .npz file"}
     ]
+
+    archive = stack.folder / "members.npz"  # inside the roots, but a zip of other files: named by count, not listed
+    with zipfile.ZipFile(archive, "w") as opened:
+        opened.writestr("patients/jane-doe.txt", "secret")
+    config["data"]["train"] = {"format": "npz", "path": str(archive)}
+    zipped = stack.http.post("/api/experiments", params={"check": "true"}, json={"config": config}, timeout=90)
+    message = f"{archive}: a zip archive holding other files than .npy arrays, not an .npz file"
+    assert zipped.json()["errors"] == [{"field": "data.train", "message": message}]
+
+    config["data"]["train"] = {"format": "image-folder", "path": "/", "split": "."}
+    outside = stack.http.post("/api/experiments", params={"check": "true"}, json={"config": config}, timeout=90)
+    assert outside.status_code == 422
+    assert outside.json()["detail"][0]["message"].startswith(f"this path is outside the data roots ({stack.folder}")

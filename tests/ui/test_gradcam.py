@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.stack import wait_for
+from tests.e2e.stack import ServiceApi, wait_for
 from tests.ui.test_dashboard import Page
 
 pytestmark = pytest.mark.slow
@@ -31,10 +30,12 @@ def wait_for_images(tab: Page, container: str, at_least: int, timeout_ms: int = 
     tab.page.wait_for_function(f"() => {loaded}")
 
 
-def test_gallery_follows_the_run_is_computed_on_request_and_compares_side_by_side(server: str, browser: Any) -> None:
-    api = httpx.Client(base_url=server, timeout=30)
-    experiment = api.post("/api/experiments", json={"config": CONFIG}).json()
-    launched = api.post(f"/api/experiments/{experiment['id']}/runs").json()
+def test_gallery_follows_the_run_is_computed_on_request_and_compares_side_by_side(
+    server: str, browser: Any, api: ServiceApi
+) -> None:
+    http = api.http
+    experiment = http.post("/api/experiments", json={"config": CONFIG}).json()
+    launched = http.post(f"/api/experiments/{experiment['id']}/runs").json()
     federated, central = launched["federated"]["id"], launched["centralized"]["id"]
     tab = Page(browser, server)
 
@@ -67,7 +68,9 @@ def test_gallery_follows_the_run_is_computed_on_request_and_compares_side_by_sid
         .startswith(f"/api/runs/{federated}/gradcam/r0001-")
     )
 
-    wait_for(lambda: api.get(f"/api/runs/{central}/gradcam").json()["status"] == "ready", 180, "the baseline's gallery")
+    wait_for(
+        lambda: http.get(f"/api/runs/{central}/gradcam").json()["status"] == "ready", 180, "the baseline's gallery"
+    )
     tab.goto(f"/compare?runs={federated},{central}")
     wait_for_images(tab, "#gradcam-table", 4)
     headers = tab.page.eval_on_selector_all("#gradcam-table thead th", "(ths) => ths.map((th) => th.innerText)")

@@ -10,7 +10,7 @@ import numpy as np
 from app.run_config import DataSource, DirichletPartition, RunConfig, SizesPartition
 from worker.engine import partition
 from worker.engine.aggregate import balanced_class_weight
-from worker.engine.data import DataError, Dataset, LoadReport, load_source, require_both_classes
+from worker.engine.data import DataError, Dataset, LoadReport, Roots, load_source, require_both_classes
 from worker.engine.presence import Membership, Presence
 
 
@@ -84,9 +84,11 @@ def _shares(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
     return shares
 
 
-def _load(source: DataSource, cfg: RunConfig, seed: int, field: str, split: str, report: LoadReport | None) -> Dataset:
+def _load(
+    source: DataSource, cfg: RunConfig, seed: int, field: str, split: str, report: LoadReport, roots: Roots
+) -> Dataset:
     try:
-        return load_source(source, cfg.data.image_size, seed, default_split=split, report=report)
+        return load_source(source, cfg.data.image_size, seed, default_split=split, report=report, roots=roots)
     except DataError as error:
         raise DataError(str(error), error.field or field) from error
 
@@ -107,18 +109,19 @@ def _refuse_overlap(train: Dataset, test: Dataset) -> None:
         )
 
 
-def prepare(cfg: RunConfig) -> Federation:
+def prepare(cfg: RunConfig, roots: Roots = None) -> Federation:
     """Load the data and split it: common test set, then client shares, then each client's own test part.
 
+    ``roots``: the only folders data may be read from (the service's FEDLENS_DATA_ROOTS); None for the local CLI.
     Raises DataError with the config field it concerns.
     """
     reports = {"data.train": LoadReport()}
-    data = _load(cfg.data.train, cfg, cfg.seed, "data.train", "train", reports["data.train"])
+    data = _load(cfg.data.train, cfg, cfg.seed, "data.train", "train", reports["data.train"], roots)
     require_both_classes(data, "the training data", "data.train")
     if cfg.data.test is not None:
         reports["data.test"] = LoadReport()
         seed = derive_seed(cfg.seed, SYNTHETIC_TEST)
-        test = _load(cfg.data.test, cfg, seed, "data.test", "test", reports["data.test"])
+        test = _load(cfg.data.test, cfg, seed, "data.test", "test", reports["data.test"], roots)
         _refuse_overlap(data, test)
     else:
         keep, held = partition.holdout(

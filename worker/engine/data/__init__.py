@@ -6,21 +6,29 @@ from pathlib import Path
 
 from app.run_config import DataSource
 from worker.engine.data.arrays import load_npz
-from worker.engine.data.dataset import CLASSES, DataError, Dataset, LoadReport, require_both_classes
+from worker.engine.data.dataset import CLASSES, DataError, Dataset, LoadReport, Roots, guarded, require_both_classes
 from worker.engine.data.folder import load_image_folder
 from worker.engine.data.table import load_csv
 from worker.engine.synthetic import synthetic_xrays
 
-__all__ = ["CLASSES", "DataError", "Dataset", "LoadReport", "load_source", "require_both_classes"]
+__all__ = ["CLASSES", "DataError", "Dataset", "LoadReport", "Roots", "load_source", "require_both_classes"]
 
 
 def load_source(
-    source: DataSource, image_size: int, seed: int, *, default_split: str = "train", report: LoadReport | None = None
+    source: DataSource,
+    image_size: int,
+    seed: int,
+    *,
+    default_split: str = "train",
+    report: LoadReport | None = None,
+    roots: Roots = None,
 ) -> Dataset:
     """Images resized to ``image_size`` square, as float32 in [0, 1], with 0/1 labels.
 
     ``default_split`` applies when the source names none: ``train`` for training data, ``test`` for a test set.
-    ``report``, when given, collects the counts, sizes, bit depths and skipped files. Raises DataError.
+    ``report``, when given, collects the counts, sizes, bit depths and skipped files. With ``roots``, every path
+    is checked against them before it is opened or listed (the service); None reads anything (the local CLI).
+    Raises DataError.
     """
     report = report if report is not None else LoadReport()
     split = source.split or default_split
@@ -29,9 +37,9 @@ def load_source(
         for label in labels:
             report.saw(int(label), image_size, image_size, 8)
         return Dataset(images[..., None], labels)
-    path = Path(source.path or "")
+    path = guarded(Path(source.path or ""), roots)
     if source.format == "image-folder":
-        return load_image_folder(path, split, image_size, report)
+        return load_image_folder(path, split, image_size, report, roots)
     if source.format == "csv":
-        return load_csv(source, split, image_size, report)
+        return load_csv(path, source, split, image_size, report, roots)
     return load_npz(path, split, image_size, report)

@@ -11,6 +11,7 @@ from worker.engine.data.decode import integer_to_unit, require_finite
 
 
 def _arrays(path: Path, split: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """The images and labels of ``split``; errors never name what else the archive holds."""
     if not path.is_file():
         raise DataError(f"{path}: no such .npz file")
     try:
@@ -20,16 +21,15 @@ def _arrays(path: Path, split: str) -> tuple[str, np.ndarray, np.ndarray]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz archive of images and labels")
     with archive:
+        if archive.zip is None or not all(name.endswith(".npy") for name in archive.zip.namelist()):
+            raise DataError(f"{path}: a zip archive holding other files than .npy arrays, not an .npz file")
         for image_key, label_key in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
             if image_key in archive.files and label_key in archive.files:
                 try:
                     return image_key, archive[image_key], archive[label_key]
                 except ValueError as error:  # object arrays need pickle, which is never allowed
                     raise DataError(f"{path}: arrays must be numeric, not Python objects") from error
-        members = archive.zip.namelist() if archive.zip else []
-        is_npz = all(name.endswith(".npy") for name in members)
-        has = f"; it has {sorted(archive.files)}" if is_npz else ""
-    raise DataError(f"{path}: needs arrays '{split}_images'/'{split}_labels' (MedMNIST) or 'images'/'labels'{has}")
+    raise DataError(f"{path}: needs arrays '{split}_images'/'{split}_labels' (MedMNIST) or 'images'/'labels'")
 
 
 def _binary_labels(name: str, labels: np.ndarray, n: int) -> np.ndarray:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from app.run_config import OutsideDataRoots, within_roots
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # label 0, label 1
 
@@ -21,6 +24,23 @@ class DataError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+Roots = tuple[Path, ...] | None  # None: no data roots, as for the local CLI, which reads what its user can
+
+
+def guarded(path: Path, roots: Roots, name: str | None = None) -> Path:
+    """The path to open: ``path`` itself without roots, else its resolution checked against them.
+
+    ``name`` names a file or folder found inside a source (a link inside the roots that leads out); a source's own
+    path is never named, so that two refused paths give the same message whether or not they exist.
+    """
+    if roots is None:
+        return path
+    try:
+        return within_roots(path, roots)
+    except OutsideDataRoots as error:
+        raise DataError(f"{name}: leads {error}" if name else f"this path is {error}") from error
 
 
 @dataclass(frozen=True)

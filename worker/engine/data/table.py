@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from app.run_config import DataSource
-from worker.engine.data.dataset import DataError, Dataset, LoadReport, resize, stack
+from worker.engine.data.dataset import DataError, Dataset, LoadReport, Roots, guarded, resize, stack
 from worker.engine.data.decode import IMAGE_SUFFIXES, decode_file
 
 MAX_ROWS = 1_000_000
@@ -25,21 +25,23 @@ def _label(source: DataSource, value: str, where: str) -> int:
     )
 
 
-def _image_path(folder: Path, value: str, where: str) -> Path:
+def _image_path(folder: Path, value: str, where: str, roots: Roots) -> Path:
     relative = Path(value.strip())
     if not value.strip() or relative.is_absolute() or ".." in relative.parts:
         raise DataError(f"{where}: image path {value!r} must be relative to the CSV's folder, without '..'")
     if relative.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{where}: {value!r} is not a PNG, JPEG or DICOM file")
-    path = folder / relative
+    path = guarded(folder / relative, roots, f"image file {value!r}")  # before is_file: a link out is not followed
     if not path.is_file():
         raise DataError(f"{where}: no such image file {value!r} next to the CSV")
     return path
 
 
-def load_csv(source: DataSource, split: str, size: int, report: LoadReport) -> Dataset:
-    """Read the rows of ``split`` (all rows when there is no split column). Errors name the row and the column."""
-    table = Path(source.path or "")
+def load_csv(
+    table: Path, source: DataSource, split: str, size: int, report: LoadReport, roots: Roots = None
+) -> Dataset:
+    """Read the rows of ``split`` (all rows when there is no split column) from ``table``, the source's checked
+    path. Errors name the row and the column."""
     if not table.is_file():
         raise DataError(f"{table}: no such CSV file")
     images: list[np.ndarray] = []
@@ -63,7 +65,7 @@ def load_csv(source: DataSource, split: str, size: int, report: LoadReport) -> D
             )
             where = f"{table} row {number}, column '{source.image_column}'"
             try:
-                decoded = decode_file(_image_path(table.parent, row[source.image_column] or "", where))
+                decoded = decode_file(_image_path(table.parent, row[source.image_column] or "", where, roots))
             except DataError as error:
                 raise DataError(f"{where}: {error}" if not str(error).startswith(where) else str(error)) from error
             height, width = decoded.pixels.shape

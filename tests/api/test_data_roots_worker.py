@@ -1,0 +1,137 @@
+"""Data roots on the worker: a config that bypassed the API (stored before the roots, or written straight into the
+database) is refused by the orchestrator, the client tasks and the data check, and the run's error leaks nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, delete
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.broker import client_for
+from app.models import Experiment, Run, RunKind, RunStatus
+from app.run_config import OutsideDataRoots, RunConfig
+from app.settings import Settings, get_settings
+from tests.api.conftest import BROKER_URL, DATABASE_URL
+from worker import context, orchestrator, tasks
+from worker.engine.data import DataError
+
+
+@pytest.fixture
+def worker_settings(
+    tmp_path: Path, engine: Engine, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """The settings a worker process reads from its environment, with the test's folder as its only data root."""
+    env = {
+        "FEDLENS_DATABASE_URL": DATABASE_URL,
+        "FEDLENS_BROKER_URL": BROKER_URL,
+        "FEDLENS_DATA_DIR": str(tmp_path),
+        "FEDLENS_DATA_ROOTS": str(tmp_path / "root"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+    context.run_context.cache_clear()
+
+
+@pytest.fixture
+def stored_run(engine: Engine) -> Iterator[Callable[[dict[str, Any]], uuid.UUID]]:
+    """Commit a queued run of this config, as an old API or a hand-written row would have; removed afterwards."""
+    made: list[uuid.UUID] = []
+
+    def store(train: dict[str, Any]) -> uuid.UUID:
+        config = RunConfig.model_validate({"data": {"train": train, "image_size": 16}, "federation": {"clients": 2}})
+        with Session(engine) as session:
+            experiment = Experiment(name="bypass", config=config.model_dump(mode="json"))
+            run = Run(experiment=experiment, kind=RunKind.FEDERATED, seed=1, total_rounds=10, status=RunStatus.QUEUED)
+            session.add(run)
+            session.commit()
+            made.append(experiment.id)
+            return run.id
+
+    yield store
+    with Session(engine) as session:
+        session.execute(delete(Experiment).where(Experiment.id.in_(made)))
+        session.commit()
+
+
+def outside_source(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "outside").mkdir(exist_ok=True)
+    return {"format": "image-folder", "path": str(tmp_path / "outside")}
+
+
+def run_error(engine: Engine, run_id: uuid.UUID) -> tuple[str, str | None]:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return str(run.status), run.error
+
+
+def test_the_orchestrator_fails_a_run_whose_data_lies_outside_with_the_roots_message(
+    worker_settings: Settings, stored_run: Callable[[dict[str, Any]], uuid.UUID], engine: Engine, tmp_path: Path
+) -> None:
+    run_id = stored_run(outside_source(tmp_path))
+
+    outcome = orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker))
+
+    assert outcome == "failed"
+    message = f"data error in data.train: this path is {OutsideDataRoots(worker_settings.roots)}"
+    assert run_error(engine, run_id) == ("failed", message)
+
+
+def test_a_busy_database_fails_the_run_with_a_short_message_and_no_sql(
+    worker_settings: Settings,
+    stored_run: Callable[[dict[str, Any]], uuid.UUID],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = stored_run({"format": "synthetic", "samples": 40})
+    locked = OperationalError(
+        "UPDATE run SET error=? WHERE path = ?", ("x", "/srv/secret"), sqlite3.OperationalError("database is locked")
+    )
+
+    def busy(*_args: object, **_kwargs: object) -> None:
+        raise locked
+
+    monkeypatch.setattr(orchestrator, "context_for", busy)
+    orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker))
+
+    status, error = run_error(engine, run_id)
+    assert status == "failed"
+    assert error == "the database was busy; resume the run once it answers again (the server log has the details)"
+
+
+@pytest.mark.parametrize("task", [tasks.train_client, tasks.client_batchnorm_statistics, tasks.evaluate_client])
+def test_each_client_task_refuses_data_outside_before_it_reads_anything(
+    worker_settings: Settings,
+    stored_run: Callable[[dict[str, Any]], uuid.UUID],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    task: Any,
+) -> None:
+    run_id = stored_run(outside_source(tmp_path))
+    monkeypatch.setattr(tasks, "Lease", lambda *_args: contextlib.nullcontext())  # leases are tested elsewhere
+
+    with pytest.raises(DataError) as caught:
+        task(str(run_id), 1, "1", str(tmp_path / "global.npz"))
+
+    assert str(caught.value) == f"this path is {OutsideDataRoots(worker_settings.roots)}"
+
+
+def test_the_check_task_refuses_a_config_sent_straight_to_the_broker(worker_settings: Settings, tmp_path: Path) -> None:
+    config = RunConfig.model_validate({"data": {"train": outside_source(tmp_path)}}).model_dump(mode="json")
+
+    report = tasks.check_data_task(config)
+
+    message = f"this path is {OutsideDataRoots(worker_settings.roots)}"
+    assert report == {"ok": False, "errors": [{"field": "data.train", "message": message}]}
