@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.site.images import MARKER, write_image_folder
+from worker.engine.data import DataError
 from worker.site.datasets import SPLITS_FILE, SiteData, site_config
 from worker.site.identity import SiteError
 
@@ -87,3 +88,12 @@ def test_a_dataset_outside_the_data_roots_is_refused(tmp_path: Path) -> None:
 def test_bad_declarations_say_what_is_wrong(declaration: str, message: str) -> None:
     with pytest.raises(SiteError, match=message):
         site_config(None, [declaration])
+
+
+def test_a_link_inside_a_dataset_that_leads_out_is_refused(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "chest", per_class=3)
+    outside = write_image_folder(tmp_path / "outside", per_class=1)
+    (folder / "PNEUMONIA" / "extra.png").symlink_to(next((outside / "PNEUMONIA").iterdir()))
+
+    with pytest.raises(DataError, match="outside the data roots"):
+        SiteData(site_config(None, [f"chest=image-folder:{folder}"]), tmp_path).prepare()

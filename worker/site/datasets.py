@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app.run_config import DataSource
+from app.run_config import DataSource, OutsideDataRoots, within_roots
 from app.sites.protocol import CLASSES, DATASET_NAME, SPLITS, DatasetSummary
 from worker.engine import partition
 from worker.engine.data import Dataset, LoadReport, load_source, require_both_classes
@@ -63,7 +63,9 @@ class SiteConfig(_Strict):
     """site.yaml: the datasets, the folders they may be read from, and the split."""
 
     datasets: list[SiteDataset] = Field(default_factory=list, max_length=50)
-    data_roots: list[Path] = Field(default_factory=list, description="default: the dataset paths themselves")
+    data_roots: list[Path] = Field(
+        default_factory=list, description="every file read must lie under one; default: the datasets' own folders"
+    )
     split: SplitConfig = SplitConfig()
 
 
@@ -83,14 +85,22 @@ def parse_declaration(text: str) -> SiteDataset:
         raise SiteError(f"--dataset {text!r}: {_describe(error)}") from None
 
 
-def _inside_roots(dataset: SiteDataset, roots: Sequence[Path]) -> SiteDataset:
+def _own_root(source: DataSource) -> Path:
+    """Where a dataset may be read when no roots are configured: its folder, or the folder of its file."""
+    path = Path(source.path or "").expanduser().resolve()
+    return path if source.format == "image-folder" else path.parent
+
+
+def _inside_roots(dataset: SiteDataset, roots: tuple[Path, ...]) -> SiteDataset:
     """The dataset with its path resolved (``..`` and links), refused unless it lies under one of ``roots``."""
-    path = Path(dataset.source.path or "").expanduser().resolve()
+    try:
+        path = within_roots(Path(dataset.source.path or "").expanduser(), roots)
+    except OutsideDataRoots:
+        allowed = ", ".join(str(root) for root in roots)
+        where = f"dataset {dataset.name!r}: {dataset.source.path}"
+        raise SiteError(f"{where} is outside this site's data roots ({allowed})") from None
     if not path.exists():
         raise SiteError(f"dataset {dataset.name!r}: {path} does not exist")
-    if roots and not any(path.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(root) for root in roots)
-        raise SiteError(f"dataset {dataset.name!r}: {path} is outside this site's data roots ({allowed})")
     return dataset.model_copy(update={"source": dataset.source.model_copy(update={"path": str(path)})})
 
 
@@ -112,8 +122,11 @@ def site_config(config: Path | None, declarations: Sequence[str]) -> SiteConfig:
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise SiteError(f"dataset names must be unique, got {names}")
-    roots = [root.expanduser().resolve() for root in parsed.data_roots]
-    return parsed.model_copy(update={"datasets": [_inside_roots(d, roots) for d in datasets]})
+    roots = tuple(root.expanduser().resolve() for root in parsed.data_roots) or tuple(
+        _own_root(d.source) for d in datasets
+    )
+    checked = [_inside_roots(d, roots) for d in datasets]
+    return parsed.model_copy(update={"datasets": checked, "data_roots": list(roots)})
 
 
 def split_indices(labels: np.ndarray, split: SplitConfig, seed: int) -> dict[str, np.ndarray]:
@@ -144,10 +157,11 @@ class PreparedDataset:
     summary: DatasetSummary
 
 
-def prepare_dataset(declared: SiteDataset, split: SplitConfig, seed: int) -> PreparedDataset:
+def prepare_dataset(declared: SiteDataset, split: SplitConfig, seed: int, roots: tuple[Path, ...]) -> PreparedDataset:
     """Load once at SUMMARY_SIZE for the counts, sizes and fingerprint, and make the site's split."""
     report = LoadReport()
-    data = load_source(declared.source, SUMMARY_SIZE, 0, default_split=_default_split(declared.source), report=report)
+    source = declared.source
+    data = load_source(source, SUMMARY_SIZE, 0, default_split=_default_split(source), report=report, roots=roots)
     require_both_classes(data, f"dataset {declared.name!r}")
     parts = split_indices(data.labels, split, seed)
     counts = {
@@ -176,12 +190,14 @@ class SiteData:
         self.folder = folder
         self.prepared: dict[str, PreparedDataset] = {}
         self._loaded: dict[str, tuple[int, Dataset]] = {}  # the latest image size read, per dataset
+        #: every file is checked against these as it is opened: a link inside a dataset cannot lead out
+        self.roots = tuple(config.data_roots)
 
     def prepare(self) -> list[DatasetSummary]:
         """Raises DataError (naming the file, for the operator's eyes only) when a dataset cannot be read."""
         seed = self._seed()
         for declared in self.config.datasets:
-            self.prepared[declared.name] = prepare_dataset(declared, self.config.split, seed)
+            self.prepared[declared.name] = prepare_dataset(declared, self.config.split, seed, self.roots)
         record = {
             "seed": seed,
             "fractions": {"validation": self.config.split.validation, "test": self.config.split.test},
@@ -213,7 +229,7 @@ class SiteData:
         cached = self._loaded.get(name)
         if cached is None or cached[0] != image_size:
             source = prepared.declared.source
-            data = load_source(source, image_size, 0, default_split=_default_split(source))
+            data = load_source(source, image_size, 0, default_split=_default_split(source), roots=self.roots)
             if not np.array_equal(data.labels, prepared.labels):
                 raise TaskRefused(f"dataset {name!r} changed since the agent started; restart the agent")
             cached = self._loaded[name] = (image_size, data)
