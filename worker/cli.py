@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from app.run_config import RunConfig, describe_errors, paths_outside_roots
 from app.settings import Settings, get_settings
+from worker.site import cli as site_commands
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress bar
 
@@ -241,6 +242,18 @@ def token_create(name: str, role: str, days: int | None, label: str) -> None:
         )
         record(session=session, user=user, action="fedlens token create", outcome="ok", client_ip="command line")
     click.echo(issued.secret)
+
+
+@main.group()
+def site() -> None:
+    """A hospital's site agent: it only dials out, and its images never leave the hospital."""
+    from app.logs import configure_logging
+
+    configure_logging()
+
+
+site.add_command(site_commands.enroll)
+site.add_command(site_commands.run)
 
 
 @main.group()

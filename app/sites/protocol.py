@@ -33,6 +33,8 @@ REPLAY_WINDOW_S = 300
 #: counts leave a site only per split and class; these are the class names of a binary task
 CLASSES = ("negative", "positive")
 SPLITS = ("train", "validation", "test")
+#: a dataset's name, chosen by the site: what tasks and summaries call it
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class SignatureError(ValueError):
@@ -115,7 +117,7 @@ class Hardware(_Message):
 class DatasetSummary(_Message):
     """All a server learns of a site's dataset: image counts per split and class, sizes and a fingerprint."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(pattern=DATASET_NAME)
     format: Literal["image-folder", "csv", "npz"]
     counts: dict[Literal["train", "validation", "test"], dict[Literal["negative", "positive"], int]]
     image_sizes: list[str] = Field(

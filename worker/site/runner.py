@@ -1,0 +1,127 @@
+"""One task on this site's data with the engine's client functions; what it returns is weights and counts only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.run_config import DataConfig, FederationConfig, ModelConfig
+from app.sites.protocol import SiteTask, TaskResult, TaskSettings
+from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from worker.engine.client import KerasTrainer
+from worker.engine.executor import client_evaluation, client_statistics, client_update
+from worker.engine.types import Weights
+from worker.site.datasets import SiteData, TaskRefused
+from worker.site.identity import SiteError
+
+CACHE_DIR = "cache"
+CACHED_FILES = 6  # a few rounds of global weights and the site's own last uploads
+MAX_TRAINERS = 2  # each holds a compiled model; tasks of one run share one
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+class WeightsCache:
+    """Weights files by SHA-256 in D/cache/: each global model is downloaded once and checked on every read."""
+
+    def __init__(self, site_folder: Path) -> None:
+        self.folder = site_folder / CACHE_DIR
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.npz"
+
+    def get(self, sha256: str, download: Callable[[str], bytes]) -> Weights:
+        """The weights with this file hash, downloaded unless a good copy is here; a wrong hash is refused."""
+        path = self.path(sha256)
+        if not path.is_file() or file_sha256(path) != sha256:
+            data = download(sha256)
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise SiteError(f"the global weights received do not match their SHA-256 {sha256}")
+            self._write(path, data)
+        path.touch()  # most recently used: kept by the pruning below
+        self._prune()
+        return load_checkpoint(path).weights
+
+    def store(self, rnd: int, weights: Weights) -> tuple[str, bytes]:
+        """Write the site's weights as a checkpoint file; its SHA-256 and bytes are what gets uploaded."""
+        outgoing = self.folder / f"outgoing-{uuid.uuid4().hex}.npz"
+        save_checkpoint(Checkpoint(rnd, weights), outgoing, durable=False)
+        data = outgoing.read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        os.replace(outgoing, self.path(sha256))
+        self._prune()
+        return sha256, data
+
+    def _write(self, path: Path, data: bytes) -> None:
+        partial = path.with_name(path.name + ".part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    def _prune(self) -> None:
+        files = sorted(self.folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[CACHED_FILES:]:
+            old.unlink(missing_ok=True)
+
+
+def _checked(settings: TaskSettings) -> ModelConfig:
+    """The task's model, its image size and epochs within what a run config may ask: a server cannot make the
+    site load images at any size or train for ever."""
+    try:
+        DataConfig.model_validate({"image_size": settings.image_size})
+        FederationConfig.model_validate({"local_epochs": settings.local_epochs})
+        return ModelConfig.model_validate(settings.model)
+    except ValidationError as error:
+        wrong = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
+        raise TaskRefused(f"the task's settings are out of range: {wrong}") from None
+
+
+class TaskRunner:
+    """Executes tasks on the site's split; one trainer per (image size, model config), reused across rounds."""
+
+    def __init__(self, data: SiteData) -> None:
+        self.data = data
+        self._trainers: dict[tuple[int, str], KerasTrainer] = {}
+
+    def trainer(self, image_size: int, model: ModelConfig) -> KerasTrainer:
+        key = (image_size, model.model_dump_json())
+        if key not in self._trainers:
+            if len(self._trainers) >= MAX_TRAINERS:
+                self._trainers.pop(next(iter(self._trainers)))
+            self._trainers[key] = KerasTrainer(image_size, model)
+        return self._trainers[key]
+
+    def run(self, task: SiteTask, weights: Weights) -> tuple[Weights | None, TaskResult]:
+        """New weights to upload (train: the update; statistics: BatchNorm moments), and the result to post."""
+        if not task.client_id.isdigit():
+            raise TaskRefused("the task's client_id must be a number (it seeds local training)")
+        settings = task.settings
+        trainer = self.trainer(settings.image_size, _checked(settings))
+        client = self.data.client_data(task.dataset, settings.image_size, task.client_id)
+        startup = trainer.warm_up(settings.class_weight)
+        if task.kind == "evaluate":
+            evaluation = client_evaluation(trainer, client, weights)
+            counts = {"validation": evaluation.validation.as_lists(), "test": evaluation.test.as_lists()}
+            return None, TaskResult(num_examples=len(client.test), **counts)
+        if task.kind == "statistics":
+            update = client_statistics(trainer, client, weights, rnd=task.round, seed=settings.seed)
+        else:
+            update = client_update(
+                trainer,
+                client,
+                weights,
+                rnd=task.round,
+                seed=settings.seed,
+                local_epochs=settings.local_epochs,
+                class_weight=settings.class_weight,
+            )
+        metrics = dict(update.metrics) | ({"startup.seconds": startup} if startup else {})
+        return update.weights, TaskResult(num_examples=update.num_examples, metrics=metrics)
