@@ -169,8 +169,18 @@ class IntermittentConfig(_Strict):
     availability: float = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class SiteRef(_Strict):
+    """One hospital site of a real federation and the dataset it trains on (declared by its agent)."""
+
+    site: str = Field(pattern=NAME, description="the site's name in the Sites page")
+    dataset: str = Field(pattern=NAME, description="one of the datasets the site's agent declares")
+
+
 class FederationConfig(_Strict):
-    clients: int = Field(3, ge=1, le=100)
+    clients: int = Field(3, ge=1, le=100, description="simulated clients; with sites, the number of sites")
     rounds: int = Field(10, ge=1, le=1000)
     local_epochs: int = Field(1, ge=1, le=100)
     partition: Partition = IidPartition()
@@ -179,6 +189,31 @@ class FederationConfig(_Strict):
         0.1, ge=0, lt=1, description="share of each client's training part that chooses the operating threshold"
     )
     intermittent: IntermittentConfig = IntermittentConfig()
+    sites: list[SiteRef] = Field(
+        [],
+        max_length=100,
+        description="hospital sites (each keeps its images): replaces partitioning data.train; client i is site i",
+    )
+    round_timeout_s: float = Field(
+        3600, ge=5, le=7 * 86400, description="with sites: how long a round waits for them; later answers are late"
+    )
+    min_sites: int = Field(
+        1, ge=1, le=100, description="with sites: fewer answers than this by the timeout fail the run"
+    )
+
+    @model_validator(mode="after")
+    def _sites_are_the_clients(self) -> Self:
+        if not self.sites:
+            return self
+        names = [ref.site for ref in self.sites]
+        if len(set(names)) != len(names):
+            message = "a site appears twice; give each site once, with one dataset"
+            raise _invalid("FederationConfig", ("sites",), message, names)
+        if self.min_sites > len(self.sites):
+            message = f"min_sites {self.min_sites} is more than the {len(self.sites)} sites listed"
+            raise _invalid("FederationConfig", ("min_sites",), message, self.min_sites)
+        self.clients = len(self.sites)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -253,6 +288,23 @@ class RunConfig(_Strict):
             message += "federation.client_validation_fraction > 0 or use method 'fixed'"
             raise _invalid("RunConfig", ("evaluation", "threshold", "method"), message, method)
         return self
+
+    @model_validator(mode="after")
+    def _no_pooled_baseline_over_sites(self) -> Self:
+        """Hospital sites never pool their data, so a centralized baseline cannot exist: it is off by default there
+        and asking for it is an error."""
+        if not self.federation.sites:
+            return self
+        if self.centralized.enabled and "enabled" in self.centralized.model_fields_set:
+            message = "a centralized baseline needs pooled data, which hospital sites never share; set it to false"
+            raise _invalid("RunConfig", ("centralized", "enabled"), message, True)
+        self.centralized.enabled = False
+        return self
+
+    @property
+    def over_sites(self) -> bool:
+        """A real federation of hospital sites (else a simulation that partitions data.train)."""
+        return bool(self.federation.sites)
 
     @property
     def centralized_epochs(self) -> int:

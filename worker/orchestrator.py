@@ -25,11 +25,14 @@ from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.digest import weights_sha256
+from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
-from worker.engine.loop import Cancelled, run_centralized, run_federated
+from worker.engine.loop import Cancelled, Evaluate, run_centralized, run_federated
+from worker.engine.metrics import pooled_metrics
 from worker.engine.strategy import strategy_for
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.failures import user_message
+from worker.site_executor import SiteExecutor, site_slots
 
 logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0  # a cancel is seen within this; each wake-up takes CPU from training on small hosts
@@ -96,7 +99,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         last = store.last_round(session, run_id)
     notify(settings.broker, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
-    status, error, model_path = RunStatus.FAILED, None, None
+    status, error, model_path, explains = RunStatus.FAILED, None, None, False
     try:
         started = time.perf_counter()
         ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
@@ -111,7 +114,9 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         model_path = str(folder / "model.keras")
         ctx.trainer.save(weights, Path(model_path))
         final_round = _final_round(sessions, run_id)
-        explain.announce(settings.artifacts, run_id, final_round)
+        explains = len(ctx.federation.test) > 0  # Grad-CAM needs images on the server: a common test set
+        if explains:
+            explain.announce(settings.artifacts, run_id, final_round)
         status = RunStatus.SUCCEEDED
     except Superseded:
         logger.warning("run %s was taken over by another worker; leaving it", run_id)
@@ -126,9 +131,19 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
-    if status == RunStatus.SUCCEEDED:  # after finish: the run is done, whatever becomes of its gallery
+    if status == RunStatus.SUCCEEDED and explains:  # after finish: done, whatever becomes of its gallery
         explain.compute(settings, ctx, run_id, final_round, weights)
     return str(status)
+
+
+def _federated_evaluation(sites: SiteExecutor) -> Evaluate:
+    def evaluate(_weights: Weights, threshold: float) -> EvalMetrics:
+        counts = sites.pooled_test()
+        if counts is None:
+            raise RuntimeError("no site evaluated the global model this round; see the Sites page")
+        return pooled_metrics(counts, threshold)
+
+    return evaluate
 
 
 def _final_round(sessions: sessionmaker[Session], run_id: uuid.UUID) -> int:
@@ -151,8 +166,10 @@ def _train(
     cfg, trainer, federation = ctx.config, ctx.trainer, ctx.federation
     checkpoints = CheckpointDir(folder / "checkpoints", keep=3)
 
-    def evaluate(weights: Weights, threshold: float) -> EvalMetrics:
+    def evaluate_on_server(weights: Weights, threshold: float) -> EvalMetrics:
         return trainer.evaluate(weights, federation.test, threshold)
+
+    evaluate: Evaluate = evaluate_on_server
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         checkpoints.save(checkpoint)
@@ -188,9 +205,19 @@ def _train(
             start=start,
             should_stop=watch.should_stop,
         )
-    executor = CeleryExecutor(
-        celery, run_id, folder / "exchange", should_stop=watch.should_stop, timeout_s=settings.client_timeout_s
-    )
+    executor: Executor
+    if cfg.over_sites:
+        with sessions() as session:
+            slots = site_slots(session, cfg)
+        executor = sites = SiteExecutor(sessions, run_id, cfg, slots, settings.artifacts, should_stop=watch.should_stop)
+        samples = sites.samples()
+        if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets
+            evaluate = _federated_evaluation(sites)
+    else:
+        executor = CeleryExecutor(
+            celery, run_id, folder / "exchange", should_stop=watch.should_stop, timeout_s=settings.client_timeout_s
+        )
+        samples = {c.client_id: len(c.train) for c in federation.clients}
     return run_federated(
         cfg,
         executor,
@@ -198,7 +225,7 @@ def _train(
         initial=initial,
         strategy=strategy_for(cfg.federation.intermittent.approach),
         presence=presence_for(cfg),
-        samples={c.client_id: len(c.train) for c in federation.clients},
+        samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,
         on_round=on_round,
         start=start,

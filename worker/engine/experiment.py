@@ -115,6 +115,8 @@ def prepare(cfg: RunConfig, roots: Roots = None) -> Federation:
     ``roots``: the only folders data may be read from (the service's FEDLENS_DATA_ROOTS); None for the local CLI.
     Raises DataError with the config field it concerns.
     """
+    if cfg.over_sites:
+        return _server_side_of_sites(cfg, roots)
     reports = {"data.train": LoadReport()}
     data = _load(cfg.data.train, cfg, cfg.seed, "data.train", "train", reports["data.train"], roots)
     require_both_classes(data, "the training data", "data.train")
@@ -145,6 +147,18 @@ def prepare(cfg: RunConfig, roots: Roots = None) -> Federation:
             )
         clients.append(ClientData(str(number), kept.subset(train), own.subset(held), kept.subset(validation)))
     return Federation(clients, test, reports)
+
+
+def _server_side_of_sites(cfg: RunConfig, roots: Roots) -> Federation:
+    """Over hospital sites the server holds no training data; only the optional common test set (data.test)."""
+    if cfg.data.test is None:
+        size = cfg.data.image_size
+        return Federation([], Dataset(np.zeros((0, size, size, 1), np.float32), np.zeros(0, np.uint8)))
+    report = LoadReport()
+    seed = derive_seed(cfg.seed, SYNTHETIC_TEST)
+    test = _load(cfg.data.test, cfg, seed, "data.test", "test", report, roots)
+    require_both_classes(test, "the common test set", "data.test")
+    return Federation([], test, {"data.test": report})
 
 
 def presence_for(cfg: RunConfig) -> Presence:

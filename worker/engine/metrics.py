@@ -6,7 +6,8 @@ import numpy as np
 from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
-from worker.engine.thresholds import AtThreshold
+from worker.engine.thresholds import AtThreshold, GridCounts, at_threshold, hanley_mcneil_interval, pooled_auc
+from worker.engine.thresholds import roc_curve as roc_curve_of_counts
 from worker.engine.types import EvalMetrics, RocCurve
 
 MAX_ROC_POINTS = 200
@@ -83,3 +84,30 @@ def loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[fl
     """For a client's local test set, which may hold a single class (AUC undefined there)."""
     y, p = _flat(labels, probabilities)
     return float(log_loss(y, p, labels=[0, 1])), float(np.mean((p >= 0.5) == y))
+
+
+def pooled_metrics(counts: GridCounts, threshold: float) -> EvalMetrics:
+    """Federated evaluation: the global model's metrics from the sites' test sets, summed as grid counts.
+
+    Only counts leave the sites, so the AUC is the grid's trapezoid (within the grid's resolution of the AUC over
+    all predictions), its interval Hanley and McNeil's, and the loss is not known (NaN).
+    """
+    if min(counts.n_positive, counts.n_negative) == 0:
+        raise ValueError("the sites' test sets together need both classes to compute AUC")
+    at = at_threshold(counts, threshold)
+    auc = pooled_auc(counts)
+    fpr, tpr = roc_curve_of_counts(counts)
+    return EvalMetrics(
+        loss=float("nan"),
+        accuracy=at.accuracy,
+        auc=auc,
+        sensitivity=at.sensitivity,
+        specificity=at.specificity,
+        precision=at.precision,
+        f1=at.f1,
+        samples=counts.n_positive + counts.n_negative,
+        roc=RocCurve(fpr, tpr, []),
+        auc_ci=hanley_mcneil_interval(auc, counts.n_positive, counts.n_negative),
+        confusion=(at.tn, at.fp, at.fn, at.tp),
+        threshold=at.threshold,
+    )

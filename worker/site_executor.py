@@ -1,0 +1,233 @@
+"""Executor over hospital sites: each round becomes one task per site in the database, pulled by the site's agent.
+
+The orchestrator never reaches a site: it publishes the global weights under their SHA-256, queues the tasks and
+waits for the sites' answers, which arrive through the /api/site/ protocol. A site that is offline when the round
+starts, or silent until ``federation.round_timeout_s``, counts as a failed client of that round (the intermittent
+approach then drops it or keeps its last update); its late answer is recorded as late and never merged.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Site, SiteTask, utcnow
+from app.run_config import RunConfig
+from app.sites import blobs, registry
+from app.sites.protocol import TaskResult, TaskSettings
+from worker.engine.aggregate import balanced_class_weight
+from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from worker.engine.data import DataError
+from worker.engine.loop import Cancelled
+from worker.engine.thresholds import GridCounts, empty_counts
+from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
+
+POLL_S = 0.5
+logger = logging.getLogger(__name__)
+
+
+class TooFewSites(RuntimeError):
+    """Fewer sites answered a round than ``federation.min_sites``."""
+
+
+@dataclass(frozen=True)
+class SiteSlot:
+    """Client ``client_id`` of the run is this site, training on this dataset."""
+
+    client_id: str
+    site_id: uuid.UUID
+    name: str
+    dataset: str
+    counts: dict[str, dict[str, int]]  # the dataset's declared images per split and class
+
+
+def site_slots(session: Session, cfg: RunConfig) -> list[SiteSlot]:
+    """The run's sites in config order (client i is site i), with what each declared of its dataset.
+
+    Raises DataError naming a site that does not exist or a dataset its agent has not declared.
+    """
+    slots = []
+    for number, ref in enumerate(cfg.federation.sites, start=1):
+        site = session.scalar(select(Site).where(Site.name == ref.site))
+        if site is None:
+            raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
+        summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
+        if summary is None:
+            message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
+            raise DataError(message, "federation.sites")
+        slots.append(SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"]))
+    return slots
+
+
+def class_weight(cfg: RunConfig, slots: Sequence[SiteSlot]) -> dict[int, float] | None:
+    """Balanced loss weights from the sites' declared training counts: counts are all that leave a site."""
+    if cfg.model.class_weight == "none":
+        return None
+    train = [s.counts.get("train", {}) for s in slots]
+    return balanced_class_weight([(c.get("negative", 0), c.get("positive", 0)) for c in train])
+
+
+class SiteExecutor:
+    """The third Executor, beside in-process and Celery: the engine loop is the same whoever trains."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        run_id: uuid.UUID,
+        cfg: RunConfig,
+        slots: Sequence[SiteSlot],
+        artifacts: Path,
+        *,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.sessions, self.run_id, self.cfg, self.artifacts = sessions, run_id, cfg, artifacts
+        self.slots = {s.client_id: s for s in slots}
+        self.should_stop = should_stop
+        self.settings = TaskSettings(
+            image_size=cfg.data.image_size,
+            model=cfg.model.model_dump(mode="json"),
+            local_epochs=cfg.federation.local_epochs,
+            seed=cfg.seed,
+            class_weight=class_weight(cfg, slots),
+        )
+        self._pooled_test: GridCounts | None = None
+
+    def samples(self) -> dict[str, int]:
+        return {cid: sum(s.counts.get("train", {}).values()) for cid, s in self.slots.items()}
+
+    def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
+        outcomes: list[ClientUpdate | ClientFailure] = []
+        for cid, answer in self._round_trip("train", rnd, weights, client_ids).items():
+            outcomes.append(answer if isinstance(answer, ClientFailure) else self._update(cid, answer))
+        trained = sum(isinstance(o, ClientUpdate) for o in outcomes)
+        if client_ids and trained < self.cfg.federation.min_sites:
+            raise TooFewSites(
+                f"round {rnd}: {trained} of {len(client_ids)} sites answered; federation.min_sites is "
+                f"{self.cfg.federation.min_sites} (see the Sites page for which are offline)"
+            )
+        return outcomes
+
+    def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
+        answers = self._round_trip("statistics", rnd, weights, client_ids)
+        updates = [self._update(cid, a) for cid, a in answers.items() if not isinstance(a, ClientFailure)]
+        return [u for u in updates if isinstance(u, ClientUpdate)]
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        evaluations = []
+        for cid, answer in self._round_trip("evaluate", rnd, weights, client_ids).items():
+            if isinstance(answer, ClientFailure) or answer.validation is None or answer.test is None:
+                continue
+            try:
+                validation, test = GridCounts.from_lists(answer.validation), GridCounts.from_lists(answer.test)
+            except (KeyError, ValueError) as error:
+                logger.warning("round %d: site %s sent malformed counts (%s)", rnd, self.slots[cid].name, error)
+                continue
+            evaluations.append(ClientEvaluation(cid, validation, test))
+        self._pooled_test = sum((e.test for e in evaluations), empty_counts()) if evaluations else None
+        return evaluations
+
+    def pooled_test(self) -> GridCounts | None:
+        """The sites' own test sets pooled, from the last evaluation: federated evaluation of the global model."""
+        return self._pooled_test
+
+    def _update(self, cid: str, answer: TaskResult) -> ClientUpdate | ClientFailure:
+        assert answer.weights_sha256 is not None  # the API refuses a train result without it
+        path = blobs.blob_path(self.artifacts, answer.weights_sha256)
+        if blobs.file_sha256(path) != answer.weights_sha256:
+            return ClientFailure(cid, "its update file was modified after it was uploaded; it was not used")
+        return ClientUpdate(cid, load_checkpoint(path).weights, answer.num_examples, answer.metrics)
+
+    def _publish(self, rnd: int, weights: Weights) -> str:
+        folder = self.artifacts / "blobs" / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
+            temporary = Path(handle.name)
+        save_checkpoint(Checkpoint(rnd, weights), temporary, durable=False)
+        return blobs.put_file(self.artifacts, temporary)
+
+    def _round_trip(
+        self, kind: str, rnd: int, weights: Weights, client_ids: Sequence[str]
+    ) -> dict[str, TaskResult | ClientFailure]:
+        """Queue one task per online site, wait for their answers until the round's deadline, expire the rest."""
+        sha = self._publish(rnd, weights)
+        deadline = utcnow() + timedelta(seconds=self.cfg.federation.round_timeout_s)
+        answers: dict[str, TaskResult | ClientFailure] = {}
+        tasks: dict[uuid.UUID, str] = {}
+        with self.sessions() as session:
+            stale = (SiteTask.run_id == self.run_id, SiteTask.round == rnd, SiteTask.kind == kind)
+            session.execute(
+                update(SiteTask).where(*stale, SiteTask.status.in_(["queued", "taken"])).values(status="expired")
+            )
+            for cid in client_ids:
+                slot = self.slots[cid]
+                site = session.get(Site, slot.site_id)
+                if site is None or not registry.is_online(site):
+                    answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when round {rnd} started")
+                    continue
+                task = SiteTask(
+                    run_id=self.run_id,
+                    round=rnd,
+                    client_id=cid,
+                    site_id=slot.site_id,
+                    kind=kind,
+                    dataset=slot.dataset,
+                    weights_sha256=sha,
+                    settings=self.settings.model_dump(mode="json"),
+                    deadline=deadline,
+                )
+                session.add(task)
+                session.flush()
+                tasks[task.id] = cid
+            session.commit()
+        answers |= self._wait(kind, rnd, tasks, deadline)
+        return {cid: answers[cid] for cid in client_ids}
+
+    def _wait(
+        self, kind: str, rnd: int, tasks: dict[uuid.UUID, str], deadline: datetime
+    ) -> dict[str, TaskResult | ClientFailure]:
+        answers: dict[str, TaskResult | ClientFailure] = {}
+        pending = dict(tasks)
+        while pending:
+            if self.should_stop():
+                self._expire(list(pending))
+                raise Cancelled(f"cancelled during round {rnd}")
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(SiteTask.id, SiteTask.status, SiteTask.result).where(SiteTask.id.in_(list(pending)))
+                ).all()
+                for task_id, status, result in rows:
+                    if status in ("done", "failed"):
+                        cid = pending.pop(task_id)
+                        answer = TaskResult.model_validate(result)
+                        failed = status == "failed" or answer.error is not None
+                        answers[cid] = ClientFailure(cid, f"the site reported: {answer.error}") if failed else answer
+            if pending and utcnow() >= deadline:
+                self._expire(list(pending))
+                seconds = self.cfg.federation.round_timeout_s
+                for cid in pending.values():
+                    name = self.slots[cid].name
+                    answers[cid] = ClientFailure(
+                        cid, f"site {name} did not answer the {kind} task within {seconds:.0f} s"
+                    )
+                break
+            if pending:
+                time.sleep(POLL_S)
+        return answers
+
+    def _expire(self, task_ids: list[uuid.UUID]) -> None:
+        with self.sessions() as session:
+            session.execute(
+                update(SiteTask)
+                .where(SiteTask.id.in_(task_ids), SiteTask.status.in_(["queued", "taken"]))
+                .values(status="expired")
+            )
+            session.commit()
