@@ -27,6 +27,7 @@ from app.routes import api_experiments, api_gradcam, api_runs, pages
 from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
+from app.sites import pages as site_pages
 from app.sites import routes as site_routes
 from app.templating import ROOT
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(auth_pages.router)
     app.include_router(auth_api.router)
+    app.include_router(site_pages.router)
     app.include_router(site_routes.admin)
     app.include_router(site_routes.protocol)
     app.include_router(api_experiments.router)

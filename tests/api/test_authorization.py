@@ -89,6 +89,9 @@ RULES = {
     "POST /settings/users/{user_id}": "admin",
     "GET /api/audit": "admin",
     "GET /api/sites": "signed-in",
+    "GET /sites": "signed-in",
+    "POST /sites": "admin",
+    "POST /sites/{site_id}/{action}": "admin",
     "POST /api/sites": "admin",
     "POST /api/sites/{site_id}/rotate": "admin",
     "POST /api/sites/{site_id}/disable": "admin",
@@ -116,6 +119,7 @@ REQUESTS: dict[str, dict[str, object]] = {
     "POST /settings/users/{user_id}": {"data": {"role": "viewer"}},
     "PATCH /api/users/{user_id}": {"json": {}},
     "POST /api/sites": {"json": {"name": "matrix-site"}},
+    "POST /sites": {"data": {"name": "matrix-site-2"}},
     "POST /api/site/enroll": {"json": {"token": "x" * 43, "public_key": "A" * 44, "agent_version": "1"}},
     "GET /api/compare": {"params": {"runs": "{run_id}"}},
     "GET /api/compare.csv": {"params": {"runs": "{run_id}"}},
@@ -157,6 +161,7 @@ def world(session: Session) -> World:
         "file": "tp-0.png",
         "site_id": str(registry.create_site(session=session, name="matrix-hospital").site.id),
         "sha256": "0" * 64,
+        "action": "disable",
         "task_id": str(uuid.uuid4()),
     }
     return World(headers=headers, ids=ids)

@@ -15,10 +15,12 @@ from httpx import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEvent, Site, SiteTask, utcnow
+from app.models import AuditEvent, Role, Site, SiteTask, utcnow
 from app.settings import Settings
 from app.sites.protocol import body_sha256, public_key_text, sign
+from tests.api.conftest import bearer
 from tests.api.factories import add_experiment, add_run
+from tests.api.pagetree import page
 
 HEARTBEAT = {
     "agent_version": "0.1",
@@ -203,3 +205,24 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     assert after_deadline.json() == {"accepted": True, "late": True}
     session.refresh(late)
     assert late.status == "late"
+
+
+def test_the_sites_page_shows_counts_and_skew_and_only_admins_get_the_controls(
+    enroll: Callable[[str], Agent],
+    client: TestClient,
+    make_client: Callable[..., TestClient],
+    settings: Settings,
+    session: Session,
+) -> None:
+    agent = enroll("hospital-a")
+    agent.post("/api/site/heartbeat", HEARTBEAT)
+    viewer = make_client(settings, headers=bearer(session, "vic", Role.VIEWER))
+
+    admin_page = page(client.get("/sites"))
+    viewer_page = page(viewer.get("/sites"))
+
+    row = admin_page.by_id("sites").find("tbody").find("tr")
+    assert "30 + 70" in row.text and "online" in row.text
+    assert viewer_page.find_all("form", action="/sites") == [] and admin_page.find_all("form", action="/sites")
+    added = page(client.post("/sites", data={"name": "hospital-b"}))
+    assert "fedlens site enroll --server http://testserver --token " in added.by_id("invitation").text

@@ -1,0 +1,105 @@
+"""A real federation: the API, an orchestrator and three `fedlens site run` agents, each with its own images.
+
+Each agent is its own process with its own folder and its own part of ../shared/data written as an image folder;
+the server never sees an image, a file name or a per-image prediction, which the test checks by scanning the
+server's data directory and every table of its database after the run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import MetaData, create_engine, select
+
+from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
+from tests.e2e.stack import ROOT, Stack, wait_for
+from tests.site.images import MARKER, write_image_folder
+
+SITES = ("hospital-a", "hospital-b", "hospital-c")
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Stack]:
+    """API + orchestrator on PostgreSQL and Redis, and three enrolled site agents running."""
+    _fresh_postgres()
+    redis.Redis.from_url(REDIS_E2E).flushdb()
+    env = {
+        "FEDLENS_DATA_DIR": str(tmp_path / "server"),
+        "FEDLENS_DATABASE_URL": PG_E2E,
+        "FEDLENS_BROKER_URL": REDIS_E2E,
+        "FEDLENS_HEARTBEAT_S": "0.5",
+        "FEDLENS_STALE_AFTER_S": "10",
+    }
+    stack = Stack(tmp_path, env)
+    try:
+        stack.start_api()
+        stack.start_worker("runs")
+        for i, name in enumerate(SITES):
+            images = write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
+            invitation = stack.http.post("/api/sites", json={"name": name})
+            assert invitation.status_code == 201, invitation.text
+            folder = tmp_path / name
+            site = [sys.executable, "-m", "worker.cli", "site"]
+            enroll = [*site, "enroll", "--server", stack.url, "--dir", str(folder), "--insecure-http"]
+            enrolled = subprocess.run(
+                enroll,
+                env=stack.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert enrolled.returncode == 0, enrolled.stderr
+            run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}", "--insecure-http"]
+            stack._spawn(name, run)
+        wait_for(lambda: _online(stack) == set(SITES), 120, "the three agents' first heartbeats")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _online(stack: Stack) -> set[str]:
+    return {s["name"] for s in stack.http.get("/api/sites").json() if s["online"] and s["datasets"]}
+
+
+def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
+    federation: Stack, tmp_path: Path
+) -> None:
+    config = {
+        "name": "three hospitals",
+        "seed": 5,
+        "data": {"image_size": 28},
+        "model": {"calibration_samples": 64},
+        "federation": {
+            "rounds": 2,
+            "sites": [{"site": name, "dataset": "chest"} for name in SITES],
+            "round_timeout_s": 180,
+            "min_sites": 2,
+        },
+    }
+
+    run_id = federation.launch(config)["federated"]["id"]
+    finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
+
+    assert finished["status"] == "succeeded", federation.logs()
+    rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert [r["number"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert sorted(c["status"] for c in r["clients"]) == ["trained"] * 3
+        assert 0.5 < r["metrics"]["test.auc"] <= 1  # federated evaluation on the sites' own test sets
+    server_files = [p for p in (tmp_path / "server").rglob("*") if p.is_file()]
+    assert not [p for p in server_files if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")]
+    assert not [p for p in server_files if MARKER.encode() in p.read_bytes()]
+    engine = create_engine(PG_E2E)
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as conn:
+        dump = json.dumps([[list(row) for row in conn.execute(select(t))] for t in tables.sorted_tables], default=str)
+    engine.dispose()
+    assert MARKER not in dump
