@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from app.run_config import allowed_fields
+
+#: A location part longer than this (an unknown key a client made up) is cut: a 422 never echoes the input back.
+MAX_LOC_CHARS = 64
 
 
 class DomainError(Exception):
@@ -25,16 +33,58 @@ class InvalidTransition(DomainError):
 
 
 class BadRequest(DomainError):
+    """A parameter that passed its type but not its meaning; ``field`` names it as a validation error would."""
+
     status_code = 422
 
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.field = field
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
-    async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+class TooManyRuns(DomainError):
+    """A user already has as many active runs as allowed; one must finish (or be cancelled) first."""
+
+    status_code = 429
 
 
 class Unavailable(DomainError):
     """A dependency (broker, database) cannot be reached; the request may be retried."""
 
     status_code = 503
+
+
+def _loc_part(part: int | str) -> int | str:
+    return part if isinstance(part, int) or len(part) <= MAX_LOC_CHARS else part[:MAX_LOC_CHARS] + "…"
+
+
+def field_error(loc: list[int | str], message: str, kind: str) -> dict[str, Any]:
+    """One entry of a 422's ``detail`` list: FastAPI's ``loc``/``msg``/``type`` plus a dotted ``field`` that forms
+    show next to the input, and never the ``input`` or ``ctx`` a client sent."""
+    return {"field": ".".join(str(p) for p in loc), "message": message, "loc": loc, "msg": message, "type": kind}
+
+
+def validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for item in error.errors():
+        loc = [_loc_part(p) for p in item["loc"]]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden" and loc[1:2] == ["config"]:
+            message += f"; allowed fields: {', '.join(allowed_fields(tuple(item['loc'][2:])))}"
+        details.append(field_error([p for p in loc if p != "body"], message, item["type"]) | {"loc": loc})
+    return details
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
+        if isinstance(error, BadRequest):
+            loc: list[int | str] = list(error.field.split("."))
+            detail: Any = [field_error(loc, error.detail, "value_error")]
+        else:
+            detail = error.detail
+        return JSONResponse({"detail": detail}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(error)}, status_code=422)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -16,23 +13,11 @@ from sqlalchemy import text
 from app.broker import client_for
 from app.db import SettingsDep, session_factory
 from app.errors import install_handlers
+from app.limits.body import BodyLimit
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
-from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
-
-
-def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    """FastAPI's error list plus a dotted ``field`` path that forms can show next to the input."""
-    details = []
-    for item in error.errors():
-        loc = [str(p) for p in item["loc"] if p != "body"]
-        message = item["msg"]
-        if item["type"] == "extra_forbidden" and loc[:1] == ["config"]:
-            message += f"; allowed fields: {', '.join(allowed_fields(tuple(item['loc'][2:])))}"
-        details.append({"field": ".".join(loc), "message": message, **jsonable_encoder(item)})
-    return details
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,10 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)
     app.dependency_overrides[get_settings] = lambda: settings
     install_handlers(app)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _field_errors(error)}, status_code=422)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["operations"])
     def healthz(current: SettingsDep) -> JSONResponse:

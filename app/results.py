@@ -195,7 +195,7 @@ def compare(*, session: Session, run_ids: list[uuid.UUID]) -> list[CompareRow]:
     launched with the federated run's experiment.
     """
     if not run_ids:
-        raise BadRequest("give at least one run id: /api/compare?runs=ID,ID")
+        raise BadRequest("give at least one run id: /api/compare?runs=ID,ID", "query.runs")
     runs = [get_run(session=session, run_id=rid) for rid in run_ids]
     summaries = {run.id: _summary(session, run) for run in runs}
     chosen = next((r for r in runs if r.kind == RunKind.CENTRALIZED), None)

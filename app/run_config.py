@@ -9,6 +9,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     model_serializer,
     model_validator,
@@ -46,8 +49,8 @@ class DataSource(_Strict):
             "Default: train for data.train, test for data.test"
         ),
     )
-    samples: int = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
-    positive_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
+    samples: StrictInt = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
+    positive_fraction: StrictFloat = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
     image_column: str = Field("path", min_length=1, max_length=100, description="csv only: image path column")
     label_column: str = Field("label", min_length=1, max_length=100, description="csv only: label column")
     positive: list[_Label] = Field(
@@ -95,14 +98,14 @@ class DataConfig(_Strict):
     test: DataSource | None = Field(
         None, description="the common test set (split test by default); omit to hold out test_fraction of train"
     )
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    image_size: int = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
+    test_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
+    image_size: StrictInt = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
 
 
 class ModelConfig(_Strict):
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
-    learning_rate: float = Field(0.001, gt=0, le=1)
-    batch_size: int = Field(32, ge=1, le=1024)
+    learning_rate: StrictFloat = Field(0.001, gt=0, le=1)
+    batch_size: StrictInt = Field(32, ge=1, le=1024)
     batchnorm: Literal["federated", "local", "keras"] = Field(
         "federated",
         description=(
@@ -110,12 +113,12 @@ class ModelConfig(_Strict):
             "clients' data each round), local (recomputed by each client for its own update), keras (as trained)"
         ),
     )
-    calibration_samples: int = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
+    calibration_samples: StrictInt = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
     class_weight: Literal["balanced", "none"] = Field(
         "balanced",
         description="balanced: weight each class's loss by n / (2 n_class) from the clients' summed label counts",
     )
-    augmentation: bool = Field(
+    augmentation: StrictBool = Field(
         True, description="random rotation (5 degrees), shift (5%) and zoom (10%) while training; no flips"
     )
 
@@ -126,7 +129,7 @@ class IidPartition(_Strict):
 
 class SizesPartition(_Strict):
     kind: Literal["sizes"]
-    fractions: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+    fractions: list[Annotated[StrictFloat, Field(gt=0, le=1)]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> Self:
@@ -138,7 +141,7 @@ class SizesPartition(_Strict):
 
 class DirichletPartition(_Strict):
     kind: Literal["dirichlet"]
-    alpha: float = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
+    alpha: StrictFloat = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
 
 
 Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(discriminator="kind")]
@@ -147,9 +150,9 @@ Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(
 class ClientEvent(_Strict):
     """One client joining (first round it trains) or leaving (first round it is gone)."""
 
-    client: int = Field(ge=1)
-    joins: int | None = Field(None, ge=1)
-    leaves: int | None = Field(None, ge=2)
+    client: StrictInt = Field(ge=1, le=100)
+    joins: StrictInt | None = Field(None, ge=1, le=1000)
+    leaves: StrictInt | None = Field(None, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -163,16 +166,16 @@ class IntermittentConfig(_Strict):
         "drop", description="drop: a client that left no longer counts; keep-last: its last weights keep counting"
     )
     events: list[ClientEvent] = []
-    availability: float = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
+    availability: StrictFloat = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
 
 
 class FederationConfig(_Strict):
-    clients: int = Field(3, ge=1, le=100)
-    rounds: int = Field(10, ge=1, le=1000)
-    local_epochs: int = Field(1, ge=1, le=100)
+    clients: StrictInt = Field(3, ge=1, le=100)
+    rounds: StrictInt = Field(10, ge=1, le=1000)
+    local_epochs: StrictInt = Field(1, ge=1, le=100)
     partition: Partition = IidPartition()
-    client_test_fraction: float = Field(0.25, ge=0, lt=1)
-    client_validation_fraction: float = Field(
+    client_test_fraction: StrictFloat = Field(0.25, ge=0, lt=1)
+    client_validation_fraction: StrictFloat = Field(
         0.1, ge=0, lt=1, description="share of each client's training part that chooses the operating threshold"
     )
     intermittent: IntermittentConfig = IntermittentConfig()
@@ -220,8 +223,8 @@ class ThresholdConfig(_Strict):
         description="youden: maximise sensitivity + specificity; sensitivity: highest threshold reaching "
         "target_sensitivity; fixed: value",
     )
-    target_sensitivity: float = Field(0.9, gt=0, lt=1, description="sensitivity method only")
-    value: float = Field(0.5, gt=0, lt=1, description="fixed method only")
+    target_sensitivity: StrictFloat = Field(0.9, gt=0, lt=1, description="sensitivity method only")
+    value: StrictFloat = Field(0.5, gt=0, lt=1, description="fixed method only")
 
 
 class EvaluationConfig(_Strict):
@@ -229,13 +232,13 @@ class EvaluationConfig(_Strict):
 
 
 class CentralizedConfig(_Strict):
-    enabled: bool = True
-    epochs: int | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
+    enabled: StrictBool = True
+    epochs: StrictInt | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
 
 
 class RunConfig(_Strict):
     name: str = Field("experiment", min_length=1, max_length=200)
-    seed: int = Field(42, ge=0, le=2**31 - 1)
+    seed: StrictInt = Field(42, ge=0, le=2**31 - 1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     federation: FederationConfig = FederationConfig()

@@ -22,6 +22,20 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(60.0, gt=0, description="a running run silent this long is requeued")
     redelivery_after_s: int = Field(600, ge=10, description="a task whose worker died is delivered again after this")
     client_timeout_s: float = Field(3600.0, gt=0, description="longest wait for one round's client tasks")
+    max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 above it)")
+    max_worker_memory_gib: float = Field(
+        8.0, gt=0, description="a config whose data a worker would need more memory for is refused at create"
+    )
+    max_training_pixels: float = Field(
+        1e13,
+        gt=0,
+        description="largest images x pixels x passes (rounds x local epochs + baseline epochs) a config "
+        "may ask for; refused at create above it",
+    )
+    max_active_runs_per_user: int = Field(4, ge=1, description="queued or running runs one user may have at once")
+    orchestrators: int = Field(
+        4, ge=1, description="federated runs that proceed at once (processes of the runs queue that fedlens up starts)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from app import datacheck, runs
 from app.db import SessionDep
 from app.deps import CeleryDep
+from app.limits.bounds import MAX_INT32
 from app.results import run_read
 from app.schemas import DataCheck, ExperimentCreate, ExperimentRead, Launch, Page
 
@@ -42,7 +43,9 @@ def create_experiment(
 
 @router.get("")
 def list_experiments(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
 ) -> Page[ExperimentRead]:
     items, total = runs.list_experiments(session=session, limit=limit, offset=offset)
     return Page(items=[ExperimentRead.model_validate(e) for e in items], total=total, limit=limit, offset=offset)

@@ -12,10 +12,12 @@ from app import gradcam
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.gradcam import GradcamRead, GradcamRequested
+from app.limits.bounds import MAX_INT32
 
 router = APIRouter(prefix="/api", tags=["runs"])
 RoundQuery = Annotated[
-    int | None, Query(ge=1, description="default: the latest round explained (GET), the last round (POST)")
+    int | None,
+    Query(ge=1, le=MAX_INT32, description="default: the latest round explained (GET), the last round (POST)"),
 ]
 
 

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
@@ -14,6 +14,7 @@ from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import BadRequest, NotFound
 from app.events import run_events
+from app.limits.bounds import MAX_INT32
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 
 router = APIRouter(prefix="/api", tags=["runs"])
@@ -28,7 +29,7 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
 def get_rounds(
     run_id: uuid.UUID,
     session: SessionDep,
-    since: Annotated[int, Query(ge=0, description="only rounds after this one")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
 ) -> Response:
     """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
     run = runs.get_run(session=session, run_id=run_id)
@@ -43,7 +44,7 @@ def get_rounds(
 def get_roc(
     run_id: uuid.UUID,
     session: SessionDep,
-    round: Annotated[int | None, Query(ge=1, description="default: the last completed round")] = None,
+    round: Annotated[int | None, Query(ge=1, le=MAX_INT32, description="default: the last completed round")] = None,
 ) -> RocRead:
     return results.roc(session=session, run_id=run_id, round_number=round)
 
@@ -62,11 +63,16 @@ def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead
 
 @router.get("/runs/{run_id}/events")
 async def events(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, since: Annotated[int, Query(ge=0)] = 0
+    run_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=MAX_INT32, description="sent by a reconnecting browser; wins over since")
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: ``status`` on every status change, ``round`` for every finished round."""
-    last_event = request.headers.get("last-event-id", "")
-    start = int(last_event) if last_event.isdigit() else since
+    start = since if last_event_id is None else last_event_id
     stream = await run_events(run_id, settings, request, since=start)
     return StreamingResponse(
         stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -99,7 +105,7 @@ def _run_ids(text: str) -> list[uuid.UUID]:
     try:
         return [uuid.UUID(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}") from error
+        raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}", "query.runs") from error
 
 
 @router.get("/compare")
