@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from app.run_config import allowed_fields
 
@@ -52,6 +53,39 @@ class Unavailable(DomainError):
     """A dependency (broker, database) cannot be reached; the request may be retried."""
 
     status_code = 503
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(description="what went wrong and what to do about it")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the parameter or config field, e.g. config.federation.rounds")
+    message: str
+    loc: list[int | str] = Field(description="the same path as FastAPI gives it, e.g. [body, config, seed]")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. int_type, less_than_equal, extra_forbidden")
+
+
+class FieldErrors(BaseModel):
+    detail: list[FieldError] = Field(description="every wrong field at once; the input is never echoed back")
+
+
+_ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (ErrorMessage, "The body is not UTF-8 text"),
+    404: (ErrorMessage, "No experiment, run, round or file with that id"),
+    409: (ErrorMessage, "The run's status does not allow this"),
+    413: (ErrorMessage, "The body is over the size limit; it was not read"),
+    422: (FieldErrors, "A parameter or config field is wrong; each is named"),
+    429: (ErrorMessage, "Too many active runs for this user; wait for one to finish or cancel one"),
+    503: (ErrorMessage, "The broker or the data-check worker cannot be reached; retry later"),
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses plus 422 (every operation validates something), so that a
+    client, and schemathesis, knows every answer an operation can give."""
+    return {code: {"model": _ERRORS[code][0], "description": _ERRORS[code][1]} for code in sorted({*statuses, 422})}
 
 
 def _loc_part(part: int | str) -> int | str:

@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses={503: {"description": "a dependency is down; each part says"}})
     def healthz(current: SettingsDep) -> JSONResponse:
         """200 when the database and the broker answer, else 503 with what failed."""
         checks: dict[str, str] = {}

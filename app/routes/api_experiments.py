@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from app import datacheck, runs
 from app.db import SessionDep
 from app.deps import CeleryDep
+from app.errors import documented
 from app.limits.bounds import MAX_INT32
 from app.results import run_read
 from app.schemas import DataCheck, ExperimentCreate, ExperimentRead, Launch, Page
@@ -22,7 +23,10 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ExperimentRead,
-    responses={200: {"model": DataCheck, "description": "check=true: the data check; nothing is stored"}},
+    responses={
+        200: {"model": DataCheck, "description": "check=true: the data check; nothing is stored"},
+        **documented(400, 413, 503),
+    },
 )
 def create_experiment(
     body: ExperimentCreate,
@@ -41,7 +45,7 @@ def create_experiment(
     return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body))
 
 
-@router.get("")
+@router.get("", responses=documented())
 def list_experiments(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -51,12 +55,12 @@ def list_experiments(
     return Page(items=[ExperimentRead.model_validate(e) for e in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{experiment_id}")
+@router.get("/{experiment_id}", responses=documented(404))
 def get_experiment(experiment_id: uuid.UUID, session: SessionDep) -> ExperimentRead:
     return ExperimentRead.model_validate(runs.get_experiment(session=session, experiment_id=experiment_id))
 
 
-@router.post("/{experiment_id}/runs", status_code=status.HTTP_201_CREATED)
+@router.post("/{experiment_id}/runs", status_code=status.HTTP_201_CREATED, responses=documented(404, 429, 503))
 def launch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Launch:
     """Create and enqueue the federated run and, if the config asks, its centralized baseline."""
     federated, central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
@@ -12,20 +12,21 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response, Streami
 from app import results, runs
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, documented
 from app.events import run_events
 from app.limits.bounds import MAX_INT32
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 
 router = APIRouter(prefix="/api", tags=["runs"])
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=documented(404))
 def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds", response_model=RunRounds)
+@router.get("/runs/{run_id}/rounds", response_model=RunRounds, responses=documented(404))
 def get_rounds(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -40,7 +41,7 @@ def get_rounds(
     )
 
 
-@router.get("/runs/{run_id}/roc")
+@router.get("/runs/{run_id}/roc", responses=documented(404))
 def get_roc(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -49,19 +50,26 @@ def get_roc(
     return results.roc(session=session, run_id=run_id, round_number=round)
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", responses=documented(404, 409))
 def cancel(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> RunRead:
     """409 if the run has finished; a running run stops before its next client task."""
     return results.run_read(runs.cancel_run(session=session, run_id=run_id, stale_after_s=settings.stale_after_s))
 
 
-@router.post("/runs/{run_id}/resume")
+@router.post("/runs/{run_id}/resume", responses=documented(404, 409, 429, 503))
 def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead:
     """Queue a failed or cancelled run again; it continues after its last completed round."""
     return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/events")
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the event stream"},
+        **documented(404),
+    },
+)
 async def events(
     run_id: uuid.UUID,
     request: Request,
@@ -79,7 +87,7 @@ async def events(
     )
 
 
-@router.get("/runs/{run_id}/metrics.csv", response_class=PlainTextResponse)
+@router.get("/runs/{run_id}/metrics.csv", response_class=Response, responses=CSV | documented(404))
 def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     body = results.metrics_csv(session=session, run_id=run_id)
     return PlainTextResponse(
@@ -87,7 +95,14 @@ def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     )
 
 
-@router.get("/runs/{run_id}/model", response_class=FileResponse)
+@router.get(
+    "/runs/{run_id}/model",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **documented(404),
+    },
+)
 def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
     """The final model as a .keras file (``keras.models.load_model`` opens it)."""
     run = runs.get_run(session=session, run_id=run_id)
@@ -98,7 +113,7 @@ def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
     )
 
 
-RunIds = Annotated[str, Query(alias="runs", description="comma-separated run ids")]
+RunIds = Annotated[str, Query(alias="runs", max_length=37 * 100, description="comma-separated run ids, 100 at most")]
 
 
 def _run_ids(text: str) -> list[uuid.UUID]:
@@ -108,14 +123,14 @@ def _run_ids(text: str) -> list[uuid.UUID]:
         raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}", "query.runs") from error
 
 
-@router.get("/compare")
+@router.get("/compare", responses=documented(404))
 def compare(session: SessionDep, runs_: RunIds) -> list[CompareRow]:
     """The study's Table 3 for these runs: loss, accuracy, sensitivity and specificity at the operating threshold,
     AUC with its 95% interval, n per class, rounds, execution time, time reduction."""
     return results.compare(session=session, run_ids=_run_ids(runs_))
 
 
-@router.get("/compare.csv", response_class=PlainTextResponse)
+@router.get("/compare.csv", response_class=Response, responses=CSV | documented(404))
 def compare_csv(session: SessionDep, runs_: RunIds) -> PlainTextResponse:
     """The same Table 3 as a CSV download."""
     body = results.compare_csv(results.compare(session=session, run_ids=_run_ids(runs_)))
