@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.broker import client_for, enqueue_run
 from app.db import session_factory
 from app.errors import InvalidTransition, NotFound, Unavailable
+from app.limits.cost import require_within_budget
 from app.models import Experiment, Run, RunKind, RunStatus, utcnow
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
@@ -23,7 +24,9 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_experiment(*, session: Session, data: ExperimentCreate) -> Experiment:
+def create_experiment(*, session: Session, data: ExperimentCreate, settings: Settings) -> Experiment:
+    """Store a config; one that asks for more memory or work than the budgets in ``settings`` is a BadRequest."""
+    require_within_budget(data.config, settings)
     experiment = Experiment(
         name=data.name or data.config.name, description=data.description, config=data.config.model_dump(mode="json")
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from app import datacheck, runs
-from app.db import SessionDep
+from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import documented
 from app.limits.bounds import MAX_INT32
@@ -31,10 +31,12 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 def create_experiment(
     body: ExperimentCreate,
     session: SessionDep,
+    settings: SettingsDep,
     celery: CeleryDep,
     check: Annotated[bool, Query(description="check the data on a worker instead of storing the experiment")] = False,
 ) -> ExperimentRead | JSONResponse:
-    """Store a validated RunConfig; a wrong field gets a 422 naming it and what is allowed.
+    """Store a validated RunConfig; a wrong field, or a config over the memory or work budget, gets a 422 naming
+    the field and what is allowed.
 
     With ``check=true`` a worker loads and splits the data as a run would and the answer (200) reports the images
     per split, class and client, the sizes and bit depths seen, the skipped files and a few thumbnails.
@@ -42,7 +44,7 @@ def create_experiment(
     if check:
         report = datacheck.check(celery=celery, config=body.config)
         return JSONResponse(report.model_dump(mode="json"), status_code=status.HTTP_200_OK)
-    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body))
+    return ExperimentRead.model_validate(runs.create_experiment(session=session, data=body, settings=settings))
 
 
 @router.get("", responses=documented())

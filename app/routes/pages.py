@@ -13,9 +13,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 
 from app import datacheck, forms, results, runs
-from app.db import SessionDep
+from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import Unavailable
+from app.limits.cost import over_budget
 from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
@@ -93,13 +94,16 @@ def new_experiment_page(
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
-async def create_from_form(request: Request, session: SessionDep, celery: CeleryDep) -> Response:
+async def create_from_form(request: Request, session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     cfg, _raw, errors = forms.validate_form(form)
-    if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
-        return _new_page(request, form, errors, "")
+    refused = over_budget(cfg, settings) if cfg else None
+    if cfg is None or refused:  # the page itself rendered fine: 200, so browsers log no failed request
+        return _new_page(request, form, dict([refused]) if refused else errors, "")
     experiment = runs.create_experiment(
-        session=session, data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg)
+        session=session,
+        data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg),
+        settings=settings,
     )
     try:
         federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id)
