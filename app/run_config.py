@@ -6,17 +6,27 @@ from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictBool,
-    StrictFloat,
     StrictInt,
     ValidationError,
     model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+
+def _not_a_flag(value: object) -> object:
+    """true/false is not a number; text stays accepted, since YAML reads 1e-3 (no dot) as text."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_flag)]
 
 
 class _Strict(BaseModel):
@@ -50,7 +60,7 @@ class DataSource(_Strict):
         ),
     )
     samples: StrictInt = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
-    positive_fraction: StrictFloat = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
+    positive_fraction: Number = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
     image_column: str = Field("path", min_length=1, max_length=100, description="csv only: image path column")
     label_column: str = Field("label", min_length=1, max_length=100, description="csv only: label column")
     positive: list[_Label] = Field(
@@ -98,13 +108,13 @@ class DataConfig(_Strict):
     test: DataSource | None = Field(
         None, description="the common test set (split test by default); omit to hold out test_fraction of train"
     )
-    test_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
+    test_fraction: Number = Field(0.2, gt=0, lt=1)
     image_size: StrictInt = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
 
 
 class ModelConfig(_Strict):
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
-    learning_rate: StrictFloat = Field(0.001, gt=0, le=1)
+    learning_rate: Number = Field(0.001, gt=0, le=1)
     batch_size: StrictInt = Field(32, ge=1, le=1024)
     batchnorm: Literal["federated", "local", "keras"] = Field(
         "federated",
@@ -129,7 +139,7 @@ class IidPartition(_Strict):
 
 class SizesPartition(_Strict):
     kind: Literal["sizes"]
-    fractions: list[Annotated[StrictFloat, Field(gt=0, le=1)]] = Field(min_length=1)
+    fractions: list[Annotated[Number, Field(gt=0, le=1)]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> Self:
@@ -141,7 +151,7 @@ class SizesPartition(_Strict):
 
 class DirichletPartition(_Strict):
     kind: Literal["dirichlet"]
-    alpha: StrictFloat = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
+    alpha: Number = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
 
 
 Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(discriminator="kind")]
@@ -166,7 +176,7 @@ class IntermittentConfig(_Strict):
         "drop", description="drop: a client that left no longer counts; keep-last: its last weights keep counting"
     )
     events: list[ClientEvent] = []
-    availability: StrictFloat = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
+    availability: Number = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
 
 
 class FederationConfig(_Strict):
@@ -174,8 +184,8 @@ class FederationConfig(_Strict):
     rounds: StrictInt = Field(10, ge=1, le=1000)
     local_epochs: StrictInt = Field(1, ge=1, le=100)
     partition: Partition = IidPartition()
-    client_test_fraction: StrictFloat = Field(0.25, ge=0, lt=1)
-    client_validation_fraction: StrictFloat = Field(
+    client_test_fraction: Number = Field(0.25, ge=0, lt=1)
+    client_validation_fraction: Number = Field(
         0.1, ge=0, lt=1, description="share of each client's training part that chooses the operating threshold"
     )
     intermittent: IntermittentConfig = IntermittentConfig()
@@ -223,8 +233,8 @@ class ThresholdConfig(_Strict):
         description="youden: maximise sensitivity + specificity; sensitivity: highest threshold reaching "
         "target_sensitivity; fixed: value",
     )
-    target_sensitivity: StrictFloat = Field(0.9, gt=0, lt=1, description="sensitivity method only")
-    value: StrictFloat = Field(0.5, gt=0, lt=1, description="fixed method only")
+    target_sensitivity: Number = Field(0.9, gt=0, lt=1, description="sensitivity method only")
+    value: Number = Field(0.5, gt=0, lt=1, description="fixed method only")
 
 
 class EvaluationConfig(_Strict):

@@ -20,6 +20,7 @@ from app.limits.cost import over_budget
 from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
+from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=ROOT / "templates")
@@ -78,6 +79,13 @@ def _new_page(
     )
 
 
+def _validate(form: dict[str, str], settings: Settings) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
+    """The form's config as ``forms.validate_form`` gives it, or its budget refusal on the field to reduce."""
+    cfg, raw, errors = forms.validate_form(form)
+    refused = over_budget(cfg, settings) if cfg else None
+    return (None, raw, dict([refused])) if refused else (cfg, raw, errors)
+
+
 @router.get("/experiments/new", response_class=HTMLResponse)
 def new_experiment_page(
     request: Request,
@@ -96,10 +104,9 @@ def new_experiment_page(
 @router.post("/experiments/new", response_class=HTMLResponse)
 async def create_from_form(request: Request, session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, _raw, errors = forms.validate_form(form)
-    refused = over_budget(cfg, settings) if cfg else None
-    if cfg is None or refused:  # the page itself rendered fine: 200, so browsers log no failed request
-        return _new_page(request, form, dict([refused]) if refused else errors, "")
+    cfg, _raw, errors = _validate(form, settings)
+    if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
+        return _new_page(request, form, errors, "")
     experiment = runs.create_experiment(
         session=session,
         data=ExperimentCreate(name=cfg.name, description=form.get("description", ""), config=cfg),
@@ -113,10 +120,11 @@ async def create_from_form(request: Request, session: SessionDep, settings: Sett
 
 
 @router.post("/experiments/preview")
-async def preview(request: Request) -> JSONResponse:
-    """The config a form describes, as YAML and JSON, with its errors per field (the live preview)."""
+async def preview(request: Request, settings: SettingsDep) -> JSONResponse:
+    """The config a form describes, as YAML and JSON, with its errors per field (the live preview), a config over
+    the memory or work budget included."""
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, raw, errors = forms.validate_form(form)
+    cfg, raw, errors = _validate(form, settings)
     shown: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True) if cfg else raw
     return JSONResponse(
         {"yaml": yaml.safe_dump(shown, sort_keys=False), "json": json.dumps(shown, indent=2), "errors": errors}

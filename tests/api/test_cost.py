@@ -88,3 +88,11 @@ def test_the_form_shows_the_budget_refusal_next_to_the_samples_field(
     assert "need about 323.3 GiB per worker" in root.find(data_error_for="data.train.samples").text
     assert session.scalar(select(func.count()).where(Experiment.name == "too-big-form")) == 0
     assert broker.llen("runs") == 0
+
+
+def test_the_live_preview_shows_the_budget_refusal_before_the_form_is_sent(client: TestClient) -> None:
+    sent = quickstart_form(data__train__samples="100000", data__image_size="512")
+
+    errors = client.post("/experiments/preview", data=sent).json()["errors"]
+
+    assert list(errors) == ["data.train.samples"] and "the limit is 8 GiB" in errors["data.train.samples"]

@@ -210,6 +210,12 @@ def test_yaml_numbers_validate_and_an_int_is_a_valid_float() -> None:
     assert (cfg.seed, cfg.model.learning_rate, cfg.federation.rounds) == (7, 1.0, 2)
 
 
+def test_a_float_written_without_a_dot_in_yaml_still_validates() -> None:
+    """PyYAML reads 1e-3 as text (YAML 1.1 wants a dot): a float field takes it as the number it means."""
+    cfg = RunConfig.model_validate(yaml.safe_load("model: {learning_rate: 1e-3}"))
+    assert cfg.model.learning_rate == 0.001
+
+
 def test_wrong_types_are_each_reported_with_the_given_value() -> None:
     lines = errors_for({"seed": "x", "federation": {"rounds": "many", "clients": [1]}, "model": {"optimizer": "adamw"}})
     assert sorted(lines) == sorted(
