@@ -34,11 +34,12 @@ class InvalidTransition(DomainError):
 
 
 class BadRequest(DomainError):
-    """A parameter that passed its type but not its meaning; ``field`` names it as a validation error would."""
+    """A request that passed its types but not its meaning; ``field`` names the parameter or config field (as a
+    validation error would) when there is one. Answered like a validation 422: ``detail`` is a list."""
 
     status_code = 422
 
-    def __init__(self, detail: str, field: str) -> None:
+    def __init__(self, detail: str, field: str = "") -> None:
         super().__init__(detail)
         self.field = field
 
@@ -113,7 +114,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
         if isinstance(error, BadRequest):
-            loc: list[int | str] = list(error.field.split("."))
+            loc: list[int | str] = list(error.field.split(".")) if error.field else []
             detail: Any = [field_error(loc, error.detail, "value_error")]
         else:
             detail = error.detail
