@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from app.run_config import allowed_fields
+
+#: A location part longer than this (an unknown key a client made up) is cut: a 422 never echoes the input back.
+MAX_LOC_CHARS = 64
 
 
 class DomainError(Exception):
@@ -38,12 +47,15 @@ class Forbidden(DomainError):
     status_code = 403
 
 
-class TooMany(DomainError):
-    status_code = 429
-
-
 class BadRequest(DomainError):
+    """A request that passed its types but not its meaning; ``field`` names the parameter or config field (as a
+    validation error would) when there is one. Answered like a validation 422: ``detail`` is a list."""
+
     status_code = 422
+
+    def __init__(self, detail: str, field: str = "") -> None:
+        super().__init__(detail)
+        self.field = field
 
 
 class FieldErrors(BadRequest):
@@ -61,14 +73,88 @@ class FieldErrors(BadRequest):
         ]
 
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
-    async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
-        detail = error.details() if isinstance(error, FieldErrors) else error.detail
-        return JSONResponse({"detail": detail}, status_code=error.status_code)
+class TooManyRuns(DomainError):
+    """A user already has as many active runs as allowed; one must finish (or be cancelled) first."""
+
+    status_code = 429
 
 
 class Unavailable(DomainError):
     """A dependency (broker, database) cannot be reached; the request may be retried."""
 
     status_code = 503
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(description="what went wrong and what to do about it")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the parameter or config field, e.g. config.federation.rounds")
+    message: str
+    loc: list[int | str] = Field(description="the same path as FastAPI gives it, e.g. [body, config, seed]")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. int_type, less_than_equal, extra_forbidden")
+
+
+class FieldErrorList(BaseModel):
+    detail: list[FieldError] = Field(description="every wrong field at once; the input is never echoed back")
+
+
+_ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (ErrorMessage, "The body is not UTF-8 text"),
+    404: (ErrorMessage, "No experiment, run, round, site, task or file with that id (or not yours to see)"),
+    409: (ErrorMessage, "The run's status does not allow this, or the name is taken"),
+    413: (ErrorMessage, "The body is over the size limit; it was not read"),
+    401: (ErrorMessage, "Not signed in: send 'Authorization: Bearer <token>' (or, for sites, a signed request)"),
+    403: (ErrorMessage, "Signed in, but this needs another role (or a browser request failed its CSRF check)"),
+    422: (FieldErrorList, "A parameter or config field is wrong; each is named"),
+    429: (ErrorMessage, "Too many active runs for this user; wait for one to finish or cancel one"),
+    503: (ErrorMessage, "The broker or the data-check worker cannot be reached; retry later"),
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses plus 401, 403 (every operation is authenticated and
+    authorized) and 422 (every operation validates something), so that a client, and schemathesis, knows every
+    answer an operation can give."""
+    codes = sorted({*statuses, 401, 403, 422})
+    return {code: {"model": _ERRORS[code][0], "description": _ERRORS[code][1]} for code in codes}
+
+
+def _loc_part(part: int | str) -> int | str:
+    return part if isinstance(part, int) or len(part) <= MAX_LOC_CHARS else part[:MAX_LOC_CHARS] + "…"
+
+
+def field_error(loc: list[int | str], message: str, kind: str) -> dict[str, Any]:
+    """One entry of a 422's ``detail`` list: FastAPI's ``loc``/``msg``/``type`` plus a dotted ``field`` that forms
+    show next to the input, and never the ``input`` or ``ctx`` a client sent."""
+    return {"field": ".".join(str(p) for p in loc), "message": message, "loc": loc, "msg": message, "type": kind}
+
+
+def validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for item in error.errors():
+        loc = [_loc_part(p) for p in item["loc"]]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden" and loc[1:2] == ["config"]:
+            message += f"; allowed fields: {', '.join(allowed_fields(tuple(item['loc'][2:])))}"
+        details.append(field_error([p for p in loc if p != "body"], message, item["type"]) | {"loc": loc})
+    return details
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
+        if isinstance(error, FieldErrors):
+            detail: Any = error.details()
+        elif isinstance(error, BadRequest):
+            loc: list[int | str] = list(error.field.split(".")) if error.field else []
+            detail = [field_error(loc, error.detail, "value_error")]
+        else:
+            detail = error.detail
+        return JSONResponse({"detail": detail}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(error)}, status_code=422)

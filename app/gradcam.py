@@ -83,7 +83,7 @@ def read_gallery(*, session: Session, artifacts: Path, run_id: uuid.UUID, round_
 def gallery_file(*, session: Session, artifacts: Path, run_id: uuid.UUID, name: str) -> Path:
     """A PNG that one of the run's indexes names; any other name is refused before the disk is touched."""
     if not SAFE_FILE.fullmatch(name):
-        raise BadRequest(f"{name!r} is not a gallery file name (letters, digits, '-' and '_', then .png)")
+        raise BadRequest("not a gallery file name: letters, digits, '-' and '_', then .png", "path.file")
     runs.get_run(session=session, run_id=run_id)
     folder = gallery_folder(artifacts, run_id)
     named = {

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,26 +19,14 @@ from app.auth.headers import SecurityHeaders
 from app.broker import client_for
 from app.db import SettingsDep, session_factory
 from app.errors import Unauthenticated, install_handlers
+from app.limits.body import BodyLimit
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
-from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
 from app.sites import pages as site_pages
 from app.sites import routes as site_routes
 from app.templating import ROOT
-
-
-def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    """FastAPI's error list plus a dotted ``field`` path that forms can show next to the input."""
-    details = []
-    for item in error.errors():
-        loc = [str(p) for p in item["loc"] if p != "body"]
-        message = item["msg"]
-        if item["type"] == "extra_forbidden" and loc[:1] == ["config"]:
-            message += f"; allowed fields: {', '.join(allowed_fields(tuple(item['loc'][2:])))}"
-        details.append({"field": ".".join(loc), "message": message, **jsonable_encoder(item)})
-    return details
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_handlers(app)
 
     @app.exception_handler(Unauthenticated)
@@ -74,11 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         return JSONResponse({"detail": error.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _field_errors(error)}, status_code=422)
-
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses={503: {"description": "a dependency is down; each part says"}})
     def healthz(current: SettingsDep) -> JSONResponse:
         """200 when the database and the broker answer, else 503 with what failed."""
         checks: dict[str, str] = {}

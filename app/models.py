@@ -206,6 +206,10 @@ class Run(Base):
     model_path: Mapped[str | None] = mapped_column(String(500))
     #: one-off start-up of the process that ran it (data loading, model building, tracing), summed over resumes
     startup_s: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    #: the user whose launch (or resume) made it active: their concurrent-run quota counts it; None before users
+    launched_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL"), index=True
+    )
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 

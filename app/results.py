@@ -196,7 +196,7 @@ def compare(*, session: Session, run_ids: list[uuid.UUID], viewer: User) -> list
     launched with the federated run's experiment.
     """
     if not run_ids:
-        raise BadRequest("give at least one run id: /api/compare?runs=ID,ID")
+        raise BadRequest("give at least one run id: /api/compare?runs=ID,ID", "query.runs")
     runs = [get_run(session=session, run_id=rid) for rid in run_ids]
     if hidden := next((r.id for r in runs if not can_see(r.experiment, viewer)), None):
         raise NotFound(f"no run with id {hidden}")

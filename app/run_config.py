@@ -9,14 +9,27 @@ from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictInt,
     ValidationError,
     model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+
+def _not_a_flag(value: object) -> object:
+    """true/false is not a number; text stays accepted, since YAML reads 1e-3 (no dot) as text."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_flag)]
 
 
 class _Strict(BaseModel):
@@ -49,8 +62,8 @@ class DataSource(_Strict):
             "Default: train for data.train, test for data.test"
         ),
     )
-    samples: int = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
-    positive_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
+    samples: StrictInt = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
+    positive_fraction: Number = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
     image_column: str = Field("path", min_length=1, max_length=100, description="csv only: image path column")
     label_column: str = Field("label", min_length=1, max_length=100, description="csv only: label column")
     positive: list[_Label] = Field(
@@ -98,14 +111,14 @@ class DataConfig(_Strict):
     test: DataSource | None = Field(
         None, description="the common test set (split test by default); omit to hold out test_fraction of train"
     )
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    image_size: int = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
+    test_fraction: Number = Field(0.2, gt=0, lt=1)
+    image_size: StrictInt = Field(150, ge=16, le=512, description="images are resized to image_size x image_size")
 
 
 class ModelConfig(_Strict):
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
-    learning_rate: float = Field(0.001, gt=0, le=1)
-    batch_size: int = Field(32, ge=1, le=1024)
+    learning_rate: Number = Field(0.001, gt=0, le=1)
+    batch_size: StrictInt = Field(32, ge=1, le=1024)
     batchnorm: Literal["federated", "local", "keras"] = Field(
         "federated",
         description=(
@@ -113,12 +126,12 @@ class ModelConfig(_Strict):
             "clients' data each round), local (recomputed by each client for its own update), keras (as trained)"
         ),
     )
-    calibration_samples: int = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
+    calibration_samples: StrictInt = Field(512, ge=32, le=100_000, description="images per client used for BatchNorm")
     class_weight: Literal["balanced", "none"] = Field(
         "balanced",
         description="balanced: weight each class's loss by n / (2 n_class) from the clients' summed label counts",
     )
-    augmentation: bool = Field(
+    augmentation: StrictBool = Field(
         True, description="random rotation (5 degrees), shift (5%) and zoom (10%) while training; no flips"
     )
 
@@ -129,7 +142,7 @@ class IidPartition(_Strict):
 
 class SizesPartition(_Strict):
     kind: Literal["sizes"]
-    fractions: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+    fractions: list[Annotated[Number, Field(gt=0, le=1)]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> Self:
@@ -141,7 +154,7 @@ class SizesPartition(_Strict):
 
 class DirichletPartition(_Strict):
     kind: Literal["dirichlet"]
-    alpha: float = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
+    alpha: Number = Field(gt=0, le=1000, description="smaller alpha = stronger label skew")
 
 
 Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(discriminator="kind")]
@@ -150,9 +163,9 @@ Partition = Annotated[IidPartition | SizesPartition | DirichletPartition, Field(
 class ClientEvent(_Strict):
     """One client joining (first round it trains) or leaving (first round it is gone)."""
 
-    client: int = Field(ge=1)
-    joins: int | None = Field(None, ge=1)
-    leaves: int | None = Field(None, ge=2)
+    client: StrictInt = Field(ge=1, le=100)
+    joins: StrictInt | None = Field(None, ge=1, le=1000)
+    leaves: StrictInt | None = Field(None, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -166,7 +179,7 @@ class IntermittentConfig(_Strict):
         "drop", description="drop: a client that left no longer counts; keep-last: its last weights keep counting"
     )
     events: list[ClientEvent] = []
-    availability: float = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
+    availability: Number = Field(1.0, gt=0, le=1, description="chance that a present client answers in a round")
 
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -180,12 +193,12 @@ class SiteRef(_Strict):
 
 
 class FederationConfig(_Strict):
-    clients: int = Field(3, ge=1, le=100, description="simulated clients; with sites, the number of sites")
-    rounds: int = Field(10, ge=1, le=1000)
-    local_epochs: int = Field(1, ge=1, le=100)
+    clients: StrictInt = Field(3, ge=1, le=100)
+    rounds: StrictInt = Field(10, ge=1, le=1000)
+    local_epochs: StrictInt = Field(1, ge=1, le=100)
     partition: Partition = IidPartition()
-    client_test_fraction: float = Field(0.25, ge=0, lt=1)
-    client_validation_fraction: float = Field(
+    client_test_fraction: Number = Field(0.25, ge=0, lt=1)
+    client_validation_fraction: Number = Field(
         0.1, ge=0, lt=1, description="share of each client's training part that chooses the operating threshold"
     )
     intermittent: IntermittentConfig = IntermittentConfig()
@@ -194,10 +207,10 @@ class FederationConfig(_Strict):
         max_length=100,
         description="hospital sites (each keeps its images): replaces partitioning data.train; client i is site i",
     )
-    round_timeout_s: float = Field(
+    round_timeout_s: Number = Field(
         3600, ge=5, le=7 * 86400, description="with sites: how long a round waits for them; later answers are late"
     )
-    min_sites: int = Field(
+    min_sites: StrictInt = Field(
         1, ge=1, le=100, description="with sites: fewer answers than this by the timeout fail the run"
     )
 
@@ -258,8 +271,8 @@ class ThresholdConfig(_Strict):
         description="youden: maximise sensitivity + specificity; sensitivity: highest threshold reaching "
         "target_sensitivity; fixed: value",
     )
-    target_sensitivity: float = Field(0.9, gt=0, lt=1, description="sensitivity method only")
-    value: float = Field(0.5, gt=0, lt=1, description="fixed method only")
+    target_sensitivity: Number = Field(0.9, gt=0, lt=1, description="sensitivity method only")
+    value: Number = Field(0.5, gt=0, lt=1, description="fixed method only")
 
 
 class EvaluationConfig(_Strict):
@@ -267,13 +280,13 @@ class EvaluationConfig(_Strict):
 
 
 class CentralizedConfig(_Strict):
-    enabled: bool = True
-    epochs: int | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
+    enabled: StrictBool = True
+    epochs: StrictInt | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
 
 
 class RunConfig(_Strict):
     name: str = Field("experiment", min_length=1, max_length=200)
-    seed: int = Field(42, ge=0, le=2**31 - 1)
+    seed: StrictInt = Field(42, ge=0, le=2**31 - 1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     federation: FederationConfig = FederationConfig()

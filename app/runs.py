@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -19,6 +17,8 @@ from app.broker import client_for, enqueue_run
 from app.data_roots import require_within
 from app.db import session_factory
 from app.errors import InvalidTransition, NotFound, Unavailable
+from app.limits.cost import require_within_budget
+from app.limits.quota import RunQuota, require_room
 from app.models import Experiment, Run, RunKind, RunStatus, User, utcnow
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
@@ -27,9 +27,11 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_experiment(*, session: Session, data: ExperimentCreate, owner: User, roots: Sequence[Path]) -> Experiment:
-    """Store the experiment, owned by ``owner``; its data must lie under ``roots`` (FieldErrors otherwise)."""
-    require_within(data.config, roots)
+def create_experiment(*, session: Session, data: ExperimentCreate, owner: User, settings: Settings) -> Experiment:
+    """Store the experiment, owned by ``owner``. Its data must lie under the data roots (FieldErrors otherwise) and
+    it must fit the memory and work budgets (BadRequest naming what to lower)."""
+    require_within(data.config, settings.roots)
+    require_within_budget(data.config, settings)
     experiment = Experiment(
         name=data.name or data.config.name,
         description=data.description,
@@ -81,10 +83,18 @@ def _enqueue(celery: Celery, runs: list[Run]) -> None:
         ) from error
 
 
-def launch(*, session: Session, celery: Celery, experiment_id: uuid.UUID) -> tuple[Run, Run | None]:
-    """Commit the federated run (and the centralized baseline if the config asks), then enqueue their ids."""
+def launch(
+    *, session: Session, celery: Celery, experiment_id: uuid.UUID, quota: RunQuota | None = None
+) -> tuple[Run, Run | None]:
+    """Commit the federated run (and the centralized baseline if the config asks), then enqueue their ids.
+
+    With a ``quota``, the runs are its owner's and a launch past the owner's limit is refused (TooManyRuns).
+    """
     experiment = get_experiment(session=session, experiment_id=experiment_id)
     cfg = RunConfig.model_validate(experiment.config)
+    if quota is not None:  # before any Run exists: the experiment's relationship would add it to the session
+        require_room(session=session, quota=quota, adding=2 if cfg.centralized.enabled else 1)
+    owner = quota.owner_id if quota is not None else None
     now = utcnow()
     federated = Run(
         experiment=experiment,
@@ -92,6 +102,7 @@ def launch(*, session: Session, celery: Celery, experiment_id: uuid.UUID) -> tup
         seed=cfg.seed,
         total_rounds=cfg.federation.rounds,
         heartbeat_at=now,
+        launched_by=owner,
     )
     central = None
     if cfg.centralized.enabled:
@@ -101,10 +112,12 @@ def launch(*, session: Session, celery: Celery, experiment_id: uuid.UUID) -> tup
             seed=cfg.seed,
             total_rounds=cfg.centralized_epochs,
             heartbeat_at=now,
+            launched_by=owner,
         )
-    session.add_all([r for r in (federated, central) if r])
+    added = [r for r in (federated, central) if r]
+    session.add_all(added)
     session.commit()
-    _enqueue(celery, [r for r in (federated, central) if r])
+    _enqueue(celery, added)
     return federated, central
 
 
@@ -121,11 +134,17 @@ def cancel_run(*, session: Session, run_id: uuid.UUID, stale_after_s: float) -> 
     return run
 
 
-def resume_run(*, session: Session, celery: Celery, run_id: uuid.UUID) -> Run:
-    """Queue a failed or cancelled run again; it continues after its last completed round."""
+def resume_run(*, session: Session, celery: Celery, run_id: uuid.UUID, quota: RunQuota | None = None) -> Run:
+    """Queue a failed or cancelled run again; it continues after its last completed round.
+
+    With a ``quota``, the run becomes its owner's active run and counts against the owner's limit.
+    """
     run = get_run(session=session, run_id=run_id)
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise InvalidTransition(f"run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+    if quota is not None:
+        require_room(session=session, quota=quota, adding=1)
+        run.launched_by = quota.owner_id
     run.status, run.error, run.finished_at = RunStatus.QUEUED, None, None
     run.cancel_requested, run.heartbeat_at = False, utcnow()
     session.commit()

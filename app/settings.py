@@ -32,6 +32,20 @@ class Settings(BaseSettings):
         description="the only folders workers read training data from: absolute paths, as a JSON list or separated "
         "by os.pathsep; default: data_dir/datasets and ./data (resolved at start)",
     )
+    max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 above it)")
+    max_worker_memory_gib: float = Field(
+        8.0, gt=0, description="a config whose data a worker would need more memory for is refused at create"
+    )
+    max_training_pixels: float = Field(
+        1e13,
+        gt=0,
+        description="largest images x pixels x passes (rounds x local epochs + baseline epochs) a config "
+        "may ask for; refused at create above it",
+    )
+    max_active_runs_per_user: int = Field(4, ge=1, description="queued or running runs one user may have at once")
+    orchestrators: int = Field(
+        4, ge=1, description="federated runs that proceed at once (processes of the runs queue that fedlens up starts)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

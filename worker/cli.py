@@ -176,13 +176,22 @@ def worker_command(queues: str, concurrency: int, name: str) -> list[str]:
     show_default=True,
     help="runs: orchestrate federated runs; train: client training and centralized runs; check: data checks.",
 )
-@click.option("-c", "--concurrency", default=1, show_default=True, help="Processes (each holds one model).")
-def worker(queues: str, concurrency: int) -> None:
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes (each holds one model). Default: FEDLENS_ORCHESTRATORS for the runs queue, else 1.",
+)
+def worker(queues: str, concurrency: int | None) -> None:
     """Run a Celery worker; a GPU host joins with ``fedlens worker -Q train``.
 
-    One queue per worker: an orchestrator waiting on its clients must never hold the process they need.
+    One queue per worker: an orchestrator waiting on its clients must never hold the process they need. Each
+    orchestrator process carries one run, so the runs queue gets several: a short run never waits for a long one.
     """
-    os.execvpe(sys.executable, worker_command(queues, concurrency, queues), _service_env(get_settings()))
+    settings = get_settings()
+    processes = concurrency or (settings.orchestrators if queues == "runs" else 1)
+    os.execvpe(sys.executable, worker_command(queues, processes, queues), _service_env(settings))
 
 
 @main.command()
@@ -296,7 +305,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
         migrate(settings.database)
         _announce_first_admin(settings, f"http://{host or settings.host}:{port or settings.port}")
         env = _service_env(settings)
-        for queue, concurrency in (("runs", 1), ("train", train_workers), ("check", 1)):
+        for queue, concurrency in (("runs", settings.orchestrators), ("train", train_workers), ("check", 1)):
             process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
         click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")

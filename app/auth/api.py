@@ -23,6 +23,7 @@ from app.auth.schemas import (
     UserUpdate,
 )
 from app.db import SessionDep, SettingsDep
+from app.errors import documented
 from app.models import Role, User
 from app.schemas import Page
 
@@ -38,19 +39,19 @@ def link_for(request: Request, session: Session, user: User) -> SigninLink:
     )
 
 
-@router.get("/me")
+@router.get("/me", responses=documented())
 def me(principal: Authenticated) -> Me:
     return Me(user=UserRead.model_validate(principal.user), via=principal.via)
 
 
-@router.get("/tokens")
+@router.get("/tokens", responses=documented())
 def list_tokens(user: Viewer, session: SessionDep) -> list[TokenRead]:
     """Your API tokens (admins: everyone's), newest first; the secrets themselves are never shown again."""
     owner = None if user.role == Role.ADMIN else user
     return [TokenRead.model_validate(t) for t in accounts.list_tokens(session=session, user=owner)]
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, responses=documented(400))
 def create_token(body: TokenCreate, user: Viewer, session: SessionDep, settings: SettingsDep) -> TokenIssued:
     """A bearer token with your role, for scripts; the answer is the only time its secret is shown."""
     days = body.expires_in_days or settings.token_days
@@ -58,39 +59,39 @@ def create_token(body: TokenCreate, user: Viewer, session: SessionDep, settings:
     return TokenIssued(**TokenRead.model_validate(issued.token).model_dump(), token=issued.secret)
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id}", responses=documented(404))
 def revoke_token(token_id: uuid.UUID, user: Viewer, session: SessionDep) -> TokenRead:
     """Revoke one of your tokens (admins: anyone's); it stops working at once."""
     owner = None if user.role == Role.ADMIN else user
     return TokenRead.model_validate(accounts.revoke_token(session=session, token_id=token_id, owner=owner))
 
 
-@router.get("/users")
+@router.get("/users", responses=documented())
 def list_users(_admin: Admin, session: SessionDep) -> list[UserRead]:
     return [UserRead.model_validate(u) for u in accounts.list_users(session=session)]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED)
+@router.post("/users", status_code=status.HTTP_201_CREATED, responses=documented(400, 409))
 def create_user(body: UserCreate, _admin: Admin, request: Request, session: SessionDep) -> SigninLink:
     """A new account and a one-time sign-in link (24 h) to hand to its owner, who then sets a password."""
     user = accounts.create_user(session=session, name=body.name, role=body.role)
     return link_for(request, session, user)
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", responses=documented(400, 404))
 def update_user(user_id: uuid.UUID, body: UserUpdate, _admin: Admin, session: SessionDep) -> UserRead:
     """Change a role, or disable an account (its sessions end and its tokens stop working)."""
     user = accounts.update_user(session=session, user_id=user_id, role=body.role, disabled=body.disabled)
     return UserRead.model_validate(user)
 
 
-@router.post("/users/{user_id}/signin-link", status_code=status.HTTP_201_CREATED)
+@router.post("/users/{user_id}/signin-link", status_code=status.HTTP_201_CREATED, responses=documented(404))
 def new_signin_link(user_id: uuid.UUID, _admin: Admin, request: Request, session: SessionDep) -> SigninLink:
     """A fresh one-time sign-in link, e.g. for a user who forgot the password."""
     return link_for(request, session, accounts.get_user(session=session, user_id=user_id))
 
 
-@router.get("/audit")
+@router.get("/audit", responses=documented())
 def audit_log(
     _admin: Admin,
     session: SessionDep,

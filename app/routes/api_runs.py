@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
 from app.auth.access import CanReadRun, CanWriteRun
-from app.auth.deps import Viewer
+from app.auth.deps import Researcher, Viewer
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, documented
 from app.events import run_events
+from app.limits.bounds import MAX_INT32
+from app.limits.quota import RunQuota
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 
 router = APIRouter(prefix="/api", tags=["runs"])
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
-@router.get("/runs/{run_id}", dependencies=[CanReadRun])
+@router.get("/runs/{run_id}", responses=documented(404), dependencies=[CanReadRun])
 def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds", response_model=RunRounds, dependencies=[CanReadRun])
+@router.get("/runs/{run_id}/rounds", response_model=RunRounds, responses=documented(404), dependencies=[CanReadRun])
 def get_rounds(
     run_id: uuid.UUID,
     session: SessionDep,
-    since: Annotated[int, Query(ge=0, description="only rounds after this one")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
 ) -> Response:
     """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
     run = runs.get_run(session=session, run_id=run_id)
@@ -41,41 +44,60 @@ def get_rounds(
     )
 
 
-@router.get("/runs/{run_id}/roc", dependencies=[CanReadRun])
+@router.get("/runs/{run_id}/roc", responses=documented(404), dependencies=[CanReadRun])
 def get_roc(
     run_id: uuid.UUID,
     session: SessionDep,
-    round: Annotated[int | None, Query(ge=1, description="default: the last completed round")] = None,
+    round: Annotated[int | None, Query(ge=1, le=MAX_INT32, description="default: the last completed round")] = None,
 ) -> RocRead:
     return results.roc(session=session, run_id=run_id, round_number=round)
 
 
-@router.post("/runs/{run_id}/cancel", dependencies=[CanWriteRun])
+@router.post("/runs/{run_id}/cancel", responses=documented(404, 409), dependencies=[CanWriteRun])
 def cancel(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> RunRead:
     """409 if the run has finished; a running run stops before its next client task."""
     return results.run_read(runs.cancel_run(session=session, run_id=run_id, stale_after_s=settings.stale_after_s))
 
 
-@router.post("/runs/{run_id}/resume", dependencies=[CanWriteRun])
-def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead:
-    """Queue a failed or cancelled run again; it continues after its last completed round."""
-    return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id))
+@router.post("/runs/{run_id}/resume", responses=documented(404, 409, 429, 503), dependencies=[CanWriteRun])
+def resume(
+    run_id: uuid.UUID, user: Researcher, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> RunRead:
+    """Queue a failed or cancelled run again; it continues after its last completed round (429 past your limit of
+    active runs)."""
+    quota = RunQuota(user.id, settings.max_active_runs_per_user)
+    return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id, quota=quota))
 
 
-@router.get("/runs/{run_id}/events", dependencies=[CanReadRun])
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the event stream"},
+        **documented(404),
+    },
+    dependencies=[CanReadRun],
+)
 async def events(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, since: Annotated[int, Query(ge=0)] = 0
+    run_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=MAX_INT32, description="sent by a reconnecting browser; wins over since")
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: ``status`` on every status change, ``round`` for every finished round."""
-    last_event = request.headers.get("last-event-id", "")
-    start = int(last_event) if last_event.isdigit() else since
+    start = since if last_event_id is None else last_event_id
     stream = await run_events(run_id, settings, request, since=start)
     return StreamingResponse(
         stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
-@router.get("/runs/{run_id}/metrics.csv", response_class=PlainTextResponse, dependencies=[CanReadRun])
+@router.get(
+    "/runs/{run_id}/metrics.csv", response_class=Response, responses=CSV | documented(404), dependencies=[CanReadRun]
+)
 def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     body = results.metrics_csv(session=session, run_id=run_id)
     return PlainTextResponse(
@@ -83,7 +105,15 @@ def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     )
 
 
-@router.get("/runs/{run_id}/model", response_class=FileResponse, dependencies=[CanReadRun])
+@router.get(
+    "/runs/{run_id}/model",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **documented(404),
+    },
+    dependencies=[CanReadRun],
+)
 def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
     """The final model as a .keras file (``keras.models.load_model`` opens it)."""
     run = runs.get_run(session=session, run_id=run_id)
@@ -94,24 +124,24 @@ def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
     )
 
 
-RunIds = Annotated[str, Query(alias="runs", description="comma-separated run ids")]
+RunIds = Annotated[str, Query(alias="runs", max_length=37 * 100, description="comma-separated run ids, 100 at most")]
 
 
 def _run_ids(text: str) -> list[uuid.UUID]:
     try:
         return [uuid.UUID(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}") from error
+        raise BadRequest(f"runs must be comma-separated run ids (UUIDs): {error}", "query.runs") from error
 
 
-@router.get("/compare")
+@router.get("/compare", responses=documented(404))
 def compare(user: Viewer, session: SessionDep, runs_: RunIds) -> list[CompareRow]:
     """The study's Table 3 for these runs: loss, accuracy, sensitivity and specificity at the operating threshold,
     AUC with its 95% interval, n per class, rounds, execution time, time reduction."""
     return results.compare(session=session, run_ids=_run_ids(runs_), viewer=user)
 
 
-@router.get("/compare.csv", response_class=PlainTextResponse)
+@router.get("/compare.csv", response_class=Response, responses=CSV | documented(404))
 def compare_csv(user: Viewer, session: SessionDep, runs_: RunIds) -> PlainTextResponse:
     """The same Table 3 as a CSV download."""
     body = results.compare_csv(results.compare(session=session, run_ids=_run_ids(runs_), viewer=user))

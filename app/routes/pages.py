@@ -17,10 +17,13 @@ from app.auth.deps import Researcher, Viewer, as_researcher, as_viewer
 from app.auth.policy import can_see
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
-from app.errors import NotFound, Unavailable
+from app.errors import NotFound, TooManyRuns, Unavailable
+from app.limits.cost import over_budget
+from app.limits.quota import RunQuota
 from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
+from app.settings import Settings
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -77,6 +80,14 @@ def _new_page(
     )
 
 
+def _validate(form: dict[str, str], settings: Settings) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
+    """The form's config as ``forms.validate_form`` gives it (data roots checked), or its budget refusal on the
+    field to reduce."""
+    cfg, raw, errors = forms.validate_form(form, settings.roots)
+    refused = over_budget(cfg, settings) if cfg else None
+    return (None, raw, dict([refused])) if refused else (cfg, raw, errors)
+
+
 @router.get("/experiments/new", response_class=HTMLResponse)
 def new_experiment_page(
     request: Request,
@@ -100,7 +111,7 @@ async def create_from_form(
     request: Request, user: Researcher, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, _raw, errors = forms.validate_form(form, settings.roots)
+    cfg, _raw, errors = _validate(form, settings)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
         return _new_page(request, form, errors, "")
     experiment = runs.create_experiment(
@@ -109,20 +120,22 @@ async def create_from_form(
             name=cfg.name, description=form.get("description", ""), shared=form.get("shared") == "on", config=cfg
         ),
         owner=user,
-        roots=settings.roots,
+        settings=settings,
     )
     try:
-        federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id)
-    except Unavailable as error:
-        return _new_page(request, form, {"config": error.detail}, "", status_code=503)
+        quota = RunQuota(user.id, settings.max_active_runs_per_user)
+        federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id, quota=quota)
+    except (Unavailable, TooManyRuns) as error:
+        return _new_page(request, form, {"config": error.detail}, "", status_code=error.status_code)
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 
 @router.post("/experiments/preview", dependencies=[Depends(as_researcher)])
 async def preview(request: Request, settings: SettingsDep) -> JSONResponse:
-    """The config a form describes, as YAML and JSON, with its errors per field (the live preview)."""
+    """The config a form describes, as YAML and JSON, with its errors per field (the live preview), data outside
+    the roots and a config over the memory or work budget included."""
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, raw, errors = forms.validate_form(form, settings.roots)
+    cfg, raw, errors = _validate(form, settings)
     shown: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True) if cfg else raw
     return JSONResponse(
         {"yaml": yaml.safe_dump(shown, sort_keys=False), "json": json.dumps(shown, indent=2), "errors": errors}
@@ -144,7 +157,7 @@ async def check_form(request: Request, settings: SettingsDep, celery: CeleryDep)
     """The form's "Check data" button: config errors per field (data outside the roots included), or the worker's
     data check."""
     form = {k: str(v) for k, v in (await request.form()).items()}
-    cfg, _raw, errors = forms.validate_form(form, settings.roots)
+    cfg, _raw, errors = _validate(form, settings)
     if cfg is None:
         return JSONResponse({"errors": errors, "check": None})
     try:
@@ -156,8 +169,11 @@ async def check_form(request: Request, settings: SettingsDep, celery: CeleryDep)
 
 
 @router.post("/experiments/{experiment_id}/launch", dependencies=[CanWriteExperiment])
-def relaunch(experiment_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> Response:
-    federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment_id)
+def relaunch(
+    experiment_id: uuid.UUID, user: Researcher, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> Response:
+    quota = RunQuota(user.id, settings.max_active_runs_per_user)
+    federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment_id, quota=quota)
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 

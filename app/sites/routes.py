@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from app.auth.deps import Admin, Viewer
 from app.db import SessionDep, SettingsDep
-from app.errors import BadRequest, Forbidden, NotFound
+from app.errors import BadRequest, Forbidden, NotFound, documented
 from app.models import Site, utcnow
 from app.sites import blobs, registry, tasks
 from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult
@@ -45,49 +45,53 @@ def _invitation(invitation: registry.Invitation, fingerprint: str | None) -> Sit
     return SiteInvitation(id=site.id, name=site.name, enrollment_token=invitation.token, fingerprint=fingerprint)
 
 
-@admin.get("")
+@admin.get("", responses=documented())
 def list_sites(_user: Viewer, session: SessionDep) -> list[SiteRead]:
     """Every site: online or not, last heartbeat, agent version, hardware, datasets with their class counts."""
     return [site_read(s) for s in registry.list_sites(session=session)]
 
 
-@admin.post("", status_code=status.HTTP_201_CREATED)
+@admin.post("", status_code=status.HTTP_201_CREATED, responses=documented(400, 409))
 def create_site(body: SiteCreate, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteInvitation:
     """A new site and its one-time enrollment token (24 h) with the server's certificate fingerprint: shown once."""
     return _invitation(registry.create_site(session=session, name=body.name), settings.tls_fingerprint)
 
 
-@admin.post("/{site_id}/rotate", status_code=status.HTTP_201_CREATED)
+@admin.post("/{site_id}/rotate", status_code=status.HTTP_201_CREATED, responses=documented(404))
 def rotate(site_id: uuid.UUID, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteInvitation:
     """Revoke the site's key now and issue a token to enroll a new one (``fedlens site enroll`` again)."""
     return _invitation(registry.rotate_key(session=session, site_id=site_id), settings.tls_fingerprint)
 
 
-@admin.post("/{site_id}/disable")
+@admin.post("/{site_id}/disable", responses=documented(404))
 def disable(site_id: uuid.UUID, _admin: Admin, session: SessionDep) -> SiteRead:
     return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=True))
 
 
-@admin.post("/{site_id}/enable")
+@admin.post("/{site_id}/enable", responses=documented(404))
 def enable(site_id: uuid.UUID, _admin: Admin, session: SessionDep) -> SiteRead:
     return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=False))
 
 
-@protocol.post("/enroll", status_code=status.HTTP_201_CREATED)
+@protocol.post("/enroll", status_code=status.HTTP_201_CREATED, responses=documented(400))
 def enroll(body: Enroll, session: SessionDep) -> Enrolled:
     """Register the agent's Ed25519 public key with the one-time token; the private key never leaves the site."""
     site = registry.enroll(session=session, body=body)
     return Enrolled(site_id=site.id, name=site.name)
 
 
-@protocol.post("/heartbeat")
+@protocol.post("/heartbeat", responses=documented(400))
 def heartbeat(body: Heartbeat, site: SignedSite, session: SessionDep) -> dict[str, str]:
     """The agent's version, hardware and dataset summaries (counts only); marks the site online."""
     registry.record_heartbeat(session=session, site=site, beat=body)
     return {"server_time": utcnow().isoformat()}
 
 
-@protocol.get("/tasks/next", response_model=SiteTask, responses={204: {"description": "no work within `wait` s"}})
+@protocol.get(
+    "/tasks/next",
+    response_model=SiteTask,
+    responses={204: {"description": "no work within `wait` s"}, **documented()},
+)
 async def next_task(site: SignedSite, session: SessionDep, wait: Annotated[float, Query(ge=0, le=30)] = 25) -> Response:
     """Long poll: this site's next task as soon as there is one, or 204 after ``wait`` seconds."""
     deadline = asyncio.get_running_loop().time() + wait
@@ -105,7 +109,14 @@ async def next_task(site: SignedSite, session: SessionDep, wait: Annotated[float
         await asyncio.sleep(POLL_S)
 
 
-@protocol.get("/weights/{sha256}", response_class=FileResponse)
+@protocol.get(
+    "/weights/{sha256}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **documented(404),
+    },
+)
 def weights(sha256: str, site: SignedSite, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """A global weights file by its SHA-256, only for a site with a task that starts from it."""
     if not tasks.may_download(session=session, site=site, sha256=sha256):
@@ -116,7 +127,11 @@ def weights(sha256: str, site: SignedSite, session: SessionDep, settings: Settin
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@protocol.put("/blobs/{sha256}", status_code=status.HTTP_201_CREATED)
+@protocol.put(
+    "/blobs/{sha256}",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "this content was stored already"}, **documented(413)},
+)
 async def upload(sha256: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """A site's weights file, streamed and hashed as it arrives; stored under its SHA-256 once (idempotent)."""
     precheck_site(request, session)
@@ -136,7 +151,7 @@ async def upload(sha256: str, request: Request, session: SessionDep, settings: S
     return Response(status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-@protocol.post("/tasks/{task_id}/result")
+@protocol.post("/tasks/{task_id}/result", responses=documented(400, 404))
 def result(
     task_id: uuid.UUID, body: TaskResult, site: SignedSite, session: SessionDep, settings: SettingsDep
 ) -> dict[str, bool]:

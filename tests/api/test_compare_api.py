@@ -80,7 +80,8 @@ def test_compare_with_a_malformed_run_id_is_422(client: TestClient, runs: str) -
     response = client.get("/api/compare", params={"runs": runs})
 
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("runs must be comma-separated run ids (UUIDs)")
+    assert response.json()["detail"][0]["message"].startswith("runs must be comma-separated run ids (UUIDs)")
+    assert response.json()["detail"][0]["field"] == "query.runs"
 
 
 @pytest.mark.parametrize("runs", ["", " , "])
@@ -88,7 +89,7 @@ def test_compare_with_no_run_ids_is_422(client: TestClient, runs: str) -> None:
     response = client.get("/api/compare", params={"runs": runs})
 
     assert response.status_code == 422
-    assert response.json()["detail"] == "give at least one run id: /api/compare?runs=ID,ID"
+    assert response.json()["detail"][0]["message"] == "give at least one run id: /api/compare?runs=ID,ID"
 
 
 def test_compare_without_the_runs_parameter_is_422(client: TestClient) -> None:

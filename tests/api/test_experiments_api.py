@@ -60,6 +60,9 @@ def test_create_fills_defaults_and_names_the_experiment_after_the_config(client:
         "client_test_fraction": 0.25,
         "client_validation_fraction": 0.1,
         "intermittent": {"approach": "drop", "events": [], "availability": 1.0},
+        "sites": [],  # a simulation: no hospital sites
+        "round_timeout_s": 3600.0,
+        "min_sites": 1,
     }
     assert config["evaluation"] == {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}}
     assert config["model"]["optimizer"] == "rmsprop"

@@ -181,7 +181,7 @@ def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enrol
     changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
 
     assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 422)
-    assert "changed on the way" in changed.json()["detail"]
+    assert "changed on the way" in changed.json()["detail"][0]["message"]
 
 
 def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_recorded_late(
@@ -200,7 +200,7 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     accepted = agent.post(f"/api/site/tasks/{on_time.id}/result", result)
     after_deadline = agent.post(f"/api/site/tasks/{late.id}/result", result)
 
-    assert too_many.status_code == 422 and "exceeds the 100 training images" in too_many.json()["detail"]
+    assert too_many.status_code == 422 and "exceeds the 100 training images" in too_many.json()["detail"][0]["message"]
     assert accepted.json() == {"accepted": True, "late": False}
     assert after_deadline.json() == {"accepted": True, "late": True}
     session.refresh(late)

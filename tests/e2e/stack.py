@@ -163,9 +163,11 @@ class Stack(ServiceApi):
         except httpx.TransportError:
             return False
 
-    def start_worker(self, queue: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
+    def start_worker(
+        self, queue: str, name: str | None = None, env: dict[str, str] | None = None, concurrency: int = 1
+    ) -> None:
         unique = f"{name or queue}-{time.monotonic_ns()}"
-        self._spawn(name or queue, worker_command(queue, 1, unique), env)
+        self._spawn(name or queue, worker_command(queue, concurrency, unique), env)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)

@@ -188,12 +188,40 @@ def test_missing_data_format_is_reported_without_a_given_value() -> None:
     assert only_error({"data": {"train": {"path": "x.npz"}}}) == "data.train.format: Field required"
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"seed": False}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": 7.0}, "seed"),
+        ({"seed": "7"}, "seed"),
+        ({"federation": {"rounds": True}}, "federation.rounds"),
+        ({"model": {"learning_rate": True}}, "model.learning_rate"),
+        ({"model": {"augmentation": "yes"}}, "model.augmentation"),
+        ({"federation": {"intermittent": {"events": [{"client": 2**70, "leaves": 2}]}}}, "federation"),
+    ],
+)
+def test_numbers_and_flags_are_strict_and_bounded(raw: dict[str, object], field: str) -> None:
+    assert only_error(raw).startswith(field)
+
+
+def test_yaml_numbers_validate_and_an_int_is_a_valid_float() -> None:
+    cfg = RunConfig.model_validate(yaml.safe_load("seed: 7\nmodel: {learning_rate: 1}\nfederation: {rounds: 2}"))
+    assert (cfg.seed, cfg.model.learning_rate, cfg.federation.rounds) == (7, 1.0, 2)
+
+
+def test_a_float_written_without_a_dot_in_yaml_still_validates() -> None:
+    """PyYAML reads 1e-3 as text (YAML 1.1 wants a dot): a float field takes it as the number it means."""
+    cfg = RunConfig.model_validate(yaml.safe_load("model: {learning_rate: 1e-3}"))
+    assert cfg.model.learning_rate == 0.001
+
+
 def test_wrong_types_are_each_reported_with_the_given_value() -> None:
     lines = errors_for({"seed": "x", "federation": {"rounds": "many", "clients": [1]}, "model": {"optimizer": "adamw"}})
     assert sorted(lines) == sorted(
         [
-            "seed: Input should be a valid integer, unable to parse string as an integer (got 'x')",
-            "federation.rounds: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+            "seed: Input should be a valid integer (got 'x')",
+            "federation.rounds: Input should be a valid integer (got 'many')",
             "federation.clients: Input should be a valid integer (got [1])",
             "model.optimizer: Input should be 'rmsprop', 'adam' or 'sgd' (got 'adamw')",
         ]

@@ -105,7 +105,7 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def stack(images: list[np.ndarray], labels: list[int]) -> Dataset:
-    return Dataset(np.stack(images)[..., None].astype(np.float32), np.asarray(labels, dtype=np.uint8))
+    return Dataset(np.stack(images)[..., None].astype(np.float32, copy=False), np.asarray(labels, dtype=np.uint8))
 
 
 def require_both_classes(data: Dataset, what: str, field: str | None = None) -> None:
