@@ -24,6 +24,12 @@ class InvalidTransition(DomainError):
     status_code = 409
 
 
+class ArtifactModified(DomainError):
+    """A stored file's bytes differ from the SHA-256 recorded when it was written; it is not served."""
+
+    status_code = 409
+
+
 class BadRequest(DomainError):
     status_code = 422
 

@@ -17,7 +17,7 @@ from app.models import Base
 from tests.services import database_name, drop_database, ensure_database, postgres_url
 
 PG_DATABASE = database_name("fedlens_migrations_test")  # its own database: the API tests share `test`
-TABLES = {"experiment", "run", "fl_round", "client_round", "round_metric"}
+TABLES = {"experiment", "run", "fl_round", "client_round", "round_metric", "client_artifact"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,14 +16,15 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_factory
-from app.models import Run, RunKind, RunStatus
+from app.digest import file_sha256
+from app.models import FlRound, Run, RunKind, RunStatus
 from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
 from worker import explain, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
-from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
+from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.data import DataError
 from worker.engine.digest import weights_sha256
 from worker.engine.experiment import INIT, derive_seed, presence_for
@@ -96,7 +97,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         last = store.last_round(session, run_id)
     notify(settings.broker, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
-    status, error, model_path = RunStatus.FAILED, None, None
+    status, error, model_path, model_sha256 = RunStatus.FAILED, None, None, None
     try:
         started = time.perf_counter()
         ctx = context_for(RunConfig.model_validate(config))
@@ -104,12 +105,13 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
             ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
         with sessions() as session:
             store.add_startup(session, run_id, me, time.perf_counter() - started)
-        start = load_checkpoint(Path(last.checkpoint)) if last else None
+        start = _resume_point(last)
         logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
             weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
         model_path = str(folder / "model.keras")
         ctx.trainer.save(weights, Path(model_path))
+        model_sha256 = file_sha256(Path(model_path))
         final_round = _final_round(sessions, run_id)
         explain.announce(settings.artifacts, run_id, final_round)
         status = RunStatus.SUCCEEDED
@@ -120,17 +122,28 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         status = RunStatus.CANCELLED
     except DataError as exc:
         error = f"data error in {exc.field}: {exc}" if exc.field else f"data error: {exc}"
+    except ArtifactModified as exc:
+        logger.error("run %s failed its integrity check: %s", run_id, exc)
+        error = str(exc)
     except Exception as exc:
         logger.exception("run %s failed", run_id)
         error = f"{type(exc).__name__}: {exc}"
     with sessions() as session:
-        store.finish(session, run_id, me, status, error=error, model_path=model_path)
+        store.finish(session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256)
     notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
     if status == RunStatus.SUCCEEDED:  # after finish: the run is done, whatever becomes of its gallery
         explain.compute(settings, ctx, run_id, final_round, weights)
     return str(status)
+
+
+def _resume_point(last: FlRound | None) -> Checkpoint | None:
+    """The last stored round's checkpoint, refused if its bytes are not those recorded with the round."""
+    if last is None:
+        return None
+    what = f"checkpoint of round {last.number}"
+    return load_checkpoint(Path(last.checkpoint), sha256=last.checkpoint_sha256, what=what)
 
 
 def _final_round(sessions: sessionmaker[Session], run_id: uuid.UUID) -> int:
@@ -157,7 +170,7 @@ def _train(
         return trainer.evaluate(weights, federation.test, threshold)
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
-        checkpoints.save(checkpoint)
+        digest = checkpoints.save(checkpoint)
         with sessions() as session:
             stored = store.save_round(
                 session,
@@ -165,6 +178,7 @@ def _train(
                 result,
                 str(checkpoints.path(result.round)),
                 weights_sha256=weights_sha256(checkpoint.weights),
+                checkpoint_sha256=digest,
             )
         notify(settings.broker, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
@@ -190,8 +204,15 @@ def _train(
             start=start,
             should_stop=watch.should_stop,
         )
+    samples = {c.client_id: len(c.train) for c in federation.clients}
     executor = CeleryExecutor(
-        celery, run_id, folder / "exchange", should_stop=watch.should_stop, timeout_s=settings.client_timeout_s
+        celery,
+        run_id,
+        folder / "exchange",
+        sessions=sessions,
+        samples=samples,
+        should_stop=watch.should_stop,
+        timeout_s=settings.client_timeout_s,
     )
     return run_federated(
         cfg,
@@ -200,7 +221,7 @@ def _train(
         initial=initial,
         strategy=strategy_for(cfg.federation.intermittent.approach),
         presence=presence_for(cfg),
-        samples={c.client_id: len(c.train) for c in federation.clients},
+        samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,
         on_round=on_round,
         start=start,

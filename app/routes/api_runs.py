@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,7 +11,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response, Streami
 from app import results, runs
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest
 from app.events import run_events
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 
@@ -83,13 +82,9 @@ def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
 
 @router.get("/runs/{run_id}/model", response_class=FileResponse)
 def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
-    """The final model as a .keras file (``keras.models.load_model`` opens it)."""
-    run = runs.get_run(session=session, run_id=run_id)
-    if not run.model_path or not Path(run.model_path).exists():
-        raise NotFound(f"run {run_id} has no final model yet (status {run.status})")
-    return FileResponse(
-        run.model_path, media_type="application/octet-stream", filename=f"fedlens-{run.kind}-{run_id}.keras"
-    )
+    """The final model as a .keras file (``keras.models.load_model`` opens it); 409 if it changed since written."""
+    run, path = runs.model_file(session=session, run_id=run_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"fedlens-{run.kind}-{run_id}.keras")
 
 
 RunIds = Annotated[str, Query(alias="runs", description="comma-separated run ids")]
