@@ -11,11 +11,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
 
-from app.broker import client_for
-from app.db import SettingsDep, session_factory
+from app.db import SettingsDep
 from app.errors import install_handlers
+from app.health.checks import report as health_report
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
 from app.run_config import allowed_fields
@@ -55,22 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     def healthz(current: SettingsDep) -> JSONResponse:
-        """200 when the database and the broker answer, else 503 with what failed."""
-        checks: dict[str, str] = {}
-        try:
-            with session_factory(current)() as session:
-                session.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as error:
-            checks["database"] = f"error: {error}"
-        try:
-            with client_for(current.broker).connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-            checks["broker"] = "ok"
-        except Exception as error:
-            checks["broker"] = f"error: {error}"
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse(checks, status_code=200 if healthy else 503)
+        """200 when the database, the broker and a worker of each required queue answer; else 503 naming what
+        is missing. Each worker part carries its last heartbeat."""
+        healthy, body = health_report(current)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     app.include_router(api_experiments.router)
     app.include_router(api_runs.router)

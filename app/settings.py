@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(60.0, gt=0, description="a running run silent this long is requeued")
     redelivery_after_s: int = Field(600, ge=10, description="a task whose worker died is delivered again after this")
     client_timeout_s: float = Field(3600.0, gt=0, description="longest wait for one round's client tasks")
+    required_workers: list[Literal["runs", "train", "check"]] = Field(
+        ["runs", "train"], description="queues that need a live worker for /healthz to answer 200"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
