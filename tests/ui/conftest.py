@@ -115,7 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             return False
 
     try:
-        wait_for(healthy, 60, "fedlens up to answer /healthz")
+        wait_for(healthy, 180, "fedlens up to answer /healthz")
         yield url
     finally:
         process.terminate()
