@@ -15,7 +15,7 @@ from types import TracebackType
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import session_factory
+from app.db import retrying, session_factory
 from app.digest import file_sha256
 from app.models import FlRound, Run, RunKind, RunStatus
 from app.notify import notify
@@ -87,10 +87,10 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     """Run (or resume) one run to its end; returns its final status, or 'skipped' if it is not ours."""
     sessions = session_factory(settings)
     me = worker_name()
+    if not retrying(sessions, lambda session: store.claim(session, run_id, me, settings.stale_after_s)):
+        logger.info("run %s is not claimable (finished, or alive elsewhere); skipping", run_id)
+        return "skipped"
     with sessions() as session:
-        if not store.claim(session, run_id, me, settings.stale_after_s):
-            logger.info("run %s is not claimable (finished, or alive elsewhere); skipping", run_id)
-            return "skipped"
         run = session.get(Run, run_id)
         assert run is not None  # claim() just updated it
         kind, config = run.kind, run.experiment.config
@@ -103,8 +103,8 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         ctx = context_for(RunConfig.model_validate(config))
         if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
             ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
-        with sessions() as session:
-            store.add_startup(session, run_id, me, time.perf_counter() - started)
+        startup_s = time.perf_counter() - started
+        retrying(sessions, lambda session: store.add_startup(session, run_id, me, startup_s))
         start = _resume_point(last)
         logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
@@ -128,8 +128,12 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     except Exception as exc:
         logger.exception("run %s failed", run_id)
         error = f"{type(exc).__name__}: {exc}"
-    with sessions() as session:
-        store.finish(session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256)
+    retrying(
+        sessions,
+        lambda session: store.finish(
+            session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256
+        ),
+    )
     notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
@@ -171,15 +175,13 @@ def _train(
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         digest = checkpoints.save(checkpoint)
-        with sessions() as session:
-            stored = store.save_round(
-                session,
-                run_id,
-                result,
-                str(checkpoints.path(result.round)),
-                weights_sha256=weights_sha256(checkpoint.weights),
-                checkpoint_sha256=digest,
-            )
+        path, weights_digest = str(checkpoints.path(result.round)), weights_sha256(checkpoint.weights)
+        stored = retrying(
+            sessions,
+            lambda session: store.save_round(
+                session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest
+            ),
+        )
         notify(settings.broker, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(

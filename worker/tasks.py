@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 
 from app.broker import CHECK_DATA, CLIENT_STATISTICS, EVALUATE_CLIENT, GRADCAM, TRAIN_CLIENT, TRAIN_RUN
-from app.db import session_factory
+from app.db import retrying, session_factory
 from app.run_config import RunConfig
 from app.settings import get_settings
 from worker import explain, integrity, store
@@ -79,17 +79,13 @@ def _client_task(
         result = work(ctx, weights)
         out = integrity.output_path(Path(weights_ref).parent, kind, client_id, task_id)
         digest = save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
-        asked = integrity.Asked(rnd, client_id, kind)
-        with session_factory(get_settings())() as session:
-            integrity.record(
-                session,
-                run_id=uuid.UUID(run_id),
-                task_id=task_id,
-                asked=asked,
-                path=out,
-                sha256=digest,
-                n=result.num_examples,
-            )
+        asked, n = integrity.Asked(rnd, client_id, kind), result.num_examples
+        retrying(
+            session_factory(get_settings()),
+            lambda session: integrity.record(
+                session, run_id=uuid.UUID(run_id), task_id=task_id, asked=asked, path=out, sha256=digest, n=n
+            ),
+        )
         metrics = dict(result.metrics) | ({"startup.seconds": startup} if startup else {})
         return {
             "ref": str(out),
