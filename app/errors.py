@@ -8,8 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from app.run_config import allowed_fields
+
+BUSY_MESSAGE = "the database is busy (another process is writing to it); try again in a few seconds"
 
 #: A location part longer than this (an unknown key a client made up) is cut: a 422 never echoes the input back.
 MAX_LOC_CHARS = 64
@@ -45,6 +48,12 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     status_code = 403
+
+
+class ArtifactModified(DomainError):
+    """A stored file's bytes differ from the SHA-256 recorded when it was written; it is not served."""
+
+    status_code = 409
 
 
 class BadRequest(DomainError):
@@ -158,3 +167,19 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_details(error)}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(_request: Request, error: OperationalError) -> JSONResponse:
+        """A locked SQLite is a 503 to retry, with a short message; any other database error stays a 500."""
+        if not is_busy(error):
+            raise error
+        return JSONResponse({"detail": BUSY_MESSAGE}, status_code=503, headers={"Retry-After": "2"})
+
+
+def is_busy(error: OperationalError) -> bool:
+    """SQLite's "database is locked" / "database is busy": another connection holds the write lock."""
+    return any(words in str(error.orig) for words in ("database is locked", "database is busy"))
+
+
+class DatabaseBusy(Unavailable):
+    """SQLite stayed locked by another writer through every retry."""

@@ -10,15 +10,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
 
 from app.auth import api as auth_api
 from app.auth import pages as auth_pages
 from app.auth.deps import Viewer, as_viewer
 from app.auth.headers import SecurityHeaders
-from app.broker import client_for
-from app.db import SettingsDep, session_factory
+from app.db import SettingsDep
 from app.errors import Unauthenticated, install_handlers
+from app.health.checks import report as health_report
 from app.limits.body import BodyLimit
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
@@ -62,22 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"], responses={503: {"description": "a dependency is down; each part says"}})
     def healthz(current: SettingsDep) -> JSONResponse:
-        """200 when the database and the broker answer, else 503 with what failed."""
-        checks: dict[str, str] = {}
-        try:
-            with session_factory(current)() as session:
-                session.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as error:
-            checks["database"] = f"error: {error}"
-        try:
-            with client_for(current.broker).connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-            checks["broker"] = "ok"
-        except Exception as error:
-            checks["broker"] = f"error: {error}"
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse(checks, status_code=200 if healthy else 503)
+        """200 when the database, the broker and a worker of each required queue answer; else 503 naming what
+        is missing. Each worker part carries its last heartbeat."""
+        healthy, body = health_report(current)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(as_viewer)])
     def openapi() -> JSONResponse:

@@ -204,6 +204,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     model_path: Mapped[str | None] = mapped_column(String(500))
+    #: SHA-256 of the final model file as written; a download checks it
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     #: one-off start-up of the process that ran it (data loading, model building, tracing), summed over resumes
     startup_s: Mapped[float] = mapped_column(default=0.0, server_default="0")
     #: the user whose launch (or resume) made it active: their concurrent-run quota counts it; None before users
@@ -234,9 +236,28 @@ class FlRound(Base):
     checkpoint: Mapped[str] = mapped_column(String(500))
     #: worker.engine.digest.weights_sha256 of the global weights in the checkpoint; the next round starts from them
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: SHA-256 of the checkpoint file as written (weights, strategy and optimizer state); a resume checks it
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (CheckConstraint("number >= 1", name="number_positive"),)
+
+
+class ClientArtifact(Base):
+    """A client task's output file (a weights update or BatchNorm statistics), recorded by the worker that wrote
+    it; the orchestrator reads the file only if the task's reply and the file's bytes agree with this row."""
+
+    __tablename__ = "client_artifact"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # one file per task (a resend is a new task)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int]
+    client_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "update" or "stats"
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    num_examples: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RoundMetric(Base):

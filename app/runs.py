@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -16,7 +17,8 @@ from app.auth.policy import visible_to
 from app.broker import client_for, enqueue_run
 from app.data_roots import require_within
 from app.db import session_factory
-from app.errors import InvalidTransition, NotFound, Unavailable
+from app.digest import file_sha256
+from app.errors import ArtifactModified, InvalidTransition, NotFound, Unavailable
 from app.limits.cost import require_within_budget
 from app.limits.quota import RunQuota, require_room
 from app.models import Experiment, Run, RunKind, RunStatus, User, utcnow
@@ -70,6 +72,18 @@ def get_run(*, session: Session, run_id: uuid.UUID) -> Run:
     if run is None:
         raise NotFound(f"no run with id {run_id}")
     return run
+
+
+def model_file(*, session: Session, run_id: uuid.UUID) -> tuple[Run, Path]:
+    """The run's final model file, refused when its bytes are not those its worker recorded."""
+    run = get_run(session=session, run_id=run_id)
+    path = Path(run.model_path) if run.model_path else None
+    if path is None or not path.exists():
+        raise NotFound(f"run {run_id} has no final model yet (status {run.status})")
+    if run.model_sha256 is not None and file_sha256(path) != run.model_sha256:
+        logger.error("the final model of run %s does not match its recorded SHA-256", run_id)
+        raise ArtifactModified(f"the final model of run {run_id} was modified after it was written; it is not served")
+    return run, path
 
 
 def _enqueue(celery: Celery, runs: list[Run]) -> None:

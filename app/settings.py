@@ -6,7 +6,7 @@ import json
 import os
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_active_runs_per_user: int = Field(4, ge=1, description="queued or running runs one user may have at once")
     orchestrators: int = Field(
         4, ge=1, description="federated runs that proceed at once (processes of the runs queue that fedlens up starts)"
+    )
+    required_workers: list[Literal["runs", "train", "check"]] = Field(
+        ["runs", "train"], description="queues that need a live worker for /healthz to answer 200"
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

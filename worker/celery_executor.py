@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.broker import CLIENT_STATISTICS, EVALUATE_CLIENT, TRAIN_CLIENT, TRAIN_QUEUE
-from worker import lease
-from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from app.models import ClientArtifact
+from worker import integrity, lease
+from worker.engine.checkpoint import Checkpoint, save_checkpoint
 from worker.engine.loop import Cancelled
 from worker.engine.thresholds import GridCounts
 from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
@@ -30,38 +32,60 @@ class ClientTimeout(Reported):
     """No answer from a round's clients within ``FEDLENS_CLIENT_TIMEOUT_S``."""
 
 
+class StaleRound(RuntimeError):
+    """The task found its round already stored: another orchestrator has taken the run over."""
+
+
+#: (client id, id of the task whose outcome this is, the task's reply or what it raised)
+Outcome = tuple[str, str, dict[str, Any] | BaseException]
+
+
 class CeleryExecutor:
     """Weights travel by reference: the server writes the global weights to the shared artifact store
-    and each client task writes its update beside them; broker messages carry only paths."""
+    and each client task writes its update beside them; broker messages carry only paths and digests.
+
+    Every file is checked against the SHA-256 its writer recorded, and every reply against what its task was
+    asked (``samples``: the training images each client holds); a mismatch raises ArtifactModified, which fails
+    the run rather than train on weights nobody can vouch for."""
 
     def __init__(
-        self, celery: Celery, run_id: uuid.UUID, folder: Path, *, should_stop: Callable[[], bool], timeout_s: float
+        self,
+        celery: Celery,
+        run_id: uuid.UUID,
+        folder: Path,
+        *,
+        sessions: sessionmaker[Session],
+        samples: Mapping[str, int],
+        should_stop: Callable[[], bool],
+        timeout_s: float,
     ) -> None:
         self.celery = celery
         self.run_id = run_id
         self.folder = folder
+        self.sessions = sessions
+        self.samples = samples
         self.should_stop = should_stop
         self.timeout_s = timeout_s
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         outcomes: list[ClientUpdate | ClientFailure] = []
-        for cid, outcome in self._fan_out(TRAIN_CLIENT, rnd, weights, client_ids):
+        for cid, outcome in self._updates(TRAIN_CLIENT, "update", rnd, weights, client_ids):
             if isinstance(outcome, BaseException):
                 logger.warning("round %d: client %s failed: %r", rnd, cid, outcome)
                 outcomes.append(ClientFailure(cid, user_message(outcome)))
             else:
-                outcomes.append(self._update(cid, outcome))
+                outcomes.append(outcome)
         return outcomes
 
     def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
         """Moments from the clients that answer; a client that fails here is left out of the pooling."""
-        done = self._fan_out(CLIENT_STATISTICS, rnd, weights, client_ids)
-        return [self._update(cid, out) for cid, out in done if not isinstance(out, BaseException)]
+        done = self._updates(CLIENT_STATISTICS, "stats", rnd, weights, client_ids)
+        return [out for _, out in done if not isinstance(out, BaseException)]
 
     def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
         """Grid counts from the clients that answer; a failed or malformed reply leaves that client out."""
         evaluations = []
-        for cid, out in self._fan_out(EVALUATE_CLIENT, rnd, weights, client_ids):
+        for cid, _, out in self._fan_out(EVALUATE_CLIENT, rnd, weights, client_ids):
             try:
                 if isinstance(out, BaseException):
                     raise out
@@ -72,26 +96,45 @@ class CeleryExecutor:
             evaluations.append(ClientEvaluation(cid, validation, test))
         return evaluations
 
-    def _update(self, client_id: str, outcome: dict[str, Any]) -> ClientUpdate:
-        weights = load_checkpoint(Path(outcome["ref"])).weights
-        return ClientUpdate(client_id, weights, int(outcome["num_examples"]), outcome["metrics"])
+    def _updates(
+        self, task: str, kind: str, rnd: int, weights: Weights, client_ids: Sequence[str]
+    ) -> list[tuple[str, ClientUpdate | BaseException]]:
+        """Each client's weights as its task wrote them, or what the task raised; integrity errors propagate."""
+        done = self._fan_out(task, rnd, weights, client_ids)
+        rows = integrity.recorded(self.sessions, [tid for _, tid, out in done if not isinstance(out, BaseException)])
+        return [
+            (
+                cid,
+                out
+                if isinstance(out, BaseException)
+                else self._update(rnd, integrity.Asked(rnd, cid, kind), tid, out, rows.get(tid)),
+            )
+            for cid, tid, out in done
+        ]
 
-    def _fan_out(
-        self, task: str, rnd: int, weights: Weights, client_ids: Sequence[str]
-    ) -> list[tuple[str, dict[str, Any] | BaseException]]:
+    def _update(
+        self, rnd: int, asked: integrity.Asked, task_id: str, reply: dict[str, Any], row: ClientArtifact | None
+    ) -> ClientUpdate:
+        folder = self.folder / f"round-{rnd:04d}"
+        held = self.samples[asked.client_id]
+        return integrity.accepted_update(reply, asked, task_id=task_id, folder=folder, held=held, recorded=row)
+
+    def _fan_out(self, task: str, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[Outcome]:
         ref = self.folder / f"round-{rnd:04d}" / f"{task.rsplit('.', 1)[-1]}-global.npz"
-        save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
-        fan_out = FanOut(self.celery, task, [str(self.run_id), rnd], ref, client_ids)
+        digest = save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
+        fan_out = FanOut(self.celery, task, [str(self.run_id), rnd], ref, digest, client_ids)
         try:
             values = self._wait(fan_out, rnd)
         finally:
             fan_out.forget()
-        outcomes: list[tuple[str, dict[str, Any] | BaseException]] = []
+        outcomes: list[Outcome] = []
         for cid in client_ids:
             value = values[cid]
             if isinstance(value, dict) and value.get("cancelled"):
                 raise Cancelled(f"cancelled during round {rnd}")
-            outcomes.append((cid, value))
+            if isinstance(value, dict) and value.get("stale"):
+                value = StaleRound(f"round {rnd} is already stored")
+            outcomes.append((cid, fan_out.task_id(cid), value))
         return outcomes
 
     def _wait(self, fan_out: FanOut, rnd: int) -> dict[str, Any]:
@@ -122,8 +165,10 @@ class WorkerLost(Reported):
 class FanOut:
     """One fan-out: the task of each client, sent again (up to ``MAX_SENDS`` times) when its worker dies."""
 
-    def __init__(self, celery: Celery, task: str, args: list[Any], ref: Path, client_ids: Sequence[str]) -> None:
-        self.celery, self.task, self.args, self.ref = celery, task, args, ref
+    def __init__(
+        self, celery: Celery, task: str, args: list[Any], ref: Path, sha256: str, client_ids: Sequence[str]
+    ) -> None:
+        self.celery, self.task, self.args, self.ref, self.sha256 = celery, task, args, ref, sha256
         self.redis = celery.backend.client
         self.sends = dict.fromkeys(client_ids, 0)
         self.failed: dict[str, BaseException] = {}
@@ -132,8 +177,12 @@ class FanOut:
 
     def _send(self, client_id: str) -> AsyncResult:
         self.sends[client_id] += 1
-        sig = self.celery.signature(self.task, args=[*self.args, client_id, str(self.ref)], queue=TRAIN_QUEUE)
-        return sig.apply_async()
+        args = [*self.args, client_id, str(self.ref), self.sha256]
+        return self.celery.signature(self.task, args=args, queue=TRAIN_QUEUE).apply_async()
+
+    def task_id(self, client_id: str) -> str:
+        """The id of the client's last attempt, whose outcome ``get`` reports."""
+        return str(self.current[client_id].id) if client_id in self.current else ""
 
     def get(self, timeout: float) -> dict[str, Any]:
         """Every client's outcome (a reply dict or an exception), or CeleryTimeout if one waits past ``timeout``."""

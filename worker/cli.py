@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -10,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import click
 import yaml
 from pydantic import ValidationError
 
+from app.embedded import EmbeddedRedis, die_with_parent
+from app.health.supervisor import Child, Supervisor
 from app.run_config import RunConfig, describe_errors, paths_outside_roots
 from app.settings import Settings, get_settings
 from worker.site import cli as site_commands
@@ -285,40 +287,49 @@ def upgrade() -> None:
 @click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
 @click.option("--train-workers", default=1, show_default=True, help="Client-training processes to start.")
 def up(host: str | None, port: int | None, train_workers: int) -> None:
-    """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services."""
-    import uvicorn
+    """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services.
 
-    from app.embedded import EmbeddedRedis, die_with_parent
+    Every part runs as a child process that is started again, with back-off, whenever it dies.
+    """
     from app.logs import configure_logging
-    from app.main import create_app
     from app.migrate import upgrade as migrate
 
     configure_logging()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets the workers and
-    # the embedded Redis be stopped below instead of being orphaned.
+    children = []
+    if settings.broker_url is None:
+        children.append(Child("redis", _embedded_redis(EmbeddedRedis(settings.redis_socket, settings.data_dir))))
+    env = _service_env(settings) | {"FEDLENS_REQUIRED_WORKERS": '["runs", "train", "check"]'}
+    for queue, concurrency in (("runs", settings.orchestrators), ("train", train_workers), ("check", 1)):
+        children.append(Child(f"{queue} worker", _spawn(worker_command(queue, concurrency, queue), env)))
+    address = ["--host", host or settings.host, "--port", str(port or settings.port)]
+    children.append(Child("api", _spawn([sys.executable, "-m", "worker.cli", "api", *address], env)))
+    supervisor = Supervisor(children)
+    # SIGTERM exits through SystemExit, so that the children are stopped below instead of being orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.ExitStack() as stack:
-        if settings.broker_url is None:
-            stack.enter_context(EmbeddedRedis(settings.redis_socket, settings.data_dir))
-        migrate(settings.database)
-        _announce_first_admin(settings, f"http://{host or settings.host}:{port or settings.port}")
-        env = _service_env(settings)
-        for queue, concurrency in (("runs", settings.orchestrators), ("train", train_workers), ("check", 1)):
-            process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
-            stack.callback(_stop, process)
-        click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
-        click.echo(f"training data is read only under: {', '.join(str(root) for root in settings.roots)}")
-        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        migrate(settings.database)
+        _announce_first_admin(settings, f"http://{address[1]}:{address[3]}")
+        supervisor.start()
+        click.echo(f"fedlens on http://{address[1]}:{address[3]}  (data: {settings.data_dir})")
+        click.echo(f"training data is read only under: {', '.join(str(root) for root in settings.roots)}")
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> Callable[[], subprocess.Popen[bytes]]:
+    return lambda: subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+
+
+def _embedded_redis(redis: EmbeddedRedis) -> Callable[[], subprocess.Popen[bytes]]:
+    def start() -> subprocess.Popen[bytes]:
+        redis.start()
+        assert redis.process is not None  # start() raises unless it is up
+        return redis.process
+
+    return start
 
 
 if __name__ == "__main__":

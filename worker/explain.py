@@ -60,10 +60,10 @@ def round_gallery(run_id: uuid.UUID, rnd: int, settings: Settings) -> str:
     try:
         with session_factory(settings)() as session:
             stored = session.get(FlRound, (run_id, rnd))
-            checkpoint = stored.checkpoint if stored else None
-        if checkpoint is None:
+        if stored is None:
             raise LookupError(f"run {run_id} has no stored round {rnd}")
-        weights = load_checkpoint(Path(checkpoint)).weights
+        what = f"checkpoint of round {rnd}"
+        weights = load_checkpoint(Path(stored.checkpoint), sha256=stored.checkpoint_sha256, what=what).weights
         ctx = run_context(run_id)
     except Exception as exc:
         return _failed(settings.artifacts, run_id, rnd, exc)

@@ -15,15 +15,16 @@ from types import TracebackType
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import session_factory
-from app.models import Run, RunKind, RunStatus
+from app.db import retrying, session_factory
+from app.digest import file_sha256
+from app.models import FlRound, Run, RunKind, RunStatus
 from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
 from worker import explain, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
-from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint
+from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
@@ -89,30 +90,31 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     """Run (or resume) one run to its end; returns its final status, or 'skipped' if it is not ours."""
     sessions = session_factory(settings)
     me = worker_name()
+    if not retrying(sessions, lambda session: store.claim(session, run_id, me, settings.stale_after_s)):
+        logger.info("run %s is not claimable (finished, or alive elsewhere); skipping", run_id)
+        return "skipped"
     with sessions() as session:
-        if not store.claim(session, run_id, me, settings.stale_after_s):
-            logger.info("run %s is not claimable (finished, or alive elsewhere); skipping", run_id)
-            return "skipped"
         run = session.get(Run, run_id)
         assert run is not None  # claim() just updated it
         kind, config = run.kind, run.experiment.config
         last = store.last_round(session, run_id)
     notify(settings.broker, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
-    status, error, model_path, explains = RunStatus.FAILED, None, None, False
+    status, error, model_path, model_sha256, explains = RunStatus.FAILED, None, None, None, False
     try:
         started = time.perf_counter()
         ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
         if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
             ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
-        with sessions() as session:
-            store.add_startup(session, run_id, me, time.perf_counter() - started)
-        start = load_checkpoint(Path(last.checkpoint)) if last else None
+        startup_s = time.perf_counter() - started
+        retrying(sessions, lambda session: store.add_startup(session, run_id, me, startup_s))
+        start = _resume_point(last)
         logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
             weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
         model_path = str(folder / "model.keras")
         ctx.trainer.save(weights, Path(model_path))
+        model_sha256 = file_sha256(Path(model_path))
         final_round = _final_round(sessions, run_id)
         explains = len(ctx.federation.test) > 0  # Grad-CAM needs images on the server: a common test set
         if explains:
@@ -123,11 +125,18 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         return "superseded"
     except Cancelled:
         status = RunStatus.CANCELLED
+    except ArtifactModified as exc:
+        logger.error("run %s failed its integrity check: %s", run_id, exc)
+        error = str(exc)
     except Exception as exc:
         logger.exception("run %s failed", run_id)
         error = user_message(exc)
-    with sessions() as session:
-        store.finish(session, run_id, me, status, error=error, model_path=model_path)
+    retrying(
+        sessions,
+        lambda session: store.finish(
+            session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256
+        ),
+    )
     notify(settings.broker, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
@@ -144,6 +153,14 @@ def _federated_evaluation(sites: SiteExecutor) -> Evaluate:
         return pooled_metrics(counts, threshold)
 
     return evaluate
+
+
+def _resume_point(last: FlRound | None) -> Checkpoint | None:
+    """The last stored round's checkpoint, refused if its bytes are not those recorded with the round."""
+    if last is None:
+        return None
+    what = f"checkpoint of round {last.number}"
+    return load_checkpoint(Path(last.checkpoint), sha256=last.checkpoint_sha256, what=what)
 
 
 def _final_round(sessions: sessionmaker[Session], run_id: uuid.UUID) -> int:
@@ -172,15 +189,14 @@ def _train(
     evaluate: Evaluate = evaluate_on_server
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
-        checkpoints.save(checkpoint)
-        with sessions() as session:
-            stored = store.save_round(
-                session,
-                run_id,
-                result,
-                str(checkpoints.path(result.round)),
-                weights_sha256=weights_sha256(checkpoint.weights),
-            )
+        digest = checkpoints.save(checkpoint)
+        path, weights_digest = str(checkpoints.path(result.round)), weights_sha256(checkpoint.weights)
+        stored = retrying(
+            sessions,
+            lambda session: store.save_round(
+                session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest
+            ),
+        )
         notify(settings.broker, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(
@@ -214,10 +230,16 @@ def _train(
         if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets
             evaluate = _federated_evaluation(sites)
     else:
-        executor = CeleryExecutor(
-            celery, run_id, folder / "exchange", should_stop=watch.should_stop, timeout_s=settings.client_timeout_s
-        )
         samples = {c.client_id: len(c.train) for c in federation.clients}
+        executor = CeleryExecutor(
+            celery,
+            run_id,
+            folder / "exchange",
+            sessions=sessions,
+            samples=samples,
+            should_stop=watch.should_stop,
+            timeout_s=settings.client_timeout_s,
+        )
     return run_federated(
         cfg,
         executor,

@@ -66,10 +66,17 @@ def _metric(run_id: uuid.UUID, rnd: int, client: str, key: str, value: float) ->
 
 
 def save_round(
-    session: Session, run_id: uuid.UUID, result: RoundResult, checkpoint: str, *, weights_sha256: str | None = None
+    session: Session,
+    run_id: uuid.UUID,
+    result: RoundResult,
+    checkpoint: str,
+    *,
+    weights_sha256: str | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> bool:
     """Store a round with its client statuses and metrics in one transaction; ``weights_sha256`` is the
-    digest of the global weights its checkpoint holds (the weights the next round starts from).
+    digest of the global weights its checkpoint holds (the weights the next round starts from),
+    ``checkpoint_sha256`` that of the checkpoint file's bytes (what a resume verifies).
 
     Returns False if the round was already stored: a redelivered or repeated write is a no-op,
     so a completed round is never lost and never counted twice.
@@ -91,6 +98,7 @@ def save_round(
             roc={"fpr": result.metrics.roc.fpr, "tpr": result.metrics.roc.tpr},
             checkpoint=checkpoint,
             weights_sha256=weights_sha256,
+            checkpoint_sha256=checkpoint_sha256,
         )
     )
     try:
@@ -135,11 +143,12 @@ def finish(
     *,
     error: str | None = None,
     model_path: str | None = None,
+    model_sha256: str | None = None,
 ) -> None:
-    """Final status, only while the run is still this worker's."""
+    """Final status, only while the run is still this worker's; the model is recorded with its file's SHA-256."""
     values: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error}
     if model_path:
-        values["model_path"] = model_path
+        values |= {"model_path": model_path, "model_sha256": model_sha256}
     session.execute(
         update(Run).where(Run.id == run_id, Run.worker == worker, Run.status == RunStatus.RUNNING).values(**values)
     )

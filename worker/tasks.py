@@ -11,10 +11,10 @@ from typing import Any
 from celery import Task
 
 from app.broker import CHECK_DATA, CLIENT_STATISTICS, EVALUATE_CLIENT, GRADCAM, TRAIN_CLIENT, TRAIN_RUN
-from app.db import session_factory
+from app.db import retrying, session_factory
 from app.run_config import RunConfig
 from app.settings import get_settings
-from worker import explain, store
+from worker import explain, integrity, store
 from worker.celery_app import celery_app
 from worker.context import RunContext, run_context, warm_run_context
 from worker.datacheck import check_data
@@ -55,16 +55,17 @@ def _client_task(
     rnd: int,
     client_id: str,
     weights_ref: str,
+    weights_digest: str,
     kind: str,
     work: Callable[[RunContext, Weights], ClientUpdate],
 ) -> dict[str, Any]:
     """Do the work and store its weights beside the global ones, in a file of this task alone (a client sent
-    again after a lost worker never writes over the first attempt's file)."""
+    again after a lost worker never writes over the first attempt's file), recorded with its SHA-256."""
     task_id = str(task.request.id)
 
     def leased() -> dict[str, Any]:
         ctx, startup = warm_run_context(uuid.UUID(run_id))
-        weights = load_checkpoint(Path(weights_ref)).weights
+        weights = _global_weights(weights_ref, weights_digest, rnd)
         start = weights_sha256(weights)
         logger.info(
             "run %s round %d client %s: %s task %s starts from global weights %s",
@@ -77,16 +78,34 @@ def _client_task(
             extra={"run_id": run_id, "round": rnd, "client": client_id, "task": task_id, "weights_sha256": start},
         )
         result = work(ctx, weights)
-        out = Path(weights_ref).with_name(f"{kind}-{client_id}-{task_id}.npz")
-        save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
+        out = integrity.output_path(Path(weights_ref).parent, kind, client_id, task_id)
+        digest = save_checkpoint(Checkpoint(rnd, result.weights), out, durable=False)
+        asked, n = integrity.Asked(rnd, client_id, kind), result.num_examples
+        retrying(
+            session_factory(get_settings()),
+            lambda session: integrity.record(
+                session, run_id=uuid.UUID(run_id), task_id=task_id, asked=asked, path=out, sha256=digest, n=n
+            ),
+        )
         metrics = dict(result.metrics) | ({"startup.seconds": startup} if startup else {})
-        return {"ref": str(out), "num_examples": result.num_examples, "metrics": metrics}
+        return {
+            "ref": str(out),
+            "num_examples": result.num_examples,
+            "metrics": metrics,
+            "client": client_id,
+            "round": rnd,
+        }
 
     return _gated(task, uuid.UUID(run_id), rnd, leased)
 
 
+def _global_weights(ref: str, digest: str, rnd: int) -> Weights:
+    """The global weights the orchestrator wrote for this round, refused if the file changed since."""
+    return load_checkpoint(Path(ref), sha256=digest, what=f"the global weights file of round {rnd}").weights
+
+
 @celery_app.task(name=TRAIN_CLIENT, acks_late=True, bind=True)
-def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str, digest: str) -> dict[str, Any]:
     """One client's local round; the reply carries the path of its new weights, not the weights."""
     return _client_task(
         self,
@@ -94,6 +113,7 @@ def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref:
         rnd,
         client_id,
         weights_ref,
+        digest,
         "update",
         lambda ctx, weights: client_update(
             ctx.trainer,
@@ -108,7 +128,9 @@ def train_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref:
 
 
 @celery_app.task(name=CLIENT_STATISTICS, acks_late=True, bind=True)
-def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+def client_batchnorm_statistics(
+    self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str, digest: str
+) -> dict[str, Any]:
     """BatchNorm input moments of the new global model on this client's data (forward passes only)."""
     return _client_task(
         self,
@@ -116,6 +138,7 @@ def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: st
         rnd,
         client_id,
         weights_ref,
+        digest,
         "stats",
         lambda ctx, weights: client_statistics(
             ctx.trainer, ctx.client(client_id), weights, rnd=rnd, seed=ctx.config.seed
@@ -124,13 +147,13 @@ def client_batchnorm_statistics(self: Task, run_id: str, rnd: int, client_id: st
 
 
 @celery_app.task(name=EVALUATE_CLIENT, acks_late=True, bind=True)
-def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str) -> dict[str, Any]:
+def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_ref: str, digest: str) -> dict[str, Any]:
     """The global model on this client's validation and test parts; the grid counts (about 1,600 integers)
     travel in the reply itself."""
 
     def leased() -> dict[str, Any]:
         ctx = run_context(uuid.UUID(run_id))
-        result = client_evaluation(ctx.trainer, ctx.client(client_id), load_checkpoint(Path(weights_ref)).weights)
+        result = client_evaluation(ctx.trainer, ctx.client(client_id), _global_weights(weights_ref, digest, rnd))
         return {"validation": result.validation.as_lists(), "test": result.test.as_lists()}
 
     return _gated(self, uuid.UUID(run_id), rnd, leased)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -14,7 +13,7 @@ from app.auth.access import CanReadRun, CanWriteRun
 from app.auth.deps import Researcher, Viewer
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
-from app.errors import BadRequest, NotFound, documented
+from app.errors import BadRequest, documented
 from app.events import run_events
 from app.limits.bounds import MAX_INT32
 from app.limits.quota import RunQuota
@@ -115,13 +114,9 @@ def metrics_csv(run_id: uuid.UUID, session: SessionDep) -> PlainTextResponse:
     dependencies=[CanReadRun],
 )
 def model(run_id: uuid.UUID, session: SessionDep) -> FileResponse:
-    """The final model as a .keras file (``keras.models.load_model`` opens it)."""
-    run = runs.get_run(session=session, run_id=run_id)
-    if not run.model_path or not Path(run.model_path).exists():
-        raise NotFound(f"run {run_id} has no final model yet (status {run.status})")
-    return FileResponse(
-        run.model_path, media_type="application/octet-stream", filename=f"fedlens-{run.kind}-{run_id}.keras"
-    )
+    """The final model as a .keras file (``keras.models.load_model`` opens it); 409 if it changed since written."""
+    run, path = runs.model_file(session=session, run_id=run_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"fedlens-{run.kind}-{run_id}.keras")
 
 
 RunIds = Annotated[str, Query(alias="runs", max_length=37 * 100, description="comma-separated run ids, 100 at most")]

@@ -123,7 +123,7 @@ def test_each_client_task_refuses_data_outside_before_it_reads_anything(
     monkeypatch.setattr(tasks, "Lease", lambda *_args: contextlib.nullcontext())  # leases are tested elsewhere
 
     with pytest.raises(DataError) as caught:
-        task(str(run_id), 1, "1", str(tmp_path / "global.npz"))
+        task(str(run_id), 1, "1", str(tmp_path / "global.npz"), "0" * 64)
 
     assert str(caught.value) == f"this path is {OutsideDataRoots(worker_settings.roots)}"
 

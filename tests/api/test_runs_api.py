@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
@@ -354,6 +355,7 @@ def test_model_downloads_the_file_the_run_points_to(client: TestClient, session:
     model.write_bytes(b"PK\x03\x04 not really a zip")
     run = add_run(session, add_experiment(session))
     run.model_path = str(model)
+    run.model_sha256 = hashlib.sha256(b"PK\x03\x04 not really a zip").hexdigest()
     session.commit()
 
     response = client.get(f"/api/runs/{run.id}/model")
@@ -362,3 +364,20 @@ def test_model_downloads_the_file_the_run_points_to(client: TestClient, session:
     assert response.content == b"PK\x03\x04 not really a zip"
     assert f'filename="fedlens-federated-{run.id}.keras"' in response.headers["content-disposition"]
     assert client.get(f"/api/runs/{run.id}").json()["has_model"] is True
+
+
+def test_a_model_modified_after_it_was_written_is_not_served(
+    client: TestClient, session: Session, tmp_path: Path
+) -> None:
+    model = tmp_path / "final.keras"
+    model.write_bytes(b"PK\x03\x04 someone else's weights")
+    run = add_run(session, add_experiment(session))
+    run.model_path, run.model_sha256 = str(model), hashlib.sha256(b"PK\x03\x04 the weights trained").hexdigest()
+    session.commit()
+
+    response = client.get(f"/api/runs/{run.id}/model")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"the final model of run {run.id} was modified after it was written; it is not served"
+    }

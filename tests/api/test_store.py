@@ -32,10 +32,22 @@ def test_a_running_run_whose_heartbeat_went_stale_is_taken_over(session: Session
 def test_a_round_keeps_the_digest_of_its_checkpoint_weights(session: Session) -> None:
     run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
 
-    store.save_round(session, run.id, round_result(1), "ckpt/1", weights_sha256="ab" * 32)
+    store.save_round(session, run.id, round_result(1), "ckpt/1", weights_sha256="ab" * 32, checkpoint_sha256="cd" * 32)
 
     stored = session.get(FlRound, (run.id, 1))
-    assert stored is not None and (stored.checkpoint, stored.weights_sha256) == ("ckpt/1", "ab" * 32)
+    assert stored is not None
+    assert (stored.checkpoint, stored.weights_sha256, stored.checkpoint_sha256) == ("ckpt/1", "ab" * 32, "cd" * 32)
+
+
+def test_a_finished_run_keeps_the_digest_of_its_model_file(session: Session) -> None:
+    run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    run.worker = "worker-a"
+    session.commit()
+
+    store.finish(session, run.id, "worker-a", RunStatus.SUCCEEDED, model_path="m.keras", model_sha256="ef" * 32)
+
+    session.refresh(run)
+    assert (run.status, run.model_path, run.model_sha256) == (RunStatus.SUCCEEDED, "m.keras", "ef" * 32)
 
 
 def test_a_round_stored_twice_is_counted_once(session: Session) -> None:

@@ -154,12 +154,13 @@ class Stack(ServiceApi):
 
     def start_api(self) -> None:
         self._spawn("api", [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)])
-        wait_for(self._healthy, 30, "the API's /healthz")
+        wait_for(self._answers, 30, "the API's /healthz")
         self.authenticate(create_token(self.env, "e2e"))
 
-    def _healthy(self) -> bool:
+    def _answers(self) -> bool:
+        """The API is up: /healthz answers, 503 included (the workers start after the API here)."""
         try:
-            return self.http.get("/healthz").status_code == 200
+            return self.http.get("/healthz").status_code in (200, 503)
         except httpx.TransportError:
             return False
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from worker.engine.checkpoint import Checkpoint, CheckpointDir, load_checkpoint, save_checkpoint
+from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint, save_checkpoint
 from worker.engine.types import ClientRound, ClientStatus, ClientUpdate, EvalMetrics, RocCurve, RoundResult
 from worker.local_run import PhaseLog
 
@@ -115,3 +117,28 @@ def test_phase_log_with_only_a_torn_line_has_no_records(tmp_path: Path) -> None:
     log.append(round_result(1), checkpoint(1))
     assert log.rounds_file.read_text().count("\n") == 1
     assert [r["round"] for r in log.records()] == [1]
+
+
+def test_a_checkpoint_is_read_only_with_the_digest_of_the_bytes_written(tmp_path: Path) -> None:
+    path = tmp_path / "round-0002.npz"
+    digest = save_checkpoint(checkpoint(2), path)
+
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_checkpoint(path, sha256=digest).round == 2
+
+
+def test_a_checkpoint_overwritten_after_it_was_written_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "round-0002.npz"
+    digest = save_checkpoint(checkpoint(2), path)
+    save_checkpoint(Checkpoint(2, [np.random.default_rng(0).normal(size=(3, 2)), np.zeros(2)]), path)
+
+    with pytest.raises(ArtifactModified, match=r"^checkpoint of round 2 was modified after it was written$"):
+        load_checkpoint(path, sha256=digest, what="checkpoint of round 2")
+
+
+def test_checkpoint_dir_returns_the_digest_of_each_round_it_saves(tmp_path: Path) -> None:
+    folder = CheckpointDir(tmp_path)
+
+    digest = folder.save(checkpoint(3))
+
+    assert digest == hashlib.sha256(folder.path(3).read_bytes()).hexdigest()

@@ -130,7 +130,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             return False
 
     try:
-        wait_for(healthy, 60, "fedlens up to answer /healthz")
+        wait_for(healthy, 180, "fedlens up to answer /healthz")
         printed = (folder / "up.log").read_text()
         link = re.search(r"first start: sign in as admin .* at (\S+)", printed)
         assert link, printed

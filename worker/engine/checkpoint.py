@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -22,10 +24,16 @@ class Checkpoint:
     optimizer_state: Weights = field(default_factory=list)  # the centralized run's optimizer
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: Path, *, durable: bool = True) -> None:
+class ArtifactModified(ValueError):
+    """A file's bytes no longer have the SHA-256 recorded when it was written: never train on it."""
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path, *, durable: bool = True) -> str:
     """Write to a temporary file and rename, so a killed process never leaves a half-written checkpoint.
 
-    ``durable=False`` skips the fsync, for weights that only travel within a round (a crash redoes the round).
+    Returns the SHA-256 of the bytes written, for the writer to record where the file is referenced and the
+    reader to verify. ``durable=False`` skips the fsync, for weights that only travel within a round (a crash
+    redoes the round).
     """
     meta = {
         "round": checkpoint.round,
@@ -38,18 +46,27 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path, *, durable: bool = True)
     arrays |= {f"o{i}": w for i, w in enumerate(checkpoint.optimizer_state)}
     for k, update in enumerate(checkpoint.strategy_state):
         arrays |= {f"s{k}_{i}": w for i, w in enumerate(update.weights)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **cast(dict[str, Any], arrays))  # the stub mistakes array names for options
+    data = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
-        np.savez(file, **cast(dict[str, Any], arrays))  # the stub mistakes array names for options
+        file.write(data)
         if durable:
             file.flush()
             os.fsync(file.fileno())
     os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    with np.load(path, allow_pickle=False) as archive:
+def load_checkpoint(path: Path, *, sha256: str | None = None, what: str = "checkpoint") -> Checkpoint:
+    """Read a checkpoint; with ``sha256``, refuse (ArtifactModified, naming ``what``) bytes that differ from
+    those written. The bytes are hashed and parsed from one read, so the file cannot change in between."""
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactModified(f"{what} was modified after it was written")
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         meta = json.loads(str(archive["meta"]))
         state = [
             ClientUpdate(cid, [archive[f"s{k}_{i}"] for i in range(n_layers)], n)
@@ -73,10 +90,12 @@ class CheckpointDir:
     def path(self, rnd: int) -> Path:
         return self.folder / f"round-{rnd:04d}.npz"
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        save_checkpoint(checkpoint, self.path(checkpoint.round))
+    def save(self, checkpoint: Checkpoint) -> str:
+        """Write the round's checkpoint and drop the oldest; returns the file's SHA-256."""
+        digest = save_checkpoint(checkpoint, self.path(checkpoint.round))
         for old in self.rounds()[: -self.keep]:
             self.path(old).unlink(missing_ok=True)
+        return digest
 
     def rounds(self) -> list[int]:
         if not self.folder.is_dir():
