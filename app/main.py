@@ -21,6 +21,7 @@ from app.routes import api_experiments, api_gradcam, api_runs, pages
 from app.run_config import allowed_fields
 from app.runs import start_watchdog
 from app.settings import Settings, get_settings
+from app.streams.limits import StreamSlots
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging()
     app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)
     app.dependency_overrides[get_settings] = lambda: settings
+    app.state.stream_slots = StreamSlots(settings.streams_per_caller)
     install_handlers(app)
 
     @app.exception_handler(RequestValidationError)
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as error:
             checks["database"] = f"error: {error}"
         try:
-            with client_for(current.broker).connection_for_write() as conn:
+            with client_for(current.broker, current.redis_ca_file).connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)
             checks["broker"] = "ok"
         except Exception as error:

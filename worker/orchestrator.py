@@ -94,7 +94,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         assert run is not None  # claim() just updated it
         kind, config = run.kind, run.experiment.config
         last = store.last_round(session, run_id)
-    notify(settings.broker, run_id)  # watchers see it running
+    notify(settings, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
     status, error, model_path = RunStatus.FAILED, None, None
     try:
@@ -125,7 +125,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         error = f"{type(exc).__name__}: {exc}"
     with sessions() as session:
         store.finish(session, run_id, me, status, error=error, model_path=model_path)
-    notify(settings.broker, run_id)
+    notify(settings, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
     if status == RunStatus.SUCCEEDED:  # after finish: the run is done, whatever becomes of its gallery
@@ -166,7 +166,7 @@ def _train(
                 str(checkpoints.path(result.round)),
                 weights_sha256=weights_sha256(checkpoint.weights),
             )
-        notify(settings.broker, run_id)
+        notify(settings, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(
             "run %s round %d %s: auc %.3f",

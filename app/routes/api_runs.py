@@ -6,15 +6,16 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import BadRequest, NotFound
-from app.events import run_events
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
+from app.streams.events import run_events
+from app.streams.limits import StreamSlots
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -60,14 +61,39 @@ def resume(run_id: uuid.UUID, session: SessionDep, celery: CeleryDep) -> RunRead
     return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/events")
+def stream_caller(request: Request) -> str:
+    """Who an event stream counts against. Authentication replaces this with the signed-in user's id (override this
+    dependency); until then it is the client's address."""
+    return request.client.host if request.client else "unknown"
+
+
+def stream_slots(request: Request) -> StreamSlots:
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    responses={429: {"description": "the caller already holds the maximum of open event streams"}},
+)
 async def events(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, since: Annotated[int, Query(ge=0)] = 0
+    run_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    caller: Annotated[str, Depends(stream_caller)],
+    slots: Annotated[StreamSlots, Depends(stream_slots)],
+    since: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
-    """Server-sent events: ``status`` on every status change, ``round`` for every finished round."""
+    """Server-sent events: ``status`` on every status change, ``round`` for every finished round, a comment line
+    on an idle stream; 429 above ``FEDLENS_STREAMS_PER_CALLER`` open streams."""
     last_event = request.headers.get("last-event-id", "")
     start = int(last_event) if last_event.isdigit() else since
-    stream = await run_events(run_id, settings, request, since=start)
+    slot = slots.acquire(caller)
+    try:
+        stream = await run_events(run_id, settings, request, since=start, slot=slot)
+    except BaseException:
+        slot.release()
+        raise
     return StreamingResponse(
         stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

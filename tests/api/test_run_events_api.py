@@ -16,7 +16,9 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Run, RunStatus
-from app.notify import channel, notify
+from app.notify import notify
+from app.settings import Settings
+from app.streams.hub import hub_client_name
 from tests.api.conftest import BROKER_URL
 from tests.api.factories import add_experiment, add_run, new_id, round_result, trained
 from tests.e2e.stack import wait_for
@@ -55,9 +57,14 @@ def committed_run(commit_run: Callable[..., Run]) -> Run:
     return commit_run()
 
 
+def subscribed_clients(watcher: redis.Redis) -> int:
+    """Connections of this process's event hubs that hold the pattern subscription to run notifications."""
+    return sum(1 for c in watcher.client_list() if c["name"] == hub_client_name() and int(c["psub"]) > 0)
+
+
 @contextmanager
-def once_the_stream_waits(run_id: uuid.UUID, change: Callable[[], None]) -> Iterator[Callable[[], bool]]:
-    """Make ``change`` in another thread once the run's event stream has subscribed to its notifications.
+def once_the_stream_waits(change: Callable[[], None]) -> Iterator[Callable[[], bool]]:
+    """Make ``change`` in another thread once the event hub has subscribed to run notifications.
 
     The stream subscribes only after it has sent the rounds and status it read first, so the change cannot
     slip in before that first read, however slowly the request starts. ``change`` runs even if the stream
@@ -68,7 +75,7 @@ def once_the_stream_waits(run_id: uuid.UUID, change: Callable[[], None]) -> Iter
     def wait_then_change() -> None:
         try:
             with redis.Redis.from_url(BROKER_URL) as watcher, suppress(TimeoutError):  # the test asserts it
-                wait_for(lambda: watcher.pubsub_numsub(channel(run_id))[0][1] > 0, 30, "the stream to subscribe")
+                wait_for(lambda: subscribed_clients(watcher) > 0, 30, "the stream to subscribe")
                 subscribed.append(True)
         finally:
             change()
@@ -133,16 +140,17 @@ def test_events_of_a_cancelled_run_report_its_status_once(client: TestClient, co
 
 
 def test_events_report_cancelling_once_until_the_run_stops(
-    client: TestClient, engine: Engine, commit_run: Callable[..., Run]
+    make_client: Callable[[Settings], TestClient], settings: Settings, engine: Engine, commit_run: Callable[..., Run]
 ) -> None:
+    client = make_client(settings.model_copy(update={"stream_recheck_s": 0.5}))
     run = commit_run(RunStatus.RUNNING, cancel_requested=True)
 
-    def worker_stops() -> None:  # no notification: the stream's fallback poll notices
+    def worker_stops() -> None:  # no notification: the hub's recheck notices
         with Session(engine) as session:
             session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.CANCELLED))
             session.commit()
 
-    with once_the_stream_waits(run.id, worker_stops) as waited:
+    with once_the_stream_waits(worker_stops) as waited:
         events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
 
     assert waited(), "the stream never subscribed to the run's changes"
@@ -155,10 +163,11 @@ def test_events_of_an_unknown_run_are_404(client: TestClient) -> None:
     assert client.get(f"/api/runs/{new_id()}/events").status_code == 404
 
 
-def test_a_notified_change_reaches_the_stream_without_waiting_for_the_fallback_poll(
-    client: TestClient, engine: Engine, commit_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+def test_a_notified_change_reaches_the_stream_without_waiting_for_the_recheck(
+    make_client: Callable[[Settings], TestClient], settings: Settings, engine: Engine, commit_run: Callable[..., Run]
 ) -> None:
-    monkeypatch.setattr("app.notify.FALLBACK_S", 60.0)  # only a notification can end this stream in time
+    settings = settings.model_copy(update={"stream_recheck_s": 600.0})  # only a notification ends this stream in time
+    client = make_client(settings)
     run = commit_run(RunStatus.RUNNING)
     notified_at: list[float] = []
 
@@ -166,12 +175,12 @@ def test_a_notified_change_reaches_the_stream_without_waiting_for_the_fallback_p
         with Session(engine) as session:
             session.execute(update(Run).where(Run.id == run.id).values(status=RunStatus.SUCCEEDED))
             session.commit()
-        notify(BROKER_URL, run.id)
+        notify(settings, run.id)
         notified_at.append(time.monotonic())
 
-    with once_the_stream_waits(run.id, worker_finishes) as waited:
+    with once_the_stream_waits(worker_finishes) as waited:
         events = parse_events(client.get(f"/api/runs/{run.id}/events").text)
 
     assert waited(), "the stream never subscribed to the run's changes"
-    assert time.monotonic() - notified_at[0] < 30, "the stream waited for its fallback poll"
+    assert time.monotonic() - notified_at[0] < 30, "the stream waited for its recheck"
     assert [json.loads(e["data"])["status"] for e in events if e["event"] == "status"] == ["running", "succeeded"]
