@@ -13,6 +13,7 @@ from app import results, runs
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import BadRequest, NotFound
+from app.rounds_http import rounds_response
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
 from app.streams.events import run_events
 from app.streams.limits import StreamSlots
@@ -25,19 +26,20 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds", response_model=RunRounds)
+@router.get(
+    "/runs/{run_id}/rounds",
+    response_model=RunRounds,
+    responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}},
+)
 def get_rounds(
     run_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     since: Annotated[int, Query(ge=0, description="only rounds after this one")] = 0,
 ) -> Response:
-    """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
-    run = runs.get_run(session=session, run_id=run_id)
-    body = results.rounds_json(session=session, run=run, since=since)
-    return Response(
-        b'{"run":' + results.run_read(run).model_dump_json().encode() + b',"rounds":' + body + b"}",
-        media_type="application/json",
-    )
+    """Global test metrics, per-client metrics and statuses, and timings of every completed round; with an ETag
+    (send it back in If-None-Match for a 304) and gzip when the client accepts it."""
+    return rounds_response(request=request, session=session, run_id=run_id, since=since)
 
 
 @router.get("/runs/{run_id}/roc")
