@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,17 +168,70 @@ def worker(queues: str, concurrency: int) -> None:
     os.execvpe(sys.executable, worker_command(queues, concurrency, queues), _service_env(get_settings()))
 
 
-@main.command()
-@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
-@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
-def api(host: str | None, port: int | None) -> None:
-    """Serve the REST API and the dashboard (no training happens in this process)."""
+def tls_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--tls, --tls-cert and --tls-key, shared by the commands that serve the API."""
+    for option in reversed(
+        [
+            click.option("--tls", is_flag=True, default=None, help="HTTPS with a certificate from fedlens' own CA."),
+            click.option(
+                "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="HTTPS with this PEM chain."
+            ),
+            click.option(
+                "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Private key of --tls-cert."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def with_tls(settings: Settings, tls: bool | None, tls_cert: Path | None, tls_key: Path | None) -> Settings:
+    """Command-line TLS options override FEDLENS_TLS*, so that the app (Secure cookies) sees what is served."""
+    given = {"tls": tls, "tls_cert": tls_cert, "tls_key": tls_key}
+    return settings.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run uvicorn on the app, over HTTPS when the settings ask for it, and say where (and which certificate)."""
     import uvicorn
 
     from app.main import create_app
+    from app.tls.certs import CertificateError, default_hosts, server_cert
 
-    settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    try:
+        cert = server_cert(
+            tls=settings.tls,
+            cert=settings.tls_cert,
+            key=settings.tls_key,
+            folder=settings.tls_dir,
+            hosts=default_hosts(host, settings.tls_hosts),
+        )
+    except CertificateError as error:
+        raise UserError(str(error)) from error
+    scheme = "https" if cert else "http"
+    click.echo(f"fedlens on {scheme}://{host}:{port}  (data: {settings.data_dir})")
+    if cert is not None:
+        click.echo(f"TLS certificate SHA-256 fingerprint: {cert.fingerprint}")
+        if cert.ca is not None:
+            click.echo(f"TLS certificate authority (give it to clients that verify): {cert.ca}")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        ssl_certfile=cert.cert if cert else None,
+        ssl_keyfile=cert.key if cert else None,
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
+@tls_options
+def api(host: str | None, port: int | None, tls: bool | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve the REST API and the dashboard (no training happens in this process)."""
+    settings = with_tls(get_settings(), tls, tls_cert, tls_key)
+    serve(settings, host or settings.host, port or settings.port)
 
 
 @main.group()
@@ -199,17 +253,22 @@ def upgrade() -> None:
 @click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
 @click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
 @click.option("--train-workers", default=1, show_default=True, help="Client-training processes to start.")
-def up(host: str | None, port: int | None, train_workers: int) -> None:
+@tls_options
+def up(
+    host: str | None,
+    port: int | None,
+    train_workers: int,
+    tls: bool | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services."""
-    import uvicorn
-
     from app.embedded import EmbeddedRedis, die_with_parent
     from app.logs import configure_logging
-    from app.main import create_app
     from app.migrate import upgrade as migrate
 
     configure_logging()
-    settings = get_settings()
+    settings = with_tls(get_settings(), tls, tls_cert, tls_key)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets the workers and
     # the embedded Redis be stopped below instead of being orphaned.
@@ -222,8 +281,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
         for queue, concurrency in (("runs", 1), ("train", train_workers), ("check", 1)):
             process = subprocess.Popen(worker_command(queue, concurrency, queue), env=env, preexec_fn=die_with_parent)
             stack.callback(_stop, process)
-        click.echo(f"fedlens on http://{host or settings.host}:{port or settings.port}  (data: {settings.data_dir})")
-        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+        serve(settings, host or settings.host, port or settings.port)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

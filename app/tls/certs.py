@@ -178,3 +178,13 @@ def given_server(cert_path: Path, key_path: Path) -> ServerCert:
     if _spki(chain[0].public_key()) != _spki(key.public_key()):
         raise CertificateError("--tls-key is not the private key of the first certificate in --tls-cert")
     return ServerCert(cert_path, key_path, fingerprint(chain[0]))
+
+
+def server_cert(*, tls: bool, cert: Path | None, key: Path | None, folder: Path, hosts: list[str]) -> ServerCert | None:
+    """The certificate the API serves: the operator's (``cert``/``key``), else with ``tls`` one from fedlens' own
+    CA in ``folder`` for ``hosts``; None for plain HTTP."""
+    if (cert is None) != (key is None):
+        raise CertificateError("give both --tls-cert and --tls-key (FEDLENS_TLS_CERT, FEDLENS_TLS_KEY), or neither")
+    if cert is not None and key is not None:
+        return given_server(cert, key)
+    return ensure_server(folder, hosts) if tls else None
