@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
 
 from app.broker import client_for
@@ -46,7 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop_watchdog.set()
 
     configure_logging()
-    app = FastAPI(title="fedlens", description="Federated learning on medical images", lifespan=lifespan)
+    app = FastAPIOffline(  # /docs and /redoc with their assets from the package, never from a CDN
+        title="fedlens",
+        description="Federated learning on medical images",
+        lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+    )
     app.dependency_overrides[get_settings] = lambda: settings
     app.state.stream_slots = StreamSlots(settings.streams_per_caller)
     install_handlers(app)
