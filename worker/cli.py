@@ -234,6 +234,18 @@ def api(host: str | None, port: int | None, tls: bool | None, tls_cert: Path | N
     serve(settings, host or settings.host, port or settings.port)
 
 
+@main.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--host", "hosts", multiple=True, required=True, help="DNS name or IP to certify (repeat the option).")
+def certs(folder: Path, hosts: tuple[str, ...]) -> None:
+    """Keep fedlens' CA and a server certificate for HOSTs in DIR (made on first use, reissued when a host is
+    missing): ca.pem, server.pem (chain), server.key. docker-compose.yml uses it for Redis and the API."""
+    from app.tls.certs import ensure_server
+
+    cert = ensure_server(folder, list(hosts))
+    click.echo(f"TLS certificate SHA-256 fingerprint: {cert.fingerprint}")
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
