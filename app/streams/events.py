@@ -17,7 +17,7 @@ from app.db import session_factory
 from app.models import RunStatus
 from app.results import load_rounds, run_read
 from app.runs import get_run
-from app.schemas import RoundRead, RunRead
+from app.schemas import RunRead
 from app.settings import Settings
 from app.streams.hub import hub_for
 from app.streams.limits import Slot
@@ -30,10 +30,12 @@ def _exists(settings: Settings, run_id: uuid.UUID) -> None:
         get_run(session=session, run_id=run_id)
 
 
-def _snapshot(settings: Settings, run_id: uuid.UUID, since: int) -> tuple[RunRead, list[RoundRead]]:
+def _snapshot(settings: Settings, run_id: uuid.UUID, since: int) -> tuple[RunRead, list[tuple[int, str]]]:
+    """The run and its rounds after ``since``, each round already as JSON: every stream of the run shares this
+    read (hub.Feed.read), so a round is serialized once, not once per stream."""
     with session_factory(settings)() as session:
         run = run_read(get_run(session=session, run_id=run_id))
-        return run, load_rounds(session=session, run_id=run_id, since=since)
+        return run, [(r.number, r.model_dump_json()) for r in load_rounds(session=session, run_id=run_id, since=since)]
 
 
 def _event(kind: str, data: str, event_id: int | None = None) -> str:
@@ -63,9 +65,9 @@ async def run_events(
                     if shown != last_status:
                         last_status = shown
                         yield _event("status", run.model_dump_json())
-                    for r in rounds:
-                        yield _event("round", r.model_dump_json(), r.number)
-                        last_round = r.number
+                    for number, data in rounds:
+                        yield _event("round", data, number)
+                        last_round = number
                     if RunStatus(run.status).finished and not rounds:
                         yield _event("end", json.dumps({"status": str(run.status)}))
                         return
