@@ -13,7 +13,7 @@ import psycopg
 
 PG_SERVER = os.environ.get("FEDLENS_TEST_PG_SERVER", "postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("FEDLENS_TEST_REDIS_SERVER", "127.0.0.1:6379")
-SLOT = int(os.environ.get("FEDLENS_TEST_SLOT", "4"))
+SLOT = int(os.environ.get("FEDLENS_TEST_SLOT", "0"))
 if not 0 <= SLOT <= 4:
     raise ValueError(f"FEDLENS_TEST_SLOT must be 0..4 (Redis has 16 databases), got {SLOT}")
 _SUITE_OFFSET = {"api": 0, "e2e": 1, "worker": 2}
