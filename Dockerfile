@@ -25,9 +25,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY . .
 RUN pip install --no-deps -e . \
     && useradd --create-home --uid 10001 --user-group fedlens \
-    && mkdir -p /data /artifacts \
-    && chown fedlens:fedlens /data /artifacts
-# /data and /artifacts belong to the user, so that named volumes mounted there start out writable by it.
+    && mkdir -p /data /artifacts /tls \
+    && chown fedlens:fedlens /data /artifacts /tls
+# /data, /artifacts and /tls belong to the user, so that named volumes mounted there start out writable by it.
 USER fedlens
 
 EXPOSE 8000

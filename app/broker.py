@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery import exceptions as celery_exceptions
 
 from app.settings import Settings
+from app.tls.redis import redis_ssl
 
 TRAIN_RUN = "fedlens.train_run"  # these names are the whole contract with the worker
 TRAIN_CLIENT = "fedlens.train_client"
@@ -24,15 +26,18 @@ CHECK_TIMEOUT_S = 60.0
 
 
 def configure(celery: Celery, settings: Settings) -> Celery:
-    configure_broker(celery, settings.broker)
+    configure_broker(celery, settings.broker, settings.redis_ca_file)
     # An unacknowledged task (its worker was killed) is delivered again after this long; a task still
     # running then is duplicated, which the claims and the idempotent writes make harmless.
     celery.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_after_s}
     return celery
 
 
-def configure_broker(celery: Celery, broker: str) -> Celery:
+def configure_broker(celery: Celery, broker: str, ca_file: Path | None) -> Celery:
+    ssl_options = redis_ssl(broker, ca_file)
     celery.conf.update(
+        broker_use_ssl=ssl_options,
+        redis_backend_use_ssl=ssl_options,
         broker_url=broker,
         result_backend=broker,
         task_serializer="json",
@@ -49,9 +54,9 @@ def configure_broker(celery: Celery, broker: str) -> Celery:
 
 
 @lru_cache
-def client_for(broker: str) -> Celery:
+def client_for(broker: str, ca_file: Path | None) -> Celery:
     """One Celery client per broker URL and process; it sends tasks, it runs none."""
-    return configure_broker(Celery("fedlens"), broker)
+    return configure_broker(Celery("fedlens"), broker, ca_file)
 
 
 def enqueue_run(celery: Celery, run_id: uuid.UUID, *, centralized: bool) -> str:

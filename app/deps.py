@@ -12,7 +12,7 @@ from app.settings import Settings, get_settings
 
 
 def get_celery(settings: Annotated[Settings, Depends(get_settings)]) -> Celery:
-    return client_for(settings.broker)
+    return client_for(settings.broker, settings.redis_ca_file)
 
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import quote
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -25,7 +27,12 @@ from app.runs import start_watchdog
 from app.settings import Settings, get_settings
 from app.sites import pages as site_pages
 from app.sites import routes as site_routes
+from app.streams.limits import StreamSlots
 from app.templating import ROOT
+
+#: Swagger UI and ReDoc as the fastapi-offline package ships them (static assets: served without signing in)
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/static-offline-docs"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.state.stream_slots = StreamSlots(settings.streams_per_caller)
     install_handlers(app)
 
     @app.exception_handler(Unauthenticated)
@@ -72,7 +80,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     def docs(_user: Viewer) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="fedlens API")
+        """Swagger UI from the assets the fastapi-offline package ships: no CDN, works without internet."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="fedlens API",
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(_user: Viewer) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="fedlens API",
+            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
     app.include_router(auth_pages.router)
     app.include_router(auth_api.router)
@@ -84,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_gradcam.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     return app

@@ -195,7 +195,9 @@ def watchdog_pass(settings: Settings) -> list[uuid.UUID]:
     """One round of the stale-run watchdog with its own session."""
     with session_factory(settings)() as session:
         return requeue_stale_runs(
-            session=session, celery=client_for(settings.broker), stale_after_s=settings.stale_after_s
+            session=session,
+            celery=client_for(settings.broker, settings.redis_ca_file),
+            stale_after_s=settings.stale_after_s,
         )
 
 

@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    tls: bool = Field(False, description="serve HTTPS with a certificate from fedlens' own CA in data_dir/tls")
+    tls_cert: Path | None = Field(None, description="serve HTTPS with this certificate (PEM chain) instead")
+    tls_key: Path | None = Field(None, description="private key (PEM) of tls_cert")
+    tls_hosts: list[str] = Field(
+        default_factory=list, description="extra DNS names or IPs for the generated certificate (JSON list)"
+    )
+    redis_ca_file: Path | None = Field(
+        None, description="CA (PEM) that a rediss:// broker's certificate must chain to; default: the system's"
+    )
+    stream_recheck_s: float = Field(
+        5.0, gt=0, le=3600, description="an event stream re-reads its run this often even without a notification"
+    )
+    stream_heartbeat_s: float = Field(15.0, gt=0, le=3600, description="a comment line on a stream idle this long")
+    streams_per_caller: int = Field(50, ge=1, le=100_000, description="open event streams allowed per caller")
 
     @field_validator("data_roots", mode="before")
     @classmethod
@@ -82,11 +96,6 @@ class Settings(BaseSettings):
         return tuple(Path(os.path.realpath(root)) for root in roots)
 
     @property
-    def tls_fingerprint(self) -> str | None:
-        """SHA-256 of the certificate the API serves (None without TLS), for site agents to pin."""
-        return None
-
-    @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'fedlens.db').resolve()}"
 
@@ -97,6 +106,15 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or f"redis+socket://{self.redis_socket}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """The API is served over HTTPS: session cookies must be Secure."""
+        return self.tls or self.tls_cert is not None
+
+    @property
+    def tls_dir(self) -> Path:
+        return (self.data_dir / "tls").resolve()
 
     @property
     def artifacts(self) -> Path:

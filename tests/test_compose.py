@@ -19,12 +19,15 @@ from worker.cli import main as fedlens_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
 INFRA_SERVICES = ("postgres", "redis")
 APP_SERVICES = ("migrate", "api", "orchestrator", "worker")
 ARTIFACT_SERVICES = ("api", "orchestrator", "worker", "worker-gpu")
+EXAMPLE = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#"))
 SHARED_ENV = {
-    "FEDLENS_DATABASE_URL": "postgresql+psycopg://fedlens:fedlens@postgres:5432/fedlens",
-    "FEDLENS_BROKER_URL": "redis://redis:6379/0",
+    "FEDLENS_DATABASE_URL": f"postgresql+psycopg://fedlens:{EXAMPLE['POSTGRES_PASSWORD']}@postgres:5432/fedlens",
+    "FEDLENS_BROKER_URL": f"rediss://:{EXAMPLE['REDIS_PASSWORD']}@redis:6379/0",
+    "FEDLENS_REDIS_CA_FILE": "/tls/ca.pem",
     "FEDLENS_ARTIFACTS_DIR": "/artifacts",
 }
 
@@ -51,9 +54,17 @@ def compose() -> Compose:
     # COMPOSE_PROFILES, COMPOSE_FILE, COMPOSE_PROJECT_NAME, DOCKER_HOST... from the caller must not change the result.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
 
-    def run(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, file: Path = COMPOSE_FILE, env_file: Path | None = ENV_EXAMPLE
+    ) -> subprocess.CompletedProcess[str]:
+        given = ["--env-file", str(env_file)] if env_file else []
         return subprocess.run(
-            [str(binary), "-f", str(file), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+            [str(binary), "-f", str(file), *given, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
         )
 
     return run
@@ -113,11 +124,12 @@ def test_healthchecks(default: dict[str, Any], name: str) -> None:
     assert healthcheck["test"][0] in ("CMD", "CMD-SHELL")
 
 
-def test_api_healthcheck_asks_healthz_without_curl(default: dict[str, Any]) -> None:
+def test_api_healthcheck_asks_healthz_over_https_without_curl(default: dict[str, Any]) -> None:
     test = default["services"]["api"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
     assert "urllib.request" in test[3]
-    assert "http://127.0.0.1:8000/healthz" in test[3]
+    assert "https://127.0.0.1:8000/healthz" in test[3]
+    assert "cafile='/tls/ca.pem'" in test[3]
 
 
 def test_start_order(default: dict[str, Any]) -> None:
@@ -131,10 +143,44 @@ def test_start_order(default: dict[str, Any]) -> None:
         assert depends_on["redis"]["condition"] == "service_healthy", name
 
 
-def test_api_listens_on_8000(default: dict[str, Any]) -> None:
+def test_api_serves_https_on_8000_published_on_loopback_only(default: dict[str, Any]) -> None:
     api = default["services"]["api"]
-    assert api["command"] == ["fedlens", "api", "--host", "0.0.0.0", "--port", "8000"]
-    assert any(p["target"] == 8000 and str(p.get("published")) == "8000" for p in api["ports"])
+    assert api["command"][:6] == ["fedlens", "api", "--host", "0.0.0.0", "--port", "8000"]
+    assert api["command"][6:] == ["--tls-cert", "/tls/server.pem", "--tls-key", "/tls/server.key"]
+    assert [(p["target"], str(p["published"]), p["host_ip"]) for p in api["ports"]] == [(8000, "8000", "127.0.0.1")]
+
+
+def test_every_published_port_is_bound_to_loopback_by_default(gpu: dict[str, Any]) -> None:
+    published = [(name, p) for name, s in gpu["services"].items() for p in s.get("ports", [])]
+    assert published, "the API publishes its port"
+    assert all(p.get("host_ip") == "127.0.0.1" for _, p in published), published
+
+
+def test_redis_speaks_only_tls_with_a_password_read_from_a_file(default: dict[str, Any]) -> None:
+    redis = default["services"]["redis"]
+    script = redis["command"][2]
+    assert "--port 0 --tls-port 6379" in script
+    assert "--tls-cert-file /tls/server.pem" in script and "--tls-ca-cert-file /tls/ca.pem" in script
+    assert "requirepass" in script and "--requirepass" not in script  # not on the command line, where ps shows it
+    assert redis["environment"]["REDIS_PASSWORD"] == EXAMPLE["REDIS_PASSWORD"]
+    assert "--tls" in redis["healthcheck"]["test"][1] and "REDISCLI_AUTH" in redis["healthcheck"]["test"][1]
+    assert redis["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    assert default["services"]["certs"]["command"][:4] == ["fedlens", "certs", "--dir", "/tls"]
+    assert {"redis", "api"} <= set(default["services"]["certs"]["command"][5::2])
+
+
+def test_secrets_come_only_from_the_env_file(compose: Compose, tmp_path: Path) -> None:
+    """The compose file holds no password, and refuses to start without one; the example holds no real secret."""
+    text = COMPOSE_FILE.read_text()
+    for key in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert EXAMPLE[key].startswith("change-me")
+        assert EXAMPLE[key] not in text
+    assert "fedlens:fedlens@" not in text
+    alone = tmp_path / "docker-compose.yml"  # away from any .env next to the real file
+    alone.write_text(text)
+    missing = compose("config", "--quiet", file=alone, env_file=None)
+    assert missing.returncode != 0
+    assert "set POSTGRES_PASSWORD in .env" in missing.stderr or "set REDIS_PASSWORD in .env" in missing.stderr
 
 
 def test_queues(gpu: dict[str, Any]) -> None:
@@ -156,7 +202,7 @@ def test_named_volumes_are_declared(default: dict[str, Any]) -> None:
     assert {"pgdata", "artifacts"} <= set(default["volumes"])
     postgres_mounts = default["services"]["postgres"]["volumes"]
     assert any(m["source"] == "pgdata" and m["target"] == "/var/lib/postgresql/data" for m in postgres_mounts)
-    assert "--appendonly" in default["services"]["redis"]["command"]
+    assert "--appendonly yes" in default["services"]["redis"]["command"][2]
 
 
 def fedlens_commands(gpu: dict[str, Any]) -> list[list[str]]:

@@ -42,7 +42,11 @@ def _heartbeat(sender: Any, **_: Any) -> None:
     """Beat for each queue this worker consumes, from the main process, which lives as long as the worker."""
     settings = get_settings()
     queues = sender.app.amqp.queues.consume_from or {}
-    _heartbeats.append(Heartbeat(client_for(settings.broker), sender.hostname, queues, settings.heartbeat_s).start())
+    _heartbeats.append(
+        Heartbeat(
+            client_for(settings.broker, settings.redis_ca_file), sender.hostname, queues, settings.heartbeat_s
+        ).start()
+    )
 
 
 @worker_shutdown.connect

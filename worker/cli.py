@@ -196,27 +196,98 @@ def worker(queues: str, concurrency: int | None) -> None:
     os.execvpe(sys.executable, worker_command(queues, processes, queues), _service_env(settings))
 
 
-@main.command()
-@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
-@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
-def api(host: str | None, port: int | None) -> None:
-    """Serve the REST API and the dashboard (no training happens in this process)."""
+def tls_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--tls, --tls-cert and --tls-key, shared by the commands that serve the API."""
+    for option in reversed(
+        [
+            click.option("--tls", is_flag=True, default=None, help="HTTPS with a certificate from fedlens' own CA."),
+            click.option(
+                "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="HTTPS with this PEM chain."
+            ),
+            click.option(
+                "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Private key of --tls-cert."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def with_tls(settings: Settings, tls: bool | None, tls_cert: Path | None, tls_key: Path | None) -> Settings:
+    """Command-line TLS options override FEDLENS_TLS*, so that the app (Secure cookies) sees what is served."""
+    given = {"tls": tls, "tls_cert": tls_cert, "tls_key": tls_key}
+    return settings.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run uvicorn on the app, over HTTPS when the settings ask for it, and say where (and which certificate)."""
     import uvicorn
 
     from app.main import create_app
+    from app.tls.certs import CertificateError, default_hosts, server_cert
 
-    settings = get_settings()
-    _announce_first_admin(settings, f"http://{host or settings.host}:{port or settings.port}")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    try:
+        cert = server_cert(
+            tls=settings.tls,
+            cert=settings.tls_cert,
+            key=settings.tls_key,
+            folder=settings.tls_dir,
+            hosts=default_hosts(host, settings.tls_hosts),
+        )
+    except CertificateError as error:
+        raise UserError(str(error)) from error
+    scheme = "https" if cert else "http"
+    _announce_first_admin(settings, f"{scheme}://{host}:{port}")
+    click.echo(f"fedlens on {scheme}://{host}:{port}  (data: {settings.data_dir})")
+    if cert is not None:
+        click.echo(f"TLS certificate SHA-256 fingerprint: {cert.fingerprint}")
+        if cert.ca is not None:
+            click.echo(f"TLS certificate authority (give it to clients that verify): {cert.ca}")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        ssl_certfile=cert.cert if cert else None,
+        ssl_keyfile=cert.key if cert else None,
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
+@tls_options
+def api(host: str | None, port: int | None, tls: bool | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve the REST API and the dashboard (no training happens in this process)."""
+    settings = with_tls(get_settings(), tls, tls_cert, tls_key)
+    serve(settings, host or settings.host, port or settings.port)
+
+
+@main.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--host", "hosts", multiple=True, required=True, help="DNS name or IP to certify (repeat the option).")
+def certs(folder: Path, hosts: tuple[str, ...]) -> None:
+    """Keep fedlens' CA and a server certificate for HOSTs in DIR (made on first use, reissued when a host is
+    missing): ca.pem, server.pem (chain), server.key. docker-compose.yml uses it for Redis and the API."""
+    from app.tls.certs import ensure_server
+
+    cert = ensure_server(folder, list(hosts))
+    click.echo(f"TLS certificate SHA-256 fingerprint: {cert.fingerprint}")
 
 
 def _announce_first_admin(settings: Settings, base_url: str) -> None:
     """On an empty database: create ``admin`` and print its one-time sign-in link, as notebook servers do."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from app.auth.accounts import bootstrap_admin
     from app.db import session_factory
 
-    with session_factory(settings)() as session:
-        issued = bootstrap_admin(session=session)
+    try:
+        with session_factory(settings)() as session:
+            issued = bootstrap_admin(session=session)
+    except SQLAlchemyError:  # no tables yet: the API answers with errors until `fedlens db upgrade`
+        click.echo("the database has no fedlens tables: run `fedlens db upgrade` (fedlens up does it for you)")
+        return
     if issued is not None:
         click.echo(f"first start: sign in as admin (once, within 24 h) at {base_url}/login/link?token={issued.secret}")
 
@@ -286,7 +357,15 @@ def upgrade() -> None:
 @click.option("--host", default=None, help="Default: FEDLENS_HOST or 127.0.0.1.")
 @click.option("--port", default=None, type=int, help="Default: FEDLENS_PORT or 8000.")
 @click.option("--train-workers", default=1, show_default=True, help="Client-training processes to start.")
-def up(host: str | None, port: int | None, train_workers: int) -> None:
+@tls_options
+def up(
+    host: str | None,
+    port: int | None,
+    train_workers: int,
+    tls: bool | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """API + dashboard + workers on the embedded default (SQLite, private Redis), or on FEDLENS_* services.
 
     Every part runs as a child process that is started again, with back-off, whenever it dies.
@@ -295,7 +374,7 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
     from app.migrate import upgrade as migrate
 
     configure_logging()
-    settings = get_settings()
+    settings = with_tls(get_settings(), tls, tls_cert, tls_key)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     children = []
     if settings.broker_url is None:
@@ -304,19 +383,22 @@ def up(host: str | None, port: int | None, train_workers: int) -> None:
     for queue, concurrency in (("runs", settings.orchestrators), ("train", train_workers), ("check", 1)):
         children.append(Child(f"{queue} worker", _spawn(worker_command(queue, concurrency, queue), env)))
     address = ["--host", host or settings.host, "--port", str(port or settings.port)]
-    children.append(Child("api", _spawn([sys.executable, "-m", "worker.cli", "api", *address], env)))
+    served = [*address, *(["--tls"] if tls else []), *_cert_options(tls_cert, tls_key)]
+    children.append(Child("api", _spawn([sys.executable, "-m", "worker.cli", "api", *served], env)))
     supervisor = Supervisor(children)
     # SIGTERM exits through SystemExit, so that the children are stopped below instead of being orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         migrate(settings.database)
-        _announce_first_admin(settings, f"http://{address[1]}:{address[3]}")
-        supervisor.start()
-        click.echo(f"fedlens on http://{address[1]}:{address[3]}  (data: {settings.data_dir})")
+        supervisor.start()  # the API child prints the address, the certificate and, on a first start, a sign-in link
         click.echo(f"training data is read only under: {', '.join(str(root) for root in settings.roots)}")
         supervisor.watch()
     finally:
         supervisor.stop()
+
+
+def _cert_options(cert: Path | None, key: Path | None) -> list[str]:
+    return [*(["--tls-cert", str(cert)] if cert else []), *(["--tls-key", str(key)] if key else [])]
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> Callable[[], subprocess.Popen[bytes]]:

@@ -98,7 +98,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         assert run is not None  # claim() just updated it
         kind, config = run.kind, run.experiment.config
         last = store.last_round(session, run_id)
-    notify(settings.broker, run_id)  # watchers see it running
+    notify(settings, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
     status, error, model_path, model_sha256, explains = RunStatus.FAILED, None, None, None, False
     try:
@@ -137,7 +137,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
             session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256
         ),
     )
-    notify(settings.broker, run_id)
+    notify(settings, run_id)
     shutil.rmtree(folder / "exchange", ignore_errors=True)
     logger.info("run %s %s", run_id, status)
     if status == RunStatus.SUCCEEDED and explains:  # after finish: done, whatever becomes of its gallery
@@ -197,7 +197,7 @@ def _train(
                 session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest
             ),
         )
-        notify(settings.broker, run_id)
+        notify(settings, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(
             "run %s round %d %s: auc %.3f",

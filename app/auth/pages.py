@@ -37,7 +37,7 @@ def _signed_in(request: Request, settings: SettingsDep, session: SessionDep, use
         max_age=int(settings.session_hours * 3600),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=settings.tls_enabled or request.url.scheme == "https",
     )
     return response
 

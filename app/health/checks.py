@@ -48,7 +48,7 @@ def report(settings: Settings) -> tuple[bool, dict[str, Any]]:
     body: dict[str, Any] = {"database": "ok" if _database(settings) else "unreachable"}
     window_s = 3 * settings.heartbeat_s
     try:
-        beats = last_beats(client_for(settings.broker), PARTS)
+        beats = last_beats(client_for(settings.broker, settings.redis_ca_file), PARTS)
         body["broker"] = "ok"
     except redis.RedisError:
         logger.warning("health check: the broker does not answer", exc_info=True)

@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 
 import redis
 
 from app.notify import redis_url
+from app.tls.redis import redis_ssl
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,11 @@ def key(queue: str) -> str:
 
 
 @lru_cache
-def client_for(broker: str) -> redis.Redis:
-    """Short timeouts: a health check must answer quickly when the broker does not."""
-    return redis.Redis.from_url(redis_url(broker), socket_connect_timeout=1, socket_timeout=1)
+def client_for(broker: str, ca_file: Path | None) -> redis.Redis:
+    """Short timeouts: a health check must answer quickly when the broker does not; a ``rediss://`` broker is
+    verified against ``ca_file`` as every other client does."""
+    options = redis_ssl(broker, ca_file) or {}
+    return redis.Redis.from_url(redis_url(broker), socket_connect_timeout=1, socket_timeout=1, **options)
 
 
 def last_beats(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[str, float]]:

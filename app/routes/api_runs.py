@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
@@ -14,10 +14,12 @@ from app.auth.deps import Researcher, Viewer
 from app.db import SessionDep, SettingsDep
 from app.deps import CeleryDep
 from app.errors import BadRequest, documented
-from app.events import run_events
 from app.limits.bounds import MAX_INT32
 from app.limits.quota import RunQuota
+from app.rounds_http import rounds_response
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
+from app.streams.events import run_events
+from app.streams.limits import StreamSlots
 
 router = APIRouter(prefix="/api", tags=["runs"])
 CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
@@ -28,19 +30,21 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunRead:
     return results.run_read(runs.get_run(session=session, run_id=run_id))
 
 
-@router.get("/runs/{run_id}/rounds", response_model=RunRounds, responses=documented(404), dependencies=[CanReadRun])
+@router.get(
+    "/runs/{run_id}/rounds",
+    response_model=RunRounds,
+    responses={304: {"description": "unchanged since the ETag sent in If-None-Match"}, **documented(404)},
+    dependencies=[CanReadRun],
+)
 def get_rounds(
     run_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
 ) -> Response:
-    """Global test metrics, per-client metrics and statuses, and timings of every completed round."""
-    run = runs.get_run(session=session, run_id=run_id)
-    body = results.rounds_json(session=session, run=run, since=since)
-    return Response(
-        b'{"run":' + results.run_read(run).model_dump_json().encode() + b',"rounds":' + body + b"}",
-        media_type="application/json",
-    )
+    """Global test metrics, per-client metrics and statuses, and timings of every completed round; with an ETag
+    (send it back in If-None-Match for a 304) and gzip when the client accepts it."""
+    return rounds_response(request=request, session=session, run_id=run_id, since=since)
 
 
 @router.get("/runs/{run_id}/roc", responses=documented(404), dependencies=[CanReadRun])
@@ -68,12 +72,22 @@ def resume(
     return results.run_read(runs.resume_run(session=session, celery=celery, run_id=run_id, quota=quota))
 
 
+def stream_caller(user: Viewer) -> str:
+    """Who an event stream counts against: the signed-in user (FEDLENS_STREAMS_PER_CALLER open streams each)."""
+    return str(user.id)
+
+
+def stream_slots(request: Request) -> StreamSlots:
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots
+
+
 @router.get(
     "/runs/{run_id}/events",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the event stream"},
-        **documented(404),
+        **documented(404, 429),
     },
     dependencies=[CanReadRun],
 )
@@ -81,14 +95,22 @@ async def events(
     run_id: uuid.UUID,
     request: Request,
     settings: SettingsDep,
+    caller: Annotated[str, Depends(stream_caller)],
+    slots: Annotated[StreamSlots, Depends(stream_slots)],
     since: Annotated[int, Query(ge=0, le=MAX_INT32, description="only rounds after this one")] = 0,
     last_event_id: Annotated[
         int | None, Header(ge=0, le=MAX_INT32, description="sent by a reconnecting browser; wins over since")
     ] = None,
 ) -> StreamingResponse:
-    """Server-sent events: ``status`` on every status change, ``round`` for every finished round."""
+    """Server-sent events: ``status`` on every status change, ``round`` for every finished round, a comment line
+    on an idle stream; 429 above ``FEDLENS_STREAMS_PER_CALLER`` open streams of yours."""
     start = since if last_event_id is None else last_event_id
-    stream = await run_events(run_id, settings, request, since=start)
+    slot = slots.acquire(caller)
+    try:
+        stream = await run_events(run_id, settings, request, since=start, slot=slot)
+    except BaseException:
+        slot.release()
+        raise
     return StreamingResponse(
         stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

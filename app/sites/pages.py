@@ -14,7 +14,7 @@ from app.db import SessionDep, SettingsDep
 from app.errors import DomainError
 from app.models import User
 from app.sites import registry
-from app.sites.routes import site_read
+from app.sites.routes import served_by, site_read
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -58,7 +58,7 @@ def add_site(
         invitation = registry.create_site(session=session, name=name)
     except DomainError as error:
         return _page(request, session, admin, error=error.detail, status_code=error.status_code)
-    return _page(request, session, admin, invitation=invitation, fingerprint=settings.tls_fingerprint)
+    return _page(request, session, admin, invitation=invitation, fingerprint=served_by(settings))
 
 
 @router.post("/sites/{site_id}/{action}", response_class=HTMLResponse)
@@ -68,7 +68,7 @@ def change_site(
     """disable, enable, or rotate (forget the key now; a new token enrolls the new one)."""
     if action == "rotate":
         invitation = registry.rotate_key(session=session, site_id=site_id)
-        return _page(request, session, admin, invitation=invitation, fingerprint=settings.tls_fingerprint)
+        return _page(request, session, admin, invitation=invitation, fingerprint=served_by(settings))
     if action not in ("disable", "enable"):
         return _page(request, session, admin, error=f"unknown action {action!r}", status_code=404)
     registry.set_disabled(session=session, site_id=site_id, disabled=action == "disable")

@@ -14,10 +14,12 @@ from app.auth.deps import Admin, Viewer
 from app.db import SessionDep, SettingsDep
 from app.errors import BadRequest, Forbidden, NotFound, documented
 from app.models import Site, utcnow
+from app.settings import Settings
 from app.sites import blobs, registry, tasks
 from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult
 from app.sites.schemas import SiteCreate, SiteInvitation, SiteRead
 from app.sites.signed import SignedSite, authenticate_site, precheck_site
+from app.tls.certs import served_fingerprint
 
 admin = APIRouter(prefix="/api/sites", tags=["sites"])
 protocol = APIRouter(prefix="/api/site", tags=["site protocol"])
@@ -40,6 +42,10 @@ def site_read(site: Site) -> SiteRead:
     )
 
 
+def served_by(settings: Settings) -> str | None:
+    return served_fingerprint(tls=settings.tls, cert=settings.tls_cert, folder=settings.tls_dir)
+
+
 def _invitation(invitation: registry.Invitation, fingerprint: str | None) -> SiteInvitation:
     site = invitation.site
     return SiteInvitation(id=site.id, name=site.name, enrollment_token=invitation.token, fingerprint=fingerprint)
@@ -54,13 +60,13 @@ def list_sites(_user: Viewer, session: SessionDep) -> list[SiteRead]:
 @admin.post("", status_code=status.HTTP_201_CREATED, responses=documented(400, 409))
 def create_site(body: SiteCreate, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteInvitation:
     """A new site and its one-time enrollment token (24 h) with the server's certificate fingerprint: shown once."""
-    return _invitation(registry.create_site(session=session, name=body.name), settings.tls_fingerprint)
+    return _invitation(registry.create_site(session=session, name=body.name), served_by(settings))
 
 
 @admin.post("/{site_id}/rotate", status_code=status.HTTP_201_CREATED, responses=documented(404))
 def rotate(site_id: uuid.UUID, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteInvitation:
     """Revoke the site's key now and issue a token to enroll a new one (``fedlens site enroll`` again)."""
-    return _invitation(registry.rotate_key(session=session, site_id=site_id), settings.tls_fingerprint)
+    return _invitation(registry.rotate_key(session=session, site_id=site_id), served_by(settings))
 
 
 @admin.post("/{site_id}/disable", responses=documented(404))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 import redis
@@ -19,11 +20,12 @@ from app.models import Site
 from app.notify import redis_url
 from app.settings import Settings
 from app.sites.protocol import REPLAY_WINDOW_S, SITE_HEADER, SignatureError, body_sha256, verify
+from app.tls.redis import redis_ssl
 
 
 @lru_cache
-def _nonces(broker: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url(broker), socket_timeout=5)
+def _nonces(broker: str, ca_file: Path | None) -> redis.Redis:
+    return redis.Redis.from_url(redis_url(broker), socket_timeout=5, **(redis_ssl(broker, ca_file) or {}))
 
 
 def target(request: Request) -> str:
@@ -69,7 +71,7 @@ def authenticate_site(request: Request, session: Session, settings: Settings, di
         try:
             nonce = verify(site.public_key, request.headers, request.method, target(request), digest)
             key = f"fedlens:site-nonce:{site.id}:{nonce}"
-            if not _nonces(settings.broker).set(key, b"1", nx=True, ex=2 * REPLAY_WINDOW_S):
+            if not _nonces(settings.broker, settings.redis_ca_file).set(key, b"1", nx=True, ex=2 * REPLAY_WINDOW_S):
                 why = "replayed request"
         except SignatureError as error:
             why = str(error)

@@ -45,6 +45,7 @@ RULES = {
     "GET /static/vendor/plotly.min.js": "public",
     "POST /logout": "signed-in",
     "GET /docs": "signed-in",
+    "GET /redoc": "signed-in",
     "GET /openapi.json": "signed-in",
     "GET /": "signed-in",
     "GET /compare": "read-own",  # with ?runs= naming the owner's run

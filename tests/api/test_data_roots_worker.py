@@ -82,7 +82,7 @@ def test_the_orchestrator_fails_a_run_whose_data_lies_outside_with_the_roots_mes
 ) -> None:
     run_id = stored_run(outside_source(tmp_path))
 
-    outcome = orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker))
+    outcome = orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker, None))
 
     assert outcome == "failed"
     message = f"data error in data.train: this path is {OutsideDataRoots(worker_settings.roots)}"
@@ -104,7 +104,7 @@ def test_a_busy_database_fails_the_run_with_a_short_message_and_no_sql(
         raise locked
 
     monkeypatch.setattr(orchestrator, "context_for", busy)
-    orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker))
+    orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker, None))
 
     status, error = run_error(engine, run_id)
     assert status == "failed"

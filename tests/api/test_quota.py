@@ -21,7 +21,7 @@ from tests.api.factories import add_experiment, add_run
 
 @pytest.fixture
 def celery(broker: redis.Redis) -> Celery:
-    return client_for(BROKER_URL)
+    return client_for(BROKER_URL, None)
 
 
 def user_id(session: Session) -> uuid.UUID:
