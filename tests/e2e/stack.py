@@ -152,8 +152,16 @@ class Stack(ServiceApi):
         self.processes[name] = process
         return process
 
-    def start_api(self) -> None:
-        self._spawn("api", [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)])
+    def start_api(self, *, tls: bool = False) -> None:
+        """``tls``: HTTPS with a certificate from fedlens' own CA in the data directory, which this client trusts."""
+        self._spawn(
+            "api", [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port), *(["--tls"] if tls else [])]
+        )
+        if tls:
+            self.url = self.url.replace("http://", "https://")
+            ca = Path(self.env["FEDLENS_DATA_DIR"]) / "tls" / "ca.pem"
+            wait_for(ca.exists, 30, "the API's certificate authority")
+            self.http = httpx.Client(base_url=self.url, timeout=30, verify=str(ca))
         wait_for(self._answers, 30, "the API's /healthz")
         self.authenticate(create_token(self.env, "e2e"))
 

@@ -1,4 +1,5 @@
-"""A real federation: the API, an orchestrator and three `fedlens site run` agents, each with its own images.
+"""A real federation: the API over HTTPS, an orchestrator and three `fedlens site run` agents, each with its own
+images, each pinning the server certificate's fingerprint that enrollment gave it.
 
 Each agent is its own process with its own folder and its own part of ../shared/data written as an image folder;
 the server never sees an image, a file name or a per-image prediction, which the test checks by scanning the
@@ -26,7 +27,7 @@ SITES = ("hospital-a", "hospital-b", "hospital-c")
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[Stack]:
-    """API + orchestrator on PostgreSQL and Redis, and three enrolled site agents running."""
+    """API (HTTPS) + orchestrator on PostgreSQL and Redis, and three enrolled site agents running."""
     _fresh_postgres()
     redis.Redis.from_url(REDIS_E2E).flushdb()
     env = {
@@ -38,7 +39,7 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
     }
     stack = Stack(tmp_path, env)
     try:
-        stack.start_api()
+        stack.start_api(tls=True)
         stack.start_worker("runs")
         for i, name in enumerate(SITES):
             images = write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
@@ -46,7 +47,9 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
             assert invitation.status_code == 201, invitation.text
             folder = tmp_path / name
             site = [sys.executable, "-m", "worker.cli", "site"]
-            enroll = [*site, "enroll", "--server", stack.url, "--dir", str(folder), "--insecure-http"]
+            fingerprint = invitation.json()["fingerprint"]
+            assert fingerprint, "an API served over HTTPS hands out its certificate's fingerprint"
+            enroll = [*site, "enroll", "--server", stack.url, "--dir", str(folder), "--fingerprint", fingerprint]
             enrolled = subprocess.run(
                 enroll,
                 env=stack.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
@@ -56,7 +59,7 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
                 timeout=120,
             )
             assert enrolled.returncode == 0, enrolled.stderr
-            run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}", "--insecure-http"]
+            run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}"]
             stack._spawn(name, run)
         wait_for(lambda: _online(stack) == set(SITES), 120, "the three agents' first heartbeats")
         yield stack
