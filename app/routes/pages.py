@@ -25,7 +25,7 @@ from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 from app.settings import Settings
-from app.sites import registry
+from app.sites import panel, registry
 from app.sites.choices import site_choices
 from app.sites.routes import site_read
 from app.templating import templates
@@ -209,16 +209,21 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Respon
     run = runs.get_run(session=session, run_id=run_id)
     siblings = [r for r in run.experiment.runs if r.id != run.id]
     central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
+    config = run.experiment.config
+    over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
+    rounds = results.load_rounds(session=session, run_id=run.id) if over_sites else []
     return templates.TemplateResponse(
         request,
         "run.html",
         {
             "run": results.run_read(run),
             "experiment": run.experiment,
-            "config": run.experiment.config,
+            "config": config,
             "central": central,
             "siblings": siblings,
-            "approach": run.experiment.config["federation"]["intermittent"]["approach"],
+            "approach": config["federation"]["intermittent"]["approach"],
+            "client_names": panel.client_names(config),
+            "site_rows": panel.site_rows(config, rounds) if over_sites else [],
         },
     )
 
