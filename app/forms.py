@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.run_config import DataSource, RunConfig, SizesPartition, paths_outside_roots
+from app.sites.choices import picked_sites, site_error_key, site_values
 
 # The form's presets are the example configs that `fedlens run` takes, so the two cannot disagree. They live in
 # examples/ next to app/, as templates/ and static/ do: `pip install -e .` and the Docker image (which copies the
@@ -45,6 +46,8 @@ NUMBER_FIELDS = {
     "federation.intermittent.availability",
     "centralized.epochs",
     "data.train.positive_fraction",
+    "federation.round_timeout_s",
+    "federation.min_sites",
 }
 
 
@@ -122,7 +125,7 @@ def form_values(cfg: RunConfig) -> dict[str, str]:
         "centralized.enabled": "on" if cfg.centralized.enabled else "",
         "centralized.epochs": str(cfg.centralized.epochs or ""),
     }
-    return values
+    return values | site_values(cfg)
 
 
 def _number(text: str) -> int | float | str:
@@ -196,6 +199,8 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
     }
     if get("data.test.format") not in ("", "holdout"):
         data["test"] = source("data.test")
+    over_sites = form.get("mode") == "sites"
+    sites, site_errors = picked_sites(form) if over_sites else ([], {})
     raw: dict[str, Any] = {
         "name": get("name"),
         "seed": get("seed"),
@@ -234,8 +239,15 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
             "epochs": get("centralized.epochs") or None,
         },
     }
+    if over_sites:  # the sites hold the data: nothing to partition, no pooled baseline
+        del data["train"], raw["federation"]["clients"], raw["federation"]["partition"], raw["centralized"]
+        raw["federation"] |= {
+            "sites": sites,
+            "round_timeout_s": get("federation.round_timeout_s"),
+            "min_sites": get("federation.min_sites"),
+        }
     cleaned: dict[str, Any] = _drop_empty(raw)
-    return cleaned, parse_errors
+    return cleaned, parse_errors | site_errors
 
 
 def _drop_empty(value: Any) -> Any:
@@ -244,14 +256,15 @@ def _drop_empty(value: Any) -> Any:
     return value
 
 
-def field_errors(error: ValidationError) -> dict[str, str]:
-    """Validation messages keyed by form field; a message about a whole section goes to that section."""
+def field_errors(error: ValidationError, sites: Sequence[Mapping[str, str]] = ()) -> dict[str, str]:
+    """Validation messages keyed by form field; a message about a whole section goes to that section, one about a
+    listed site to that site's fields."""
     errors: dict[str, str] = {}
     for item in error.errors():
         parts = [str(p) for p in item["loc"] if not isinstance(p, int) and p not in ("iid", "sizes", "dirichlet")]
         if "events" in parts:
             parts = parts[: parts.index("events") + 1]
-        key = ".".join(parts) or "config"
+        key = site_error_key(item["loc"], sites) or ".".join(parts) or "config"
         given = item.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) and item["type"] != "missing" else ""
         errors.setdefault(key, f"{item['msg'].removeprefix('Value error, ')}{shown}")
@@ -267,7 +280,8 @@ def validate_form(
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as error:
-        return None, raw, field_errors(error) | parse_errors
+        listed = raw.get("federation", {}).get("sites", [])
+        return None, raw, field_errors(error, listed) | parse_errors
     errors = dict(parse_errors)
     if roots is not None:
         errors |= {".".join(loc): message for loc, message in paths_outside_roots(cfg, roots).items()}

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app import datacheck, forms, results, runs
 from app.auth.access import CanReadExperiment, CanReadRun, CanWriteExperiment
@@ -24,6 +25,9 @@ from app.models import RunKind
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 from app.settings import Settings
+from app.sites import panel, registry
+from app.sites.choices import site_choices
+from app.sites.routes import site_read
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -70,14 +74,23 @@ def experiments_page(
 
 
 def _new_page(
-    request: Request, values: dict[str, str], errors: dict[str, str], preset: str, status_code: int = 200
+    request: Request,
+    session: Session,
+    values: dict[str, str],
+    errors: dict[str, str],
+    preset: str,
+    status_code: int = 200,
 ) -> Response:
-    return templates.TemplateResponse(
-        request,
-        "new_experiment.html",
-        {"v": values, "errors": errors, "presets": forms.PRESETS, "preset": preset},
-        status_code=status_code,
-    )
+    """The form, with every registered site to pick from in "Hospital sites" mode."""
+    registered = [site_read(s) for s in registry.list_sites(session=session)]
+    context = {
+        "v": values,
+        "errors": errors,
+        "presets": forms.PRESETS,
+        "preset": preset,
+        "sites": site_choices(registered, values),
+    }
+    return templates.TemplateResponse(request, "new_experiment.html", context, status_code=status_code)
 
 
 def _validate(form: dict[str, str], settings: Settings) -> tuple[RunConfig | None, dict[str, Any], dict[str, str]]:
@@ -98,12 +111,12 @@ def new_experiment_page(
 ) -> Response:
     """The form, filled from a preset or, for "Edit and relaunch", from an existing experiment."""
     if from_ is None:
-        return _new_page(request, forms.form_values(forms.preset_config(preset)), {}, preset)
+        return _new_page(request, session, forms.form_values(forms.preset_config(preset)), {}, preset)
     experiment = runs.get_experiment(session=session, experiment_id=from_)
     if not can_see(experiment, user):
         raise NotFound(f"no experiment with id {from_}")
     values = forms.form_values(RunConfig.model_validate(experiment.config))
-    return _new_page(request, values | {"description": experiment.description}, {}, "")
+    return _new_page(request, session, values | {"description": experiment.description}, {}, "")
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
@@ -113,7 +126,7 @@ async def create_from_form(
     form = {k: str(v) for k, v in (await request.form()).items()}
     cfg, _raw, errors = _validate(form, settings)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
-        return _new_page(request, form, errors, "")
+        return _new_page(request, session, form, errors, "")
     experiment = runs.create_experiment(
         session=session,
         data=ExperimentCreate(
@@ -126,7 +139,7 @@ async def create_from_form(
         quota = RunQuota(user.id, settings.max_active_runs_per_user)
         federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id, quota=quota)
     except (Unavailable, TooManyRuns) as error:
-        return _new_page(request, form, {"config": error.detail}, "", status_code=error.status_code)
+        return _new_page(request, session, form, {"config": error.detail}, "", status_code=error.status_code)
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 
@@ -196,16 +209,21 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Respon
     run = runs.get_run(session=session, run_id=run_id)
     siblings = [r for r in run.experiment.runs if r.id != run.id]
     central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
+    config = run.experiment.config
+    over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
+    rounds = results.load_rounds(session=session, run_id=run.id) if over_sites else []
     return templates.TemplateResponse(
         request,
         "run.html",
         {
             "run": results.run_read(run),
             "experiment": run.experiment,
-            "config": run.experiment.config,
+            "config": config,
             "central": central,
             "siblings": siblings,
-            "approach": run.experiment.config["federation"]["intermittent"]["approach"],
+            "approach": config["federation"]["intermittent"]["approach"],
+            "client_names": panel.client_names(config),
+            "site_rows": panel.site_rows(config, rounds) if over_sites else [],
         },
     )
 

@@ -12,6 +12,11 @@ const FL = {
     ["left", "left", "#8a8f96"],
     ["no-answer", "did not answer", "#b56fcf"],
   ],
+  // Two more states of a run over hospital sites, shown only there.
+  siteStates: [
+    ["late", "late (no answer by the round timeout)", "#e57c23"],
+    ["offline", "offline when the round started", "#5c6670"],
+  ],
   config: { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] },
 
   // Rounds are whole numbers: ticks at integers only, thinned out for long runs.

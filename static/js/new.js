@@ -19,7 +19,7 @@
     for (const note of form.querySelectorAll("[data-live-error]")) note.remove();
     for (const input of form.querySelectorAll("[aria-invalid]")) if (!input.closest(".invalid")) input.removeAttribute("aria-invalid");
     for (const [name, message] of Object.entries(errors)) {
-      const input = form.elements[name];
+      const input = form.elements[name] ?? document.getElementById(name);  // the site list is not one input
       if (!input || input.closest(".invalid")) continue;
       const note = document.createElement("p");
       note.className = "error"; note.dataset.liveError = name; note.id = `${name}-live`; note.textContent = message;

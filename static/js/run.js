@@ -12,6 +12,11 @@
   const state = { run: null, rounds: [], central: [], rocRound: null, rocCalls: 0 };
   const layout = (title, x, y, extra = {}) => FL.layout(title, x, y, extra, total);
   const finished = (status) => ["succeeded", "failed", "cancelled"].includes(status);
+  // A run over hospital sites names its clients: client "1" is the config's first site.
+  const siteNames = JSON.parse(root.dataset.clientNames || "{}");
+  const clientLabel = (id) => siteNames[id] || `client ${id}`;
+  const overSites = Object.keys(siteNames).length > 0;
+  const states = overSites ? [...FL.states, ...FL.siteStates] : FL.states;
 
   function clientIds() {
     const ids = new Set();
@@ -47,7 +52,7 @@
       clientIds().forEach((id, i) => {
         for (const [prefix, dash, what] of [["train", "solid", "train"], ["test", "dash", "own test"]]) {
           const series = clientSeries(id, `${prefix}.${key}`);
-          if (series.x.length) traces.push({ ...series, mode: "lines+markers", name: `client ${id} ${what}`, line: { color: FL.palette[i % 10], dash }, marker: { size: 5 } });
+          if (series.x.length) traces.push({ ...series, mode: "lines+markers", name: `${clientLabel(id)} ${what}`, line: { color: FL.palette[i % 10], dash }, marker: { size: 5 } });
         }
       });
       FL.plot(`chart-client-${key}`, traces, layout(`Per-client ${key}: train (solid) and own test set (dashed)`, unit, label));
@@ -66,32 +71,37 @@
   }
 
   // An absent client has not joined yet, has left, or was a member that did not answer: three facts, three states.
+  // Over sites, a failure at the timeout is a late site and one at the round's start an offline site (the messages
+  // of worker/site_executor.py; app/sites/panel.py reads them the same way).
   function cellState(client) {
+    if (overSites && client.status === "failed" && client.error?.includes("did not answer")) return "late";
+    if (overSites && client.status === "failed" && client.error?.includes("was offline when round")) return "offline";
     if (client.status !== "absent") return client.status;
     return client.presence === "present" ? "no-answer" : client.presence;
   }
 
   function timelineChart() {
     if (!document.getElementById("chart-timeline")) return;
-    const ids = clientIds(), order = FL.states.map(([s]) => s), names = Object.fromEntries(FL.states);
+    const ids = clientIds(), order = states.map(([s]) => s), names = Object.fromEntries(states);
     const cells = ids.map((id) => state.rounds.map((r) => r.clients.find((x) => x.id === id)));
     const z = cells.map((row) => row.map((c) => (c ? order.indexOf(cellState(c)) : null)));
-    const text = cells.map((row, i) => row.map((c, j) => (c ? `client ${ids[i]}, round ${state.rounds[j].number}: ${names[cellState(c)]}${c.event ? ` (${c.event} this round)` : ""}` : "")));
-    const colorscale = FL.states.flatMap(([, , color], i) => [[i / order.length, color], [(i + 1) / order.length, color]]);
-    const traces = [{ type: "heatmap", x: state.rounds.map((r) => r.number), y: ids.map((id) => `client ${id}`), z, text, hoverinfo: "text",
+    const text = cells.map((row, i) => row.map((c, j) => (c ? `${clientLabel(ids[i])}, round ${state.rounds[j].number}: ${names[cellState(c)]}${c.event ? ` (${c.event} this round)` : ""}` : "")));
+    const colorscale = states.flatMap(([, , color], i) => [[i / order.length, color], [(i + 1) / order.length, color]]);
+    const traces = [{ type: "heatmap", x: state.rounds.map((r) => r.number), y: ids.map(clientLabel), z, text, hoverinfo: "text",
       zmin: -0.5, zmax: order.length - 0.5, colorscale, xgap: 2, ygap: 2, showscale: false, name: "status" }];
-    for (const [, name, color] of FL.states) traces.push({ x: [null], y: [null], mode: "markers", marker: { color, symbol: "square", size: 12 }, name });
+    for (const [, name, color] of states) traces.push({ x: [null], y: [null], mode: "markers", marker: { color, symbol: "square", size: 12 }, name });
     for (const [event, symbol, name] of [["joined", "triangle-right", "joins here"], ["left", "x", "leaves here"]]) {
       const xs = [], ys = [];
-      for (const r of state.rounds) for (const c of r.clients) if (c.event === event) { xs.push(r.number); ys.push(`client ${c.id}`); }
+      for (const r of state.rounds) for (const c of r.clients) if (c.event === event) { xs.push(r.number); ys.push(clientLabel(c.id)); }
       traces.push({ x: xs, y: ys, mode: "markers", name, marker: { symbol, size: 13, color: "#000", line: { width: 2 } } });
     }
     const approach = root.dataset.approach === "keep-last" ? "approach 2, keep last weights" : "approach 1, drop departed clients";
     // Eight legend entries take up to three lines on a narrow window: the legend starts a fixed 56 px below the
     // plot (clear of the axis title), whatever the number of clients, in a bottom margin that holds three lines.
+    const yTitle = overSites ? "site" : "client";
     const height = Math.max(320, 180 + 32 * ids.length), margin = { l: 64, r: 20, t: 48, b: 130 };
-    FL.plot("chart-timeline", traces, layout(`Client participation (${approach})`, "round", "client", {
-      yaxis: { title: { text: "client" }, autorange: "reversed", type: "category", automargin: true }, height, margin,
+    FL.plot("chart-timeline", traces, layout(`${overSites ? "Site" : "Client"} participation (${approach})`, "round", yTitle, {
+      yaxis: { title: { text: yTitle }, autorange: "reversed", type: "category", automargin: true }, height, margin,
       legend: { orientation: "h", y: -56 / (height - margin.t - margin.b), yanchor: "top" },
     }));
   }
@@ -130,7 +140,7 @@
     if (central) traces.push(FL.rocTrace(central, "centralized", FL.palette[1], "dot"));
     if (federated) {
       const shown = picked || latest;
-      const own = shown.clients.map((c, i) => FL.rocTrace(c, `client ${c.id}`, FL.palette[i % 10]));
+      const own = shown.clients.map((c, i) => FL.rocTrace(c, clientLabel(c.id), FL.palette[i % 10]));
       FL.plot("chart-client-roc", [FL.chanceLine(), ...own], layout(`ROC on each client's own test set, ${unit} ${shown.round}`,
         "false positive rate (1 − specificity)", "true positive rate (sensitivity)",
         { xaxis: { title: { text: "false positive rate (1 − specificity)" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (sensitivity)" }, range: [0, 1.02] } }));
@@ -147,14 +157,14 @@
       const last = trained[trained.length - 1] || { metrics: {}, samples: seen.length ? seen[0].samples : 0 };
       const latest = seen[seen.length - 1];
       const status = latest ? latest.status : "–";
-      const said = status === "absent" ? Object.fromEntries(FL.states)[cellState(latest)] : status;  // e.g. "left"
+      const said = status === "absent" ? Object.fromEntries(states)[cellState(latest)] : status;  // e.g. "left"
       const train = [FL.fmt(last.metrics["train.loss"]), FL.fmt(last.metrics["train.accuracy"])];
       // the latest global model on this client's own test set, at that round's threshold (counts only left the client)
       const judged = seen.filter((c) => c.metrics["global.n_positive"] !== undefined);
       const g = judged.length ? judged[judged.length - 1].metrics : {};
       const own = g["global.n_negative"] !== undefined ? `${g["global.n_negative"]} / ${g["global.n_positive"]}` : "–";
       const cells = federated
-        ? [`<th scope="row">client ${id}</th>`, last.samples ?? "–", trained.length, `<span class="badge status-${status}">${said}</span>`,
+        ? [`<th scope="row">${clientLabel(id)}</th>`, last.samples ?? "–", trained.length, `<span class="badge status-${status}">${said}</span>`,
           FL.fmt(last.metrics["test.loss"]), FL.fmt(last.metrics["test.accuracy"]), ...train, own,
           `${FL.fmt(g["global.sensitivity"])} / ${FL.fmt(g["global.specificity"])}`, FL.fmt(g["global.auc"])]
         : ['<th scope="row">all training data</th>', last.samples ?? "–", trained.length, ...train];

@@ -39,11 +39,14 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 45 config fields as a browser submits them for each preset, written out by hand from the
-# example files in examples/ that the presets are.
+# The new-experiment form's 48 config fields (no site registered) as a browser submits them for each preset, written
+# out by hand from the example files in examples/ that the presets are.
 QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
     "name": "quickstart-synthetic",
     "seed": "42",
+    "mode": "simulation",
+    "federation.round_timeout_s": "3600",
+    "federation.min_sites": "1",
     "data.train.format": "synthetic",
     "data.train.path": "",
     "data.train.split": "",
