@@ -47,7 +47,7 @@ def api_schema(
     it cannot read (no test starts a worker, and the API would wait a minute for one)."""
     report = {"ok": False, "errors": [{"field": "data.train", "message": "no images under data.train.path"}]}
     monkeypatch.setattr(app.broker, "check_data", lambda _celery, _config: report)
-    api: FastAPI = create_app(settings)
+    api: FastAPI = create_app(settings.model_copy(update={"required_workers": []}))  # no workers run here
     api.dependency_overrides[get_session] = lambda: session
     return schemathesis.openapi.from_asgi("/openapi.json", api, headers=admin_headers)
 
