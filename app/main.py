@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app.auth import api as auth_api
 from app.auth import pages as auth_pages
 from app.auth.deps import Viewer, as_viewer
-from app.auth.headers import SecurityHeaders
+from app.auth.headers import SecurityHeaders, allowing_inline_scripts
 from app.db import SettingsDep
 from app.errors import Unauthenticated, install_handlers
 from app.health.checks import report as health_report
@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    uploads = {"/api/site/blobs/": site_routes.MAX_UPLOAD_BYTES}  # weights files stream to disk with their own limit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=uploads)
     app.state.stream_slots = StreamSlots(settings.streams_per_caller)
     install_handlers(app)
 
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False)
     def docs(_user: Viewer) -> HTMLResponse:
         """Swagger UI from the assets the fastapi-offline package ships: no CDN, works without internet."""
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="fedlens API",
             swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
             swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
         )
+        return allowing_inline_scripts(page)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(_user: Viewer) -> HTMLResponse:

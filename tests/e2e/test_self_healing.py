@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.models import ClientRound, FlRound
 from tests.e2e.conftest import tiny_config
-from tests.e2e.stack import ROOT, ServiceApi, free_port, wait_for
+from tests.e2e.stack import ROOT, ServiceApi, create_token, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,7 @@ class Up(ServiceApi):
         }
         env.pop("FEDLENS_DATABASE_URL", None)
         env.pop("FEDLENS_BROKER_URL", None)
+        self.env = env
         self.log = folder / "up.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
@@ -98,6 +99,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
     service = Up(tmp_path)
     try:
         wait_for(lambda: service.health()[0] == 200, 180, "fedlens up to answer /healthz with 200")
+        service.authenticate(create_token(service.env, "self-healing"))
         yield service
     finally:
         service.stop()
