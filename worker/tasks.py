@@ -27,6 +27,7 @@ from worker.lease import Lease
 from worker.orchestrator import execute_run, worker_name
 
 logger = logging.getLogger(__name__)
+MIN_LEASE_S = 5.0
 
 
 @celery_app.task(name=TRAIN_RUN, acks_late=True)
@@ -40,12 +41,18 @@ def _skip_reason(run_id: uuid.UUID, rnd: int) -> str | None:
         return store.client_task_gate(session, run_id, rnd)
 
 
+def lease_s(heartbeat_s: float) -> float:
+    """A client task's lease: three heartbeats, and never under MIN_LEASE_S, since a worker busy importing
+    TensorFlow or tracing the model may renew late without being dead (a lapsed lease resends the task)."""
+    return max(3 * heartbeat_s, MIN_LEASE_S)
+
+
 def _gated(task: Task, run_id: uuid.UUID, rnd: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a client task's work under its lease, unless the gate says to skip it (cancel, or a stale redelivery)."""
     skip = _skip_reason(run_id, rnd)
     if skip:
         return {skip: True}
-    with Lease(task.backend.client, str(task.request.id), worker_name(), 3 * get_settings().heartbeat_s):
+    with Lease(task.backend.client, str(task.request.id), worker_name(), lease_s(get_settings().heartbeat_s)):
         return work()
 
 
