@@ -38,22 +38,27 @@ def _run_for(session: Session, run_id: uuid.UUID, user: User) -> Run:
 
 def readable_experiment(
     experiment_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_viewer)]
-) -> Experiment:
-    return _experiment_for(session, experiment_id, user)
+) -> None:
+    _released(session, _experiment_for(session, experiment_id, user))
 
 
 def writable_experiment(
     experiment_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_researcher)]
-) -> Experiment:
-    return _experiment_for(session, experiment_id, user)
+) -> None:
+    _released(session, _experiment_for(session, experiment_id, user))
 
 
-def readable_run(run_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_viewer)]) -> Run:
-    return _run_for(session, run_id, user)
+def readable_run(run_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_viewer)]) -> None:
+    _released(session, _run_for(session, run_id, user))
 
 
-def writable_run(run_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_researcher)]) -> Run:
-    return _run_for(session, run_id, user)
+def writable_run(run_id: uuid.UUID, session: SessionDep, user: Annotated[User, Depends(as_researcher)]) -> None:
+    _released(session, _run_for(session, run_id, user))
+
+
+def _released(session: Session, _checked: object) -> None:
+    """The check is done: give the connection back before the next step (see app.auth.deps._released)."""
+    session.close()
 
 
 CanReadExperiment = Depends(readable_experiment)

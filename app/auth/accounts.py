@@ -70,6 +70,7 @@ def update_user(*, session: Session, user_id: uuid.UUID, role: Role | None, disa
 
 
 def set_password(*, session: Session, user: User, password: str) -> None:
+    user = get_user(session=session, user_id=user.id)  # the caller's copy may be detached (app.auth.deps)
     try:
         user.password_hash = hash_password(password)
     except ValueError as error:

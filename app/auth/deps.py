@@ -8,13 +8,15 @@ browser on its own, so they need neither.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from app.auth import accounts, audit
 from app.db import SessionDep, SettingsDep
@@ -52,8 +54,9 @@ async def _csrf_token_sent(request: Request) -> str:
     return ""
 
 
-async def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
-    action = f"{request.method} {request.url.path}"
+def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+    """Who sent the request. A plain ``def``: FastAPI runs it in its thread pool, so its database work never
+    blocks the event loop (hundreds of event streams opening at once would otherwise stall the whole API)."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
@@ -63,31 +66,51 @@ async def _principal(request: Request, session: SessionDep, settings: SettingsDe
             else (None, "not a bearer token")
         )
         if user is None:
+            action = f"{request.method} {request.url.path}"
             audit.record(session=session, user=None, action=action, outcome=why, client_ip=client_ip(request))
             raise Unauthenticated(f"{why}: send 'Authorization: Bearer <token>' with a valid token from Settings")
-        return Principal(user=user, via="token", csrf_token="")
+        return _released(session, Principal(user=user, via="token", csrf_token=""))
     secret = request.cookies.get(SESSION_COOKIE, "")
     lifetime = timedelta(hours=settings.session_hours)
     web = accounts.session_of(session=session, secret=secret, lifetime=lifetime) if secret else None
     if web is None:
         raise Unauthenticated("sign in first")
-    principal = Principal(user=web.user, via="session", csrf_token=web.csrf_token)
-    if request.method not in SAFE_METHODS:
-        refusal = None
-        if not same_origin(request):
-            refusal = ("cross-origin request refused", "send it from the fedlens dashboard itself")
-        elif await _csrf_token_sent(request) != web.csrf_token:
-            refusal = ("missing or wrong CSRF token", "the form has expired or did not come from fedlens")
-        if refusal is not None:
-            outcome, advice = refusal
-            audit.record(session=session, user=web.user, action=action, outcome=outcome, client_ip=client_ip(request))
-            raise Forbidden(f"{outcome}: {advice}; reload the page and try again")
+    return _released(session, Principal(user=web.user, via="session", csrf_token=web.csrf_token))
+
+
+def _released(session: Session, principal: Principal) -> Principal:
+    """Give the connection back to the pool before the next step: a request must never hold one while it waits
+    for a worker thread, or a burst of requests (event streams opening) deadlocks the pool against the threads.
+    The user stays loaded (detached); services that change it load it again."""
+    session.close()
     return principal
 
 
-async def authenticate(
+async def _csrf_checked(
     principal: Annotated[Principal, Depends(_principal)], request: Request, session: SessionDep
-) -> AsyncIterator[Principal]:
+) -> Principal:
+    """A browser's state-changing request must come from our origin with the session's CSRF token (the form is
+    read asynchronously; only a refusal touches the database)."""
+    if principal.via != "session" or request.method in SAFE_METHODS:
+        return principal
+    refusal = None
+    if not same_origin(request):
+        refusal = ("cross-origin request refused", "send it from the fedlens dashboard itself")
+    elif await _csrf_token_sent(request) != principal.csrf_token:
+        refusal = ("missing or wrong CSRF token", "the form has expired or did not come from fedlens")
+    if refusal is None:
+        return principal
+    outcome, advice = refusal
+    action = f"{request.method} {request.url.path}"
+    await run_in_threadpool(
+        audit.record, session=session, user=principal.user, action=action, outcome=outcome, client_ip=client_ip(request)
+    )
+    raise Forbidden(f"{outcome}: {advice}; reload the page and try again")
+
+
+def authenticate(
+    principal: Annotated[Principal, Depends(_csrf_checked)], request: Request, session: SessionDep
+) -> Iterator[Principal]:
     """The caller; every state-changing request is written to the audit log with its outcome."""
     request.state.principal = principal
     if request.method in SAFE_METHODS:

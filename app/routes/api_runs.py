@@ -94,6 +94,7 @@ def stream_slots(request: Request) -> StreamSlots:
 async def events(
     run_id: uuid.UUID,
     request: Request,
+    session: SessionDep,
     settings: SettingsDep,
     caller: Annotated[str, Depends(stream_caller)],
     slots: Annotated[StreamSlots, Depends(stream_slots)],
@@ -104,6 +105,9 @@ async def events(
 ) -> StreamingResponse:
     """Server-sent events: ``status`` on every status change, ``round`` for every finished round, a comment line
     on an idle stream; 429 above ``FEDLENS_STREAMS_PER_CALLER`` open streams of yours."""
+    # Authorization is done: give the request's connection back now, or each open stream would hold one of the
+    # pool's for its whole life (500 streams starved every other request). The stream reads through the hub.
+    session.close()
     start = since if last_event_id is None else last_event_id
     slot = slots.acquire(caller)
     try:

@@ -140,7 +140,7 @@ def weights(sha256: str, site: SignedSite, session: SessionDep, settings: Settin
 )
 async def upload(sha256: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """A site's weights file, streamed and hashed as it arrives; stored under its SHA-256 once (idempotent)."""
-    precheck_site(request, session)
+    await run_in_threadpool(precheck_site, request, session)
     try:
         blobs.blob_path(settings.artifacts, sha256)
         digest, temporary = await blobs.receive(settings.artifacts, request.stream(), max_bytes=MAX_UPLOAD_BYTES)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.auth import audit
@@ -81,8 +82,10 @@ def authenticate_site(request: Request, session: Session, settings: Settings, di
 
 
 async def signed_site(request: Request, session: SessionDep, settings: SettingsDep) -> Site:
-    """Dependency for requests with a small body (read whole); blob uploads verify while they stream."""
-    return authenticate_site(request, session, settings, body_sha256(await request.body()))
+    """Dependency for requests with a small body (read whole); blob uploads verify while they stream. The
+    database work runs in the thread pool, never on the event loop."""
+    digest = body_sha256(await request.body())
+    return await run_in_threadpool(authenticate_site, request, session, settings, digest)
 
 
 SignedSite = Annotated[Site, Depends(signed_site)]
