@@ -41,12 +41,21 @@ def engine() -> Iterator[Engine]:
     engine.dispose()
 
 
+class SharedSession(Session):
+    """The one session a test shares with the app it calls. The app closes its session early to give the
+    connection back to the pool (app.auth.deps); here there is one connection, and the test keeps using the
+    objects it made, so closing must not detach them."""
+
+    def close(self) -> None:
+        self.flush()
+
+
 @pytest.fixture
 def session(engine: Engine) -> Iterator[Session]:
     """Roll each test back; commits made by the code under test become savepoints (STYLE.md section 6)."""
     with engine.connect() as conn:
         outer = conn.begin()
-        with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
+        with SharedSession(bind=conn, join_transaction_mode="create_savepoint") as s:
             yield s
         outer.rollback()
 
