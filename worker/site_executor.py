@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.digest import file_sha256
 from app.models import Site, SiteTask, utcnow
 from app.run_config import RunConfig
 from app.sites import blobs, registry
@@ -142,7 +143,7 @@ class SiteExecutor:
     def _update(self, cid: str, answer: TaskResult) -> ClientUpdate | ClientFailure:
         assert answer.weights_sha256 is not None  # the API refuses a train result without it
         path = blobs.blob_path(self.artifacts, answer.weights_sha256)
-        if blobs.file_sha256(path) != answer.weights_sha256:
+        if file_sha256(path) != answer.weights_sha256:
             return ClientFailure(cid, "its update file was modified after it was uploaded; it was not used")
         return ClientUpdate(cid, load_checkpoint(path).weights, answer.num_examples, answer.metrics)
 

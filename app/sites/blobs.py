@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from app.digest import file_sha256
+
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -20,14 +22,6 @@ def blob_path(artifacts: Path, sha256: str) -> Path:
     if not SHA256.fullmatch(sha256):
         raise BlobError("a blob is named by the SHA-256 of its content: 64 lowercase hex characters")
     return artifacts / "blobs" / sha256[:2] / sha256
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def put_file(artifacts: Path, source: Path) -> str:
