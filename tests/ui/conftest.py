@@ -108,6 +108,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "FEDLENS_DATA_DIR": str(folder / "data"),
         "FEDLENS_HEARTBEAT_S": "0.5",
         "FEDLENS_STALE_AFTER_S": "20",
+        # one federated run at a time, so a second run stays queued behind a busy one (test_run_page.py shows a
+        # queued run) and two cores are not shared by four orchestrators
+        "FEDLENS_ORCHESTRATORS": "1",
         "TMPDIR": str(folder),
         "PYTHONUNBUFFERED": "1",
     }
