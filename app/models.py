@@ -208,6 +208,8 @@ class Run(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     #: one-off start-up of the process that ran it (data loading, model building, tracing), summed over resumes
     startup_s: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    #: why a run that succeeded ended before its last round (its privacy budget would have been exceeded)
+    note: Mapped[str | None] = mapped_column(Text)
     #: the user whose launch (or resume) made it active: their concurrent-run quota counts it; None before users
     launched_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("user_account.id", ondelete="SET NULL"), index=True
@@ -355,4 +357,29 @@ class SiteTask(Base):
         Index("ix_site_task_site_status", "site_id", "status"),
         CheckConstraint("status IN ('queued', 'taken', 'done', 'failed', 'late', 'expired')", name="status_known"),
         CheckConstraint("kind IN ('train', 'statistics', 'evaluate')", name="kind_known"),
+    )
+
+
+class PrivacySpend(Base):
+    """The epsilon one run has spent of one site's dataset: a hospital's ledger is the sum over runs.
+
+    Rows outlive their run (no foreign key): deleting a run does not give its budget back. Each round overwrites
+    the run's row with the run's epsilon so far, so a round redone after a crash is never counted twice.
+    """
+
+    __tablename__ = "privacy_spend"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiment: Mapped[str] = mapped_column(String(200))  # its name when the run spent it
+    level: Mapped[str] = mapped_column(String(16))  # sample | client
+    epsilon: Mapped[float]
+    delta: Mapped[float]
+    rounds: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_privacy_spend_site_dataset", "site", "dataset"),
+        CheckConstraint("level IN ('sample', 'client')", name="level_known"),
     )

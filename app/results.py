@@ -85,8 +85,18 @@ def load_rounds(*, session: Session, run_id: uuid.UUID, since: int = 0) -> list[
         r["critical_path_s"] = r["train_s"] + r["calibration_s"] + r["aggregation_s"] + r["evaluation_s"]
         r["metrics"] = metrics.get((r["number"], GLOBAL), {})
         r["clients"] = clients.get(r["number"], [])
+        r["privacy"] = _privacy(r["metrics"], r["clients"])
         rounds.append(r)
     return _ROUNDS.validate_python(rounds)
+
+
+def _privacy(metrics: dict[str, float | None], clients: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``privacy.*`` values a DP round stored (worker.engine.types.RoundPrivacy.scalars), as one object."""
+    if metrics.get("privacy.epsilon") is None:
+        return None
+    values = {key.removeprefix("privacy."): value for key, value in metrics.items() if key.startswith("privacy.")}
+    sites = {c["id"]: c["metrics"]["privacy.epsilon"] for c in clients if "privacy.epsilon" in c["metrics"]}
+    return values | {"sites": sites}
 
 
 class _RoundsCache:

@@ -134,6 +134,10 @@ class ModelConfig(_Strict):
     augmentation: StrictBool = Field(
         True, description="random rotation (5 degrees), shift (5%) and zoom (10%) while training; no flips"
     )
+    normalization: Literal["batchnorm", "groupnorm"] = Field(
+        "batchnorm",
+        description="the study's BatchNorm, or GroupNorm (no batch statistics; what differential privacy needs)",
+    )
 
 
 class IidPartition(_Strict):
@@ -284,6 +288,63 @@ class CentralizedConfig(_Strict):
     epochs: StrictInt | None = Field(None, ge=1, le=1000, description="default: rounds x local_epochs")
 
 
+class SecureAggregationConfig(_Strict):
+    """Pairwise-masked sums (SecAgg+, Bell et al., CCS 2020): the server learns only the sum of the updates."""
+
+    threshold: StrictInt = Field(
+        2,
+        ge=2,
+        le=100,
+        description="sites whose secret shares recover one that drops after masking; fewer survivors fail the round",
+    )
+    clip_range: Number = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="each weight's change in a round is clipped to [-clip_range, clip_range] before fixed-point "
+        "quantization over 32 bits",
+    )
+    weight_cap: StrictInt = Field(
+        100_000, ge=1, le=10_000_000, description="a site's sample count above this counts as this in the average"
+    )
+
+
+class DpConfig(_Strict):
+    """Differential privacy of one run; the epsilon is measured with dp-accounting's RDP accountant."""
+
+    level: Literal["sample", "client"] = Field(
+        description="sample: DP-SGD at each site protects each patient's images (Abadi et al., 2016); client: "
+        "DP-FedAvg protects each site's whole contribution (McMahan et al., 2018)"
+    )
+    noise_multiplier: Number = Field(
+        1.0, gt=0, le=100, description="Gaussian noise standard deviation in units of clip_norm"
+    )
+    clip_norm: Number = Field(
+        1.0, gt=0, le=1000, description="L2 bound of one example's gradient (sample) or one site's update (client)"
+    )
+    adaptive_clipping: StrictBool = Field(
+        False, description="client level: move clip_norm toward the median update norm (Andrew et al., 2021)"
+    )
+    delta: Number = Field(1e-5, gt=0, lt=0.01, description="the delta of (epsilon, delta)-DP; below 1/examples")
+    target_epsilon: Number | None = Field(
+        None, gt=0, le=1000, description="stop before the round that would take epsilon above this"
+    )
+
+    @model_validator(mode="after")
+    def _adaptive_is_client_level(self) -> Self:
+        if self.adaptive_clipping and self.level != "client":
+            message = "adaptive clipping sets the bound of a site's update: it needs level 'client'"
+            raise _invalid("DpConfig", ("adaptive_clipping",), message, True)
+        return self
+
+
+class PrivacyConfig(_Strict):
+    secure_aggregation: SecureAggregationConfig | None = Field(
+        None, description="mask each site's update so the server sees only their sum"
+    )
+    dp: DpConfig | None = Field(None, description="differential privacy, with its epsilon after every round")
+
+
 class RunConfig(_Strict):
     name: str = Field("experiment", min_length=1, max_length=200)
     seed: StrictInt = Field(42, ge=0, le=2**31 - 1)
@@ -292,6 +353,7 @@ class RunConfig(_Strict):
     federation: FederationConfig = FederationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     centralized: CentralizedConfig = CentralizedConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _threshold_needs_validation(self) -> Self:
@@ -312,6 +374,26 @@ class RunConfig(_Strict):
             message = "a centralized baseline needs pooled data, which hospital sites never share; set it to false"
             raise _invalid("RunConfig", ("centralized", "enabled"), message, True)
         self.centralized.enabled = False
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> Self:
+        """What secure aggregation and differential privacy cannot do is refused here, with the reason."""
+        secure = self.privacy.secure_aggregation
+        if secure is not None:
+            if self.federation.intermittent.approach == "keep-last":
+                message = "keep-last reuses a departed site's own update, which secure aggregation never shows the "
+                message += "server; use approach 'drop' or turn secure aggregation off"
+                raise _invalid("RunConfig", ("federation", "intermittent", "approach"), message, "keep-last")
+            if secure.threshold > self.federation.clients:
+                message = f"threshold {secure.threshold} is more than the {self.federation.clients} clients of a round"
+                raise _invalid("RunConfig", ("privacy", "secure_aggregation", "threshold"), message, secure.threshold)
+        if self.privacy.dp is not None:
+            if self.model.normalization == "batchnorm" and "normalization" in self.model.model_fields_set:
+                message = "BatchNorm mixes the examples of a batch and releases its statistics without noise, which "
+                message += "differential privacy cannot bound; use groupnorm (the default under dp)"
+                raise _invalid("RunConfig", ("model", "normalization"), message, "batchnorm")
+            self.model.normalization = "groupnorm"
         return self
 
     @property

@@ -46,6 +46,7 @@ class RunRead(BaseModel):
     heartbeat_at: datetime | None
     worker: str | None
     error: str | None
+    note: str | None = Field(None, description="why a run that succeeded stopped before its last round")
     cancel_requested: bool
     startup_s: float = Field(0.0, description="the run's own start-up: data loading, model building, tracing")
     has_model: bool = False
@@ -78,6 +79,14 @@ class ClientRoundRead(BaseModel):
     metrics: dict[str, float | None] = {}
 
 
+class RoundPrivacyRead(BaseModel):
+    epsilon: float = Field(description="epsilon spent by the run up to and including this round (RDP accountant)")
+    delta: float
+    noise_multiplier: float
+    clip_norm: float = Field(description="the clipping bound used this round (adaptive clipping moves it)")
+    sites: dict[str, float] = Field({}, description="sample level: each site's own epsilon")
+
+
 class RoundRead(BaseModel):
     number: int
     metrics: dict[str, float | None]
@@ -93,6 +102,7 @@ class RoundRead(BaseModel):
     bytes_received: int
     test_samples: int
     finished_at: datetime
+    privacy: RoundPrivacyRead | None = Field(None, description="with differential privacy: the budget spent so far")
 
 
 class RunRounds(BaseModel):

@@ -29,6 +29,7 @@ TABLES = {
     "audit_event",
     "site",
     "site_task",
+    "privacy_spend",
     "client_artifact",
 }
 

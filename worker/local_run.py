@@ -16,8 +16,8 @@ from worker.engine.data import Dataset
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.gallery import write_gallery
-from worker.engine.loop import run_centralized, run_federated
-from worker.engine.strategy import strategy_for
+from worker.engine.loop import BudgetSpent, run_centralized, run_federated
+from worker.engine.protection import RunPrivacy, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.report import Record, phase_summary, round_record, time_reduction
 
@@ -127,30 +127,40 @@ def run_local(
 
     fed_log = PhaseLog(output / "federated")
     clients = {c.client_id: c for c in federation.clients}
-    final = run_federated(
-        cfg,
-        InProcessExecutor(
-            trainer,
-            clients,
-            seed=cfg.seed,
-            local_epochs=cfg.federation.local_epochs,
-            class_weight=federation.class_weight(cfg),
-        ),
-        evaluate,
-        initial=initial,
-        strategy=strategy_for(cfg.federation.intermittent.approach),
-        presence=presence_for(cfg),
-        samples={cid: len(c.train) for cid, c in clients.items()},
-        batchnorm_slots=trainer.batchnorm_slots,
-        on_round=_persist("federated", fed_log, progress),
-        start=fed_log.resume_point(),
-    )
+    samples = {cid: len(c.train) for cid, c in clients.items()}
+    strategy = strategy_with_privacy(cfg, len(samples))
+    stopped = None
+    try:
+        final = run_federated(
+            cfg,
+            InProcessExecutor(
+                trainer,
+                clients,
+                seed=cfg.seed,
+                local_epochs=cfg.federation.local_epochs,
+                class_weight=federation.class_weight(cfg),
+            ),
+            evaluate,
+            initial=initial,
+            strategy=strategy,
+            privacy=RunPrivacy.for_run(cfg, samples, strategy),
+            presence=presence_for(cfg),
+            samples=samples,
+            batchnorm_slots=trainer.batchnorm_slots,
+            on_round=_persist("federated", fed_log, progress),
+            start=fed_log.resume_point(),
+        )
+    except BudgetSpent as spent:
+        if not fed_log.records():
+            raise ValueError(f"{spent}; raise the target epsilon or the noise multiplier") from None
+        final, stopped = spent.weights, str(spent)
+        notice(stopped)
     trainer.save(final, output / "federated.keras")
     results: Record = {
         "name": cfg.name,
         "config": cfg.model_dump(mode="json"),
         "data": {name: report.as_dict() for name, report in federation.reports.items()},
-        "federated": phase_summary(fed_log.records()) | {"startup_s": startup_s},
+        "federated": phase_summary(fed_log.records()) | {"startup_s": startup_s, "stopped": stopped},
         "centralized": None,
     }
     if cfg.centralized.enabled:

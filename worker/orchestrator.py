@@ -28,9 +28,9 @@ from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
-from worker.engine.loop import Cancelled, Evaluate, run_centralized, run_federated
+from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, run_centralized, run_federated
 from worker.engine.metrics import pooled_metrics
-from worker.engine.strategy import strategy_for
+from worker.engine.protection import RunPrivacy, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.failures import user_message
 from worker.site_executor import SiteExecutor, site_slots
@@ -101,6 +101,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     notify(settings, run_id)  # watchers see it running
     folder = settings.artifacts / "runs" / str(run_id)
     status, error, model_path, model_sha256, explains = RunStatus.FAILED, None, None, None, False
+    note: str | None = None
     try:
         started = time.perf_counter()
         ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
@@ -111,7 +112,12 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
         start = _resume_point(last)
         logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
-            weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
+            try:
+                weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
+            except BudgetSpent as spent:
+                if _final_round(sessions, run_id) == 0:
+                    raise ValueError(f"{spent}; raise the target epsilon or the noise multiplier") from None
+                weights, note = spent.weights, str(spent)
         model_path = str(folder / "model.keras")
         ctx.trainer.save(weights, Path(model_path))
         model_sha256 = file_sha256(Path(model_path))
@@ -134,7 +140,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     retrying(
         sessions,
         lambda session: store.finish(
-            session, run_id, me, status, error=error, model_path=model_path, model_sha256=model_sha256
+            session, run_id, me, status, error=error, note=note, model_path=model_path, model_sha256=model_sha256
         ),
     )
     notify(settings, run_id)
@@ -197,6 +203,8 @@ def _train(
                 session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest
             ),
         )
+        if cfg.over_sites and (spent := result.privacy):
+            retrying(sessions, lambda session: store.record_spend(session, run_id, cfg, result.round, spent))
         notify(settings, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(
@@ -240,12 +248,14 @@ def _train(
             should_stop=watch.should_stop,
             timeout_s=settings.client_timeout_s,
         )
+    strategy = strategy_with_privacy(cfg, len(samples))
     return run_federated(
         cfg,
         executor,
         evaluate,
         initial=initial,
-        strategy=strategy_for(cfg.federation.intermittent.approach),
+        strategy=strategy,
+        privacy=RunPrivacy.for_run(cfg, samples, strategy),
         presence=presence_for(cfg),
         samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from worker.engine.types import RoundResult
+from worker.engine.types import RoundPrivacy, RoundResult
 
 Record = dict[str, Any]
 
@@ -38,6 +38,19 @@ def round_record(result: RoundResult) -> Record:
         "critical_path_s": result.critical_path_s,
         "bytes_sent": result.bytes_sent,
         "bytes_received": result.bytes_received,
+        "privacy": _privacy(result.privacy),
+    }
+
+
+def _privacy(privacy: RoundPrivacy | None) -> Record | None:
+    if privacy is None:
+        return None
+    return {
+        "epsilon": privacy.epsilon,
+        "delta": privacy.delta,
+        "noise_multiplier": privacy.noise_multiplier,
+        "clip_norm": privacy.clip_norm,
+        "sites": dict(privacy.per_client),
     }
 
 

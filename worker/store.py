@@ -10,8 +10,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import GLOBAL, ClientRound, FlRound, RoundMetric, Run, RunStatus, utcnow
-from worker.engine.types import RoundResult
+from app.models import GLOBAL, ClientRound, FlRound, PrivacySpend, RoundMetric, Run, RunStatus, utcnow
+from app.run_config import RunConfig
+from worker.engine.types import RoundPrivacy, RoundResult
 
 
 def claim(session: Session, run_id: uuid.UUID, worker: str, stale_after_s: float) -> bool:
@@ -109,6 +110,9 @@ def save_round(
     rows: list[ClientRound | RoundMetric] = [
         _metric(run_id, rnd, GLOBAL, f"test.{key}", value) for key, value in result.metrics.scalars().items()
     ]
+    if result.privacy:
+        rows += [_metric(run_id, rnd, GLOBAL, key, value) for key, value in result.privacy.scalars().items()]
+        rows += [_metric(run_id, rnd, cid, "privacy.epsilon", eps) for cid, eps in result.privacy.per_client.items()]
     for c in result.clients:
         rows.append(
             ClientRound(
@@ -129,6 +133,28 @@ def save_round(
     return True
 
 
+def record_spend(session: Session, run_id: uuid.UUID, cfg: RunConfig, rnd: int, privacy: RoundPrivacy) -> None:
+    """Each site's epsilon so far in this run, in the hospitals' ledger (app.models.PrivacySpend): overwritten
+    round by round, so a round stored twice is counted once."""
+    level = cfg.privacy.dp.level if cfg.privacy.dp else "client"
+    for i, ref in enumerate(cfg.federation.sites, start=1):
+        epsilon = privacy.per_client.get(str(i), privacy.epsilon) if level == "sample" else privacy.epsilon
+        session.merge(
+            PrivacySpend(
+                run_id=run_id,
+                site=ref.site,
+                dataset=ref.dataset,
+                experiment=cfg.name,
+                level=level,
+                epsilon=epsilon,
+                delta=privacy.delta,
+                rounds=rnd,
+                updated_at=utcnow(),
+            )
+        )
+    session.commit()
+
+
 def add_startup(session: Session, run_id: uuid.UUID, worker: str, seconds: float) -> None:
     """Count a claim's start-up (data, model, tracing) to the run; a resume pays it again, so it adds up."""
     session.execute(update(Run).where(Run.id == run_id, Run.worker == worker).values(startup_s=Run.startup_s + seconds))
@@ -142,11 +168,13 @@ def finish(
     status: RunStatus,
     *,
     error: str | None = None,
+    note: str | None = None,
     model_path: str | None = None,
     model_sha256: str | None = None,
 ) -> None:
-    """Final status, only while the run is still this worker's; the model is recorded with its file's SHA-256."""
-    values: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error}
+    """Final status, only while the run is still this worker's; the model is recorded with its file's SHA-256.
+    ``note`` says why a run that succeeded stopped before its last round."""
+    values: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error, "note": note}
     if model_path:
         values |= {"model_path": model_path, "model_sha256": model_sha256}
     session.execute(

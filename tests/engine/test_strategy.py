@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from worker.engine.strategy import Aggregate, FedAvg, KeepLastUpdate, strategy_for
-from worker.engine.types import ClientStatus, ClientUpdate
+from worker.engine.types import ClientStatus, ClientUpdate, Weights
 
 TRAINED, KEPT = ClientStatus.TRAINED, ClientStatus.KEPT
 
@@ -88,9 +88,11 @@ class RoundRecorder:
     def __init__(self) -> None:
         self.rounds: list[int] = []
 
-    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate]) -> Aggregate | None:
+    def aggregate(
+        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
+    ) -> Aggregate | None:
         self.rounds.append(rnd)
-        return FedAvg().aggregate(rnd, updates)
+        return FedAvg().aggregate(rnd, updates, current)
 
     def state(self) -> list[ClientUpdate]:
         return []

@@ -22,6 +22,7 @@ class Checkpoint:
     weights: Weights
     strategy_state: list[ClientUpdate] = field(default_factory=list)
     optimizer_state: Weights = field(default_factory=list)  # the centralized run's optimizer
+    privacy_state: dict[str, float] = field(default_factory=dict)  # the DP accountant's counts (loop.PrivacyBudget)
 
 
 class ArtifactModified(ValueError):
@@ -40,6 +41,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path, *, durable: bool = True)
         "layers": len(checkpoint.weights),
         "optimizer": len(checkpoint.optimizer_state),
         "strategy": [[u.client_id, u.num_examples, len(u.weights)] for u in checkpoint.strategy_state],
+        "privacy": checkpoint.privacy_state,
     }
     arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
     arrays |= {f"w{i}": w for i, w in enumerate(checkpoint.weights)}
@@ -77,6 +79,7 @@ def load_checkpoint(path: Path, *, sha256: str | None = None, what: str = "check
             weights=[archive[f"w{i}"] for i in range(meta["layers"])],
             strategy_state=state,
             optimizer_state=[archive[f"o{i}"] for i in range(meta["optimizer"])],
+            privacy_state=meta.get("privacy", {}),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from app.run_config import RunConfig
 from worker.engine.aggregate import pooled_moments, weights_nbytes, with_batchnorm_statistics
@@ -23,6 +24,7 @@ from worker.engine.types import (
     ClientUpdate,
     EvalMetrics,
     RocCurve,
+    RoundPrivacy,
     RoundResult,
     Weights,
 )
@@ -35,6 +37,33 @@ OnRound = Callable[[RoundResult, Checkpoint], None]
 
 class Cancelled(Exception):
     """The run was asked to stop; every round before this one is complete and reported."""
+
+
+class BudgetSpent(Exception):
+    """The next round would take the run's epsilon above its target; every round before it is complete and
+    ``weights`` are the global model after the last of them."""
+
+    def __init__(self, reason: str, weights: Weights) -> None:
+        super().__init__(reason)
+        self.weights = weights
+
+
+class PrivacyBudget(Protocol):
+    """The (epsilon, delta) a differentially private run spends, round by round."""
+
+    def stop_before(self, rnd: int, client_ids: Sequence[str]) -> str | None:
+        """Why round ``rnd`` with these clients must not run (it would exceed the target epsilon), else None."""
+        ...
+
+    def spend(self, rnd: int, trained: Sequence[str]) -> RoundPrivacy:
+        """Count round ``rnd``, in which ``trained`` released an update, and say what has been spent."""
+        ...
+
+    def state(self) -> dict[str, float]:
+        """What a checkpoint keeps so that a resumed run counts every completed round once."""
+        ...
+
+    def restore(self, state: dict[str, float]) -> None: ...
 
 
 def _client_rounds(
@@ -118,8 +147,12 @@ def run_federated(
     on_round: OnRound,
     start: Checkpoint | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    privacy: PrivacyBudget | None = None,
 ) -> Weights:
     """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
+
+    With ``privacy``, each round reports the epsilon spent so far, and the run ends with BudgetSpent before a round
+    that would exceed the target.
 
     With ``model.batchnorm == "federated"`` each round ends with a second, forward-only pass in
     which the clients that trained measure BatchNorm moments under the new global weights and the
@@ -128,17 +161,22 @@ def run_federated(
     weights, first = (start.weights, start.round + 1) if start else (initial, 1)
     if start:
         strategy.restore(start.strategy_state)
+        if privacy:
+            privacy.restore(start.privacy_state)
     threshold = cfg.evaluation.threshold.value
     for rnd in range(first, cfg.federation.rounds + 1):
         if should_stop():
             raise Cancelled(f"cancelled before round {rnd}")
         began = time.perf_counter()
         asked = presence.available(rnd)
+        if privacy and (reason := privacy.stop_before(rnd, asked)):
+            raise BudgetSpent(reason, weights)
         outcomes = executor.train(rnd, weights, asked) if asked else []
         updates = [o for o in outcomes if isinstance(o, ClientUpdate)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         aggregated = time.perf_counter()
-        result = strategy.aggregate(rnd, updates)
+        result = strategy.aggregate(rnd, updates, weights)
+        spent = privacy.spend(rnd, [u.client_id for u in updates]) if privacy else None
         aggregation_s = time.perf_counter() - aggregated
         new, stats, pooling_s = _global_weights(cfg, executor, rnd, weights, result, updates, batchnorm_slots)
         aggregation_s += pooling_s
@@ -161,8 +199,11 @@ def run_federated(
             evaluation_s=evaluation_s,
             bytes_sent=weights_nbytes(weights) * (len(asked) + len(stats)),
             bytes_received=sum(weights_nbytes(u.weights) for u in [*updates, *stats]),
+            privacy=spent,
         )
-        on_round(round_result, Checkpoint(rnd, weights, strategy.state()))
+        on_round(
+            round_result, Checkpoint(rnd, weights, strategy.state(), privacy_state=privacy.state() if privacy else {})
+        )
     return weights
 
 

@@ -110,6 +110,30 @@ class ClientRound:
 
 
 @dataclass(frozen=True)
+class RoundPrivacy:
+    """The (epsilon, delta) a differentially private run has spent up to and including one round.
+
+    ``epsilon`` is the run's: at client level the one guarantee of every site's contribution, at sample level the
+    largest of the sites' own (``per_client``), each from dp-accounting's RDP accountant. ``clip_norm`` is the bound
+    used in this round (adaptive clipping moves it).
+    """
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+    per_client: Mapping[str, float] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, float]:
+        return {
+            "privacy.epsilon": self.epsilon,
+            "privacy.delta": self.delta,
+            "privacy.noise_multiplier": self.noise_multiplier,
+            "privacy.clip_norm": self.clip_norm,
+        }
+
+
+@dataclass(frozen=True)
 class RoundResult:
     """Everything measured in one federated round (or one centralized epoch)."""
 
@@ -124,6 +148,7 @@ class RoundResult:
     bytes_sent: int  # server → clients
     bytes_received: int  # clients → server
     startup_s: float = 0.0  # slowest client's one-off start-up in this round: data, model build, tracing
+    privacy: RoundPrivacy | None = None  # with differential privacy: the epsilon spent so far
 
     @property
     def critical_path_s(self) -> float:
