@@ -91,6 +91,10 @@ def test_distributed_noise_sums_to_std_z_c() -> None:
     shares = [with_distributed_noise([np.zeros(100_000)], clip_norm, noise, sites, rng)[0] for _ in range(sites)]
     assert np.std(shares[0]) == pytest.approx(noise * clip_norm / math.sqrt(sites), rel=0.02)
     assert np.std(np.sum(shares, axis=0)) == pytest.approx(noise * clip_norm, rel=0.02)
+    with pytest.raises(ValueError, match="clip it first"):
+        with_distributed_noise([np.array([3.0, 4.0])], 1.0, noise, sites, rng)
+    with pytest.raises(ValueError, match="at least one site"):
+        with_distributed_noise([np.zeros(2)], 1.0, noise, 0, rng)
 
 
 def test_adaptive_noise_multiplier_matches_the_paper_formula() -> None:

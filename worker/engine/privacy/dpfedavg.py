@@ -61,6 +61,8 @@ def with_distributed_noise(
     sum of the m sites' deltas, whose noise then has std z C, as in ``noised_mean``, so the accounting is the same.
     Honest only while sites do not collude with the server: each knows its own share of the noise and could
     subtract it, and a round with fewer than m sites carries less noise than accounted."""
+    if sites < 1:
+        raise ValueError(f"a round needs at least one site, got {sites}")
     if global_norm(clipped) > clip_norm * (1 + CLIP_SLACK):
         raise ValueError(f"the delta exceeds the clip norm {clip_norm}: clip it first")
     std = noise_multiplier * clip_norm / math.sqrt(sites)
