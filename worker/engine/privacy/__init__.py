@@ -1,0 +1,1 @@
+"""Privacy: secure aggregation, differential-privacy noise and its accounting."""
