@@ -140,6 +140,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "calibration_samples": 512,
         "class_weight": "balanced",
         "augmentation": True,
+        "normalization": "batchnorm",
     },
     "federation": {
         "clients": 3,
@@ -155,6 +156,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     },
     "evaluation": {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}},
     "centralized": {"enabled": True, "epochs": 5},
+    "privacy": {},
 }
 
 

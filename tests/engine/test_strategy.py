@@ -88,9 +88,7 @@ class RoundRecorder:
     def __init__(self) -> None:
         self.rounds: list[int] = []
 
-    def aggregate(
-        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
-    ) -> Aggregate | None:
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         self.rounds.append(rnd)
         return FedAvg().aggregate(rnd, updates, current)
 

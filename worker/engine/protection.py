@@ -35,9 +35,7 @@ class ClientDpFedAvg:
     def __init__(self, dp: ClientLevelDP) -> None:
         self.dp = dp
 
-    def aggregate(
-        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
-    ) -> Aggregate | None:
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         if not updates:
             return None
         if current is None:

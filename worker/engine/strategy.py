@@ -19,9 +19,7 @@ class Aggregate:
 
 
 class Strategy(Protocol):
-    def aggregate(
-        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
-    ) -> Aggregate | None:
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         """New global weights, or None to keep the current ones (nothing to aggregate). ``current`` is the global
         model the round started from, for strategies that work on each site's change (DP-FedAvg)."""
         ...
@@ -36,9 +34,7 @@ class Strategy(Protocol):
 class FedAvg:
     """Average of this round's updates weighted by training-sample count; stateless."""
 
-    def aggregate(
-        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
-    ) -> Aggregate | None:
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         if not updates:
             return None
         weights = weighted_mean([(u.weights, u.num_examples) for u in updates])
@@ -63,9 +59,7 @@ class KeepLastUpdate:
         self.inner = inner
         self._last: dict[str, ClientUpdate] = {}
 
-    def aggregate(
-        self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None
-    ) -> Aggregate | None:
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         self._last.update({u.client_id: u for u in updates})
         fresh = {u.client_id for u in updates}
         result = self.inner.aggregate(rnd, list(self._last.values()), current)
