@@ -1,0 +1,1 @@
+"""Privacy of the federated rounds: secure aggregation of the site updates."""
