@@ -206,6 +206,20 @@ def test_encoding_matches_hand_computation() -> None:
 
 
 @pytest.mark.parametrize(
+    ("vector", "weight", "message"),
+    [
+        (np.array([0.0, np.nan]), 1, "NaN or infinite"),
+        (np.array([np.inf]), 1, "NaN or infinite"),
+        (np.array([1.0]), 0, "positive sample count"),
+        (np.array([1, 2]), 1, "1-D float vector"),
+    ],
+)
+def test_encode_rejects_what_it_cannot_encode(vector: np.ndarray, weight: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode(vector, weight, SecAggParams(threshold=2), sites=3)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"threshold": 1}, "threshold must be at least 2"),

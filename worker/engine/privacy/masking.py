@@ -47,7 +47,9 @@ class SecAggParams:
         """Neighbours per site in a round of ``sites`` sites; a site shares its secrets among them and itself."""
         if self.neighbours is None and sites <= COMPLETE_GRAPH_SITES:
             return sites - 1
-        wanted = self.neighbours or max(2 * self.threshold, math.ceil(3 * math.log2(sites)))
+        wanted = self.neighbours
+        if wanted is None:
+            wanted = max(2 * self.threshold, math.ceil(3 * math.log2(sites)))
         return min(sites - 1, wanted + wanted % 2)  # the ring graph has even degree below n - 1
 
     def check(self, sites: int) -> None:
@@ -76,13 +78,15 @@ class SecAggParams:
 def encode(vector: np.ndarray, weight: int, params: SecAggParams, sites: int) -> np.ndarray:
     """``round(clip(vector) * weight / weight_cap * scale)`` in Z_2^32, with the capped weight appended.
 
-    ``vector``: 1-D floats. Returns uint32 of length ``len(vector) + 1``. The server learns only the sum of the
+    ``vector``: 1-D finite floats. Returns uint32 of length ``len(vector) + 1``. The server learns only the sum of the
     encodings: the weighted sum of the vectors and, in the last word, the total weight.
     """
     if vector.ndim != 1 or not np.issubdtype(vector.dtype, np.floating):
         raise ValueError(f"expected a 1-D float vector, got {vector.dtype} of shape {vector.shape}")
     if weight < 1:
         raise ValueError(f"a site needs a positive sample count, got {weight}")
+    if not np.isfinite(vector).all():
+        raise ValueError("cannot encode NaN or infinite values: the site's update diverged")
     capped = min(weight, params.weight_cap)
     factor = capped / params.weight_cap * params.scale(sites)
     clipped = np.clip(vector.astype(np.float64), -params.clip_range, params.clip_range)

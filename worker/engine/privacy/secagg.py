@@ -1,9 +1,4 @@
-"""Secure aggregation of site updates: pairwise masks, Shamir-shared secrets and dropout recovery.
-
-The protocol of Bonawitz et al. (CCS 2017) over the sparse neighbour graph of SecAgg+ (Bell et al., CCS 2020):
-a site advertises two X25519 keys, shares its secrets among its neighbours, uploads its masked encoding and
-finally reveals shares that let the server remove the masks of the sum, never those of one site.
-"""
+"""Secure aggregation (Bonawitz et al., 2017; SecAgg+, Bell et al., 2020): masks, shared secrets, dropout recovery."""
 
 from __future__ import annotations
 
@@ -137,11 +132,12 @@ class SecAggClient:
             raise ValueError(f"shares from non-neighbours {sorted(set(inbox) - self._neighbours)}")
         if len(inbox) + 1 < self.params.threshold:
             raise TooFewSurvivors(self.round, len(inbox) + 1, self.params.threshold)
-        for sender, ciphertext in inbox.items():
-            plain = self._open(sender, ciphertext)
-            self._held[sender] = (Share.from_bytes(plain[:SHARE_BYTES]), Share.from_bytes(plain[SHARE_BYTES:]))
-        self._masked = True
+        plain = {sender: self._open(sender, ciphertext) for sender, ciphertext in inbox.items()}
         words = encode(vector, weight, self.params, len(self._roster))
+        self._held |= {
+            s: (Share.from_bytes(p[:SHARE_BYTES]), Share.from_bytes(p[SHARE_BYTES:])) for s, p in plain.items()
+        }
+        self._masked = True
         np.add(words, prg(self._seed, len(words)), out=words)
         for peer in sorted(inbox):
             stream = prg(
@@ -159,9 +155,11 @@ class SecAggClient:
         alive, gone = set(survivors), set(dropped)
         if not self._masked:
             raise RuntimeError("unmask() comes after mask()")
+        if self.client_id not in alive:
+            raise UnsafeReveal(f"{self.client_id!r} is answering, so it cannot be a dropped site")
         both = (alive & gone) | (alive & self._revealed_keys) | (gone & self._revealed_seeds)
-        if both or self.client_id not in alive:
-            raise UnsafeReveal(f"refusing to reveal both shares of {sorted(both or {self.client_id})}")
+        if both:
+            raise UnsafeReveal(f"refusing to reveal both the seed and the mask-key shares of {sorted(both)}")
         if len(alive) < self.params.threshold:
             raise TooFewSurvivors(self.round, len(alive), self.params.threshold)
         self._revealed_seeds |= alive & set(self._held)
@@ -173,13 +171,12 @@ class SecAggClient:
 
     def _seal(self, recipient: str, plain: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
-        return nonce + self._aead(self.client_id, recipient).encrypt(
-            nonce, plain, self._bound(self.client_id, recipient)
-        )
+        associated = _info("shares", self.round, self.client_id, recipient)
+        return nonce + self._aead(self.client_id, recipient).encrypt(nonce, plain, associated)
 
     def _open(self, sender: str, sealed: bytes) -> bytes:
-        aead = self._aead(sender, self.client_id)
-        return aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], self._bound(sender, self.client_id))
+        associated = _info("shares", self.round, sender, self.client_id)
+        return self._aead(sender, self.client_id).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], associated)
 
     def _aead(self, sender: str, recipient: str) -> ChaCha20Poly1305:
         """One key per (round, sender, recipient), from X25519 on the share keys: each key seals one message."""
@@ -188,12 +185,16 @@ class SecAggClient:
             _derive(self._share_key, self._roster[peer].share_key, _info("share", self.round, sender, recipient))
         )
 
-    def _bound(self, sender: str, recipient: str) -> bytes:
-        return _info("shares", self.round, sender, recipient)
-
 
 class SecAggServer:
-    """The server's side of one round: it relays keys and ciphertexts it cannot read and unmasks only the sum."""
+    """The server's side of one round: it relays keys and ciphertexts it cannot read and unmasks only the sum.
+
+    Phases: roster (sites advertise two X25519 keys), route (each site's Shamir shares of its self-mask seed and mask
+    key, sealed for its neighbours), unmask_request (after the masked updates arrive), aggregate (with the shares the
+    survivors reveal). The server is trusted to follow the protocol (honest but curious): the signed consistency
+    check of Bonawitz et al., which stops a server naming a site survivor to some sites and dropped to others, is
+    not implemented; each site does refuse to reveal both shares of one site itself.
+    """
 
     def __init__(self, round: int, params: SecAggParams) -> None:
         self.round, self.params = round, params
@@ -235,6 +236,8 @@ class SecAggServer:
         alive = frozenset(masked_from)
         if not alive <= self._shared:
             raise ValueError(f"masked updates from sites that did not share: {sorted(alive - self._shared)}")
+        if len(alive) < self.params.threshold:
+            raise TooFewSurvivors(self.round, len(alive), self.params.threshold)
         dropped = {d for d in self._shared - alive if self._graph[d] & alive}
         for owner in alive | dropped:
             holders = len(({owner} | self._graph[owner]) & alive)
@@ -254,10 +257,10 @@ class SecAggServer:
             raise ValueError("aggregate() takes the masked updates and reveals of the unmask_request() survivors")
         seeds = self._collect(request.survivors, [r.seed_shares for r in revealed.values()])
         keys = self._collect(request.dropped, [r.key_shares for r in revealed.values()])
-        length = {len(v) for v in masked.values()}
-        if len(length) != 1:
-            raise ValueError(f"masked updates of different lengths {sorted(length)}")
-        total = np.zeros(length.pop(), dtype=np.uint32)
+        length = len(masked[request.survivors[0]])
+        if any(v.dtype != np.uint32 or v.shape != (length,) for v in masked.values()):
+            raise ValueError("masked updates must be 1-D uint32 arrays of one length")
+        total = np.zeros(length, dtype=np.uint32)
         for words in masked.values():
             np.add(total, words, out=total)
         for shares in seeds.values():
