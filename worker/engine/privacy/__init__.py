@@ -1,1 +1,1 @@
-"""Privacy: secure aggregation, differential-privacy noise and its accounting."""
+"""Privacy of the federated rounds: secure aggregation, differential-privacy noise and its accounting."""
