@@ -298,14 +298,14 @@ class SecureAggregationConfig(_Strict):
         description="sites whose secret shares recover one that drops after masking; fewer survivors fail the round",
     )
     clip_range: Number = Field(
-        1.0,
+        8.0,
         gt=0,
         le=1000,
         description="each weight's change in a round is clipped to [-clip_range, clip_range] before fixed-point "
         "quantization over 32 bits",
     )
     weight_cap: StrictInt = Field(
-        100_000, ge=1, le=10_000_000, description="a site's sample count above this counts as this in the average"
+        10_000, ge=1, le=10_000_000, description="a site's sample count above this counts as this in the average"
     )
 
 
@@ -385,6 +385,13 @@ class RunConfig(_Strict):
                 message = "keep-last reuses a departed site's own update, which secure aggregation never shows the "
                 message += "server; use approach 'drop' or turn secure aggregation off"
                 raise _invalid("RunConfig", ("federation", "intermittent", "approach"), message, "keep-last")
+            if self.over_sites:
+                message = "secure aggregation over hospital sites needs the masking protocol in the site agent, which "
+                message += "this version does not have yet; it runs in simulations only"
+                raise _invalid("RunConfig", ("privacy", "secure_aggregation"), message, secure.model_dump())
+            if self.privacy.dp and self.privacy.dp.adaptive_clipping:
+                message = "adaptive clipping needs each site's update norm, which secure aggregation hides"
+                raise _invalid("RunConfig", ("privacy", "dp", "adaptive_clipping"), message, True)
             if secure.threshold > self.federation.clients:
                 message = f"threshold {secure.threshold} is more than the {self.federation.clients} clients of a round"
                 raise _invalid("RunConfig", ("privacy", "secure_aggregation", "threshold"), message, secure.threshold)

@@ -17,7 +17,7 @@ from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.gallery import write_gallery
 from worker.engine.loop import BudgetSpent, run_centralized, run_federated
-from worker.engine.protection import RunPrivacy, strategy_with_privacy
+from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.report import Record, phase_summary, round_record, time_reduction
 
@@ -144,6 +144,7 @@ def run_local(
             initial=initial,
             strategy=strategy,
             privacy=RunPrivacy.for_run(cfg, samples, strategy),
+            pool_moments=moments_pooling(strategy),
             presence=presence_for(cfg),
             samples=samples,
             batchnorm_slots=trainer.batchnorm_slots,

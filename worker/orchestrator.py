@@ -30,7 +30,7 @@ from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
 from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, run_centralized, run_federated
 from worker.engine.metrics import pooled_metrics
-from worker.engine.protection import RunPrivacy, strategy_with_privacy
+from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.failures import user_message
 from worker.site_executor import SiteExecutor, site_slots
@@ -256,6 +256,7 @@ def _train(
         initial=initial,
         strategy=strategy,
         privacy=RunPrivacy.for_run(cfg, samples, strategy),
+        pool_moments=moments_pooling(strategy),
         presence=presence_for(cfg),
         samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,

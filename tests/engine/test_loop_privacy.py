@@ -1,5 +1,5 @@
-"""run_federated with differential privacy: the epsilon of every round, the stop before the target, DP-FedAvg's
-clipping and noise, and a resume that counts each round once."""
+"""run_federated with privacy: the epsilon of every round, the stop before the target, DP-FedAvg's clipping and
+noise, a resume that counts each round once, and secure aggregation against plain FedAvg."""
 
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ import numpy as np
 import pytest
 
 from app.run_config import RunConfig
-from tests.engine.test_loop_intermittent import SAMPLES, SCHEDULE, FakeExecutor, Recorder
+from tests.engine.test_loop_intermittent import ASKED, SAMPLES, SCHEDULE, FakeExecutor, Recorder
 from worker.engine.experiment import presence_for
-from worker.engine.loop import BudgetSpent, run_federated
+from worker.engine.loop import BudgetSpent, pool_in_clear, run_federated
 from worker.engine.privacy.accounting import PrivacyAccountant
-from worker.engine.protection import ClientDpFedAvg, RunPrivacy, strategy_with_privacy
-from worker.engine.types import Weights
+from worker.engine.privacy.masking import SecAggParams
+from worker.engine.protection import (
+    MOMENTS_RANGE,
+    ClientDpFedAvg,
+    RunPrivacy,
+    SecureFedAvg,
+    moments_pooling,
+    strategy_with_privacy,
+)
+from worker.engine.types import ClientUpdate, Weights
 
 
 def dp_config(level: str, rounds: int = 6, **dp: Any) -> RunConfig:
@@ -42,6 +50,7 @@ def run(cfg: RunConfig, recorder: Recorder, **kwargs: Any) -> Weights:
         samples=SAMPLES,
         batchnorm_slots=(),
         on_round=recorder.on_round,
+        pool_moments=moments_pooling(strategy),
         **kwargs,
     )
 
@@ -118,3 +127,57 @@ def test_dp_noise_is_not_reproducible_from_the_runs_seed() -> None:
     run(cfg, first)
     run(cfg, second)
     assert not np.array_equal(first.checkpoints[0].weights[0], second.checkpoints[0].weights[0])
+
+
+def secure_config(rounds: int = 6, **secure: Any) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "model": {"batchnorm": "federated"},
+            "federation": {"clients": 3, "rounds": rounds, "intermittent": {"events": SCHEDULE if rounds >= 5 else []}},
+            "privacy": {"secure_aggregation": {"threshold": 2, **secure}},
+        }
+    )
+
+
+def test_secure_aggregation_gives_fedavg_within_its_quantization_bound() -> None:
+    """Each round's global weights equal plain weighted FedAvg of the same updates to within
+    SecAggParams.error_bound (weight_cap x sites / (2 x scale x total weight) per coordinate)."""
+    plain, secure = Recorder(), Recorder()
+    run_plain = RunConfig.model_validate(secure_config().model_dump() | {"privacy": {}})
+    run(run_plain, plain, initial=[np.zeros(2), np.zeros(2)])
+    run(secure_config(), secure, initial=[np.zeros(2), np.zeros(2)])
+    strategy = strategy_with_privacy(secure_config(), 3)
+    assert isinstance(strategy, SecureFedAvg)
+    for a, b in zip(plain.checkpoints, secure.checkpoints, strict=True):
+        sites = len(ASKED[a.round])
+        weight = sum(SAMPLES[cid] for cid in ASKED[a.round])
+        bound = strategy.params.error_bound(sites, sites, weight)
+        assert 0 < bound < 1e-5
+        for x, y in zip(a.weights, b.weights, strict=True):
+            assert np.max(np.abs(x - y)) <= bound
+    assert [r.privacy for r in secure.results] == [None] * 6, "secure aggregation alone spends no epsilon"
+
+
+def test_the_batchnorm_statistics_pass_pools_through_the_secure_sum() -> None:
+    """Client c reports mean c and variance c / 2 (FakeExecutor); the pooled moments match the clear pooling."""
+    strategy = strategy_with_privacy(secure_config(), 3)
+    assert isinstance(strategy, SecureFedAvg)
+    stats = [(cid, [np.full(2, float(cid)), np.full(2, int(cid) / 2)], SAMPLES[cid]) for cid in ("1", "2", "3")]
+    clear = pool_in_clear(1, stats)
+    pooled = strategy.pool_moments(1, stats)
+    bound = SecAggParams(2, MOMENTS_RANGE, 10_000).error_bound(3, 3, 100)
+    for x, y in zip(clear, pooled, strict=True):
+        assert np.max(np.abs(x - y)) <= 3 * bound  # the variance combines two decoded moments
+
+
+def test_secure_aggregation_with_client_dp_adds_each_sites_share_of_the_noise() -> None:
+    """Distributed DP: three sites each add N(0, (zC)^2 / 3); the mean of the clipped changes then carries noise of
+    std zC / 3, as the central DP-FedAvg mean would."""
+    dp = {"level": "client", "noise_multiplier": 1.0, "clip_norm": 1.0}
+    cfg = RunConfig.model_validate({"privacy": {"secure_aggregation": {"threshold": 2}, "dp": dp}})
+    strategy = strategy_with_privacy(cfg, 3)
+    start = [np.zeros(20_000)]
+    updates = [ClientUpdate(cid, [np.zeros(20_000)], SAMPLES[cid]) for cid in ("1", "2", "3")]
+    result = strategy.aggregate(1, updates, start)
+    assert result is not None
+    assert np.std(result.weights[0]) == pytest.approx(1.0 / 3, rel=0.03)

@@ -232,3 +232,54 @@ def test_a_config_that_is_not_a_mapping_is_reported_at_the_top() -> None:
     line = only_error([1, 2])
     assert line.startswith("config: ")
     assert "(got [1, 2])" in line
+
+
+PRIVACY_REFUSALS = {
+    "keep-last": (
+        {"federation": {"intermittent": {"approach": "keep-last"}}, "privacy": {"secure_aggregation": {}}},
+        ("federation", "intermittent", "approach"),
+        "secure aggregation never shows the server",
+    ),
+    "threshold": (
+        {"federation": {"clients": 3}, "privacy": {"secure_aggregation": {"threshold": 4}}},
+        ("privacy", "secure_aggregation", "threshold"),
+        "more than the 3 clients",
+    ),
+    "batchnorm": (
+        {"model": {"normalization": "batchnorm"}, "privacy": {"dp": {"level": "sample"}}},
+        ("model", "normalization"),
+        "use groupnorm",
+    ),
+    "adaptive-sample": (
+        {"privacy": {"dp": {"level": "sample", "adaptive_clipping": True}}},
+        ("privacy", "dp", "adaptive_clipping"),
+        "needs level 'client'",
+    ),
+    "adaptive-secure": (
+        {"privacy": {"secure_aggregation": {}, "dp": {"level": "client", "adaptive_clipping": True}}},
+        ("privacy", "dp", "adaptive_clipping"),
+        "secure aggregation hides",
+    ),
+    "sites": (
+        {
+            "federation": {"sites": [{"site": "a", "dataset": "x"}, {"site": "b", "dataset": "x"}]},
+            "privacy": {"secure_aggregation": {}},
+        },
+        ("privacy", "secure_aggregation"),
+        "site agent",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PRIVACY_REFUSALS.values(), ids=list(PRIVACY_REFUSALS))
+def test_privacy_settings_it_cannot_honour_are_refused_with_the_reason(case: tuple[Any, Any, str]) -> None:
+    raw, loc, reason = case
+    with pytest.raises(ValidationError) as refused:
+        RunConfig.model_validate(raw)
+    [error] = refused.value.errors()
+    assert error["loc"] == loc and reason in error["msg"]
+
+
+def test_differential_privacy_swaps_batchnorm_for_groupnorm_unless_told_otherwise() -> None:
+    assert RunConfig.model_validate({"privacy": {"dp": {"level": "client"}}}).model.normalization == "groupnorm"
+    assert RunConfig.model_validate({}).model.normalization == "batchnorm"

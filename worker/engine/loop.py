@@ -33,6 +33,12 @@ from worker.engine.types import (
 Evaluate = Callable[[Weights, float], EvalMetrics]
 #: Called once a round is complete, with its checkpoint; persist both, then return.
 OnRound = Callable[[RoundResult, Checkpoint], None]
+#: Pools the clients' (id, BatchNorm moments, examples) of a round into the moments of their union.
+PoolMoments = Callable[[int, Sequence[tuple[str, Weights, int]]], Weights]
+
+
+def pool_in_clear(rnd: int, stats: Sequence[tuple[str, Weights, int]]) -> Weights:
+    return pooled_moments([(moments, n) for _, moments, n in stats])
 
 
 class Cancelled(Exception):
@@ -116,6 +122,7 @@ def _global_weights(
     result: Aggregate | None,
     updates: Sequence[ClientUpdate],
     slots: Sequence[int],
+    pool: PoolMoments,
 ) -> tuple[Weights, list[ClientUpdate], float]:
     """(new global weights, BatchNorm statistics used, seconds spent pooling them).
 
@@ -130,7 +137,7 @@ def _global_weights(
     if not stats:
         return result.weights, [], 0.0
     pooled = time.perf_counter()
-    moments = pooled_moments([(s.weights, s.num_examples) for s in stats])
+    moments = pool(rnd, [(s.client_id, s.weights, s.num_examples) for s in stats])
     return with_batchnorm_statistics(result.weights, slots, moments), stats, time.perf_counter() - pooled
 
 
@@ -148,6 +155,7 @@ def run_federated(
     start: Checkpoint | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     privacy: PrivacyBudget | None = None,
+    pool_moments: PoolMoments = pool_in_clear,
 ) -> Weights:
     """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
 
@@ -178,7 +186,9 @@ def run_federated(
         result = strategy.aggregate(rnd, updates, weights)
         spent = privacy.spend(rnd, [u.client_id for u in updates]) if privacy else None
         aggregation_s = time.perf_counter() - aggregated
-        new, stats, pooling_s = _global_weights(cfg, executor, rnd, weights, result, updates, batchnorm_slots)
+        new, stats, pooling_s = _global_weights(
+            cfg, executor, rnd, weights, result, updates, batchnorm_slots, pool_moments
+        )
         aggregation_s += pooling_s
         evaluated = time.perf_counter()
         evaluations = executor.evaluate(rnd, new, [u.client_id for u in updates]) if updates else []

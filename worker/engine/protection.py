@@ -1,4 +1,4 @@
-"""A run's differential privacy around the FedAvg loop: DP-FedAvg as a strategy wrapper and each round's epsilon.
+"""A run's privacy around the FedAvg loop: secure aggregation and DP-FedAvg as strategies, each round's epsilon.
 
 The maths lives in ``worker.engine.privacy``; this module reads the run's config and keeps the per-run state (the
 adaptive clip norm, the rounds each site has spent) that a checkpoint must carry.
@@ -12,8 +12,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from app.run_config import DpConfig, RunConfig
+from worker.engine.loop import PoolMoments, pool_in_clear
 from worker.engine.privacy.accounting import PrivacyAccountant
-from worker.engine.privacy.dpfedavg import AdaptiveClipping, ClientLevelDP
+from worker.engine.privacy.dpfedavg import AdaptiveClipping, ClientLevelDP, clip, with_distributed_noise
+from worker.engine.privacy.masking import SecAggParams, flatten, unflatten
+from worker.engine.privacy.secagg import secure_mean
 from worker.engine.strategy import Aggregate, Strategy, strategy_for
 from worker.engine.types import ClientStatus, ClientUpdate, RoundPrivacy, Weights
 
@@ -53,6 +56,80 @@ class ClientDpFedAvg:
             self.dp.restore(float(entry.weights[0][0]))
 
 
+def _floats(weights: Weights) -> list[int]:
+    return [i for i, w in enumerate(weights) if np.issubdtype(w.dtype, np.floating)]
+
+
+#: BatchNorm moments (means and second moments of activations) are clipped to this range for secure pooling: wider
+#: than a weight's change, at a coarser step (10 sites: 5e-5)
+MOMENTS_RANGE = 1e4
+
+
+class SecureFedAvg:
+    """FedAvg whose sum goes through SecAgg+ (``privacy.secagg``): each site's change is clipped to the config's
+    range, quantized over Z_2^32 and masked; only the sum is unmasked, with sites that drop after masking recovered
+    from their neighbours' Shamir shares. The result differs from FedAvg by at most ``SecAggParams.error_bound``.
+
+    In a simulation every party lives in the server's trust domain, so this runs the whole protocol (real keys,
+    ciphertexts and masks) where the updates arrive: researchers see its cost and its quantization, not yet its
+    protection. With ``dp`` (client level) each site clips its change and adds its share of the noise before
+    masking (distributed DP), and sites weigh equally as DP-FedAvg requires.
+    """
+
+    def __init__(self, params: SecAggParams, dp: DpConfig | None = None) -> None:
+        self.params = params
+        self.dp = dp
+
+    def _site_vector(self, update: ClientUpdate, current: Weights, sites: int) -> tuple[np.ndarray, int]:
+        delta = [update.weights[i].astype(np.float64) - current[i] for i in _floats(current)]
+        if self.dp is None:
+            return flatten(delta), update.num_examples
+        clipped, _norm = clip(delta, self.dp.clip_norm)
+        noised = with_distributed_noise(clipped, self.dp.clip_norm, self.dp.noise_multiplier, sites, noise_source())
+        return flatten(noised), 1
+
+    def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
+        if not updates:
+            return None
+        if current is None:
+            raise ValueError("secure aggregation sums each site's change: it needs the weights the round started from")
+        vectors = {u.client_id: self._site_vector(u, current, len(updates)) for u in updates}
+        mean, _total = secure_mean(vectors, self.params, rnd)
+        floats = _floats(current)
+        new = list(current)
+        for i, change in zip(floats, unflatten(mean, [current[i] for i in floats]), strict=True):
+            new[i] = (current[i] + change).astype(current[i].dtype)
+        return Aggregate(new, {u.client_id: ClientStatus.TRAINED for u in updates})
+
+    def pool_moments(self, rnd: int, stats: Sequence[tuple[str, Weights, int]]) -> Weights:
+        """The BatchNorm statistics pass through the same protocol: the example-weighted means of each layer's
+        (mean, mean^2 + variance), from which the union's variance follows (as ``aggregate.pooled_moments``)."""
+        params = SecAggParams(self.params.threshold, MOMENTS_RANGE, self.params.weight_cap, self.params.neighbours)
+        vectors = {}
+        for cid, moments, n in stats:
+            means, variances = moments[0::2], moments[1::2]
+            firsts_seconds = [
+                *means,
+                *(v.astype(np.float64) + m.astype(np.float64) ** 2 for m, v in zip(means, variances, strict=True)),
+            ]
+            vectors[cid] = (flatten(firsts_seconds), n)
+        mean, _total = secure_mean(vectors, params, rnd)
+        like = stats[0][1]
+        layers = unflatten(mean, [*like[0::2], *like[1::2]])
+        half = len(layers) // 2
+        pooled: Weights = []
+        for first, second in zip(layers[:half], layers[half:], strict=True):
+            pooled += [first, np.maximum(second - first.astype(np.float64) ** 2, 0).astype(first.dtype)]
+        return pooled
+
+    def state(self) -> list[ClientUpdate]:
+        return []
+
+    def restore(self, state: Sequence[ClientUpdate]) -> None:
+        if state:
+            raise ValueError("secure aggregation keeps no state; the checkpoint belongs to another strategy")
+
+
 def count_noise(sites: int, noise_multiplier: float) -> float:
     """Noise on the count of sites under the clip norm (adaptive clipping). Andrew et al. suggest m / 20 for m
     sites, which presumes hundreds; the deltas' noise multiplier (z^-2 - (2 sigma_b)^-2)^-1/2 only exists for
@@ -61,14 +138,24 @@ def count_noise(sites: int, noise_multiplier: float) -> float:
 
 
 def strategy_with_privacy(cfg: RunConfig, sites: int) -> Strategy:
-    """The run's aggregation: FedAvg with its intermittent approach, or DP-FedAvg at client-level DP."""
+    """The run's aggregation: FedAvg with its intermittent approach, DP-FedAvg at client-level DP, either through
+    secure aggregation when the config asks for it."""
     dp = cfg.privacy.dp
+    secure = cfg.privacy.secure_aggregation
+    if secure is not None:
+        params = SecAggParams(secure.threshold, secure.clip_range, secure.weight_cap)
+        return SecureFedAvg(params, dp if dp and dp.level == "client" else None)
     if dp is None or dp.level != "client":
         return strategy_for(cfg.federation.intermittent.approach)
     if cfg.federation.intermittent.approach == "keep-last":
         raise ValueError("client-level DP adds each round's noise once; reusing kept updates would count them twice")
     adaptive = AdaptiveClipping(count_noise(sites, dp.noise_multiplier)) if dp.adaptive_clipping else None
     return ClientDpFedAvg(ClientLevelDP(dp.clip_norm, dp.noise_multiplier, adaptive))
+
+
+def moments_pooling(strategy: Strategy) -> PoolMoments:
+    """How the round's BatchNorm statistics are pooled: through the secure sum when updates are, else in clear."""
+    return strategy.pool_moments if isinstance(strategy, SecureFedAvg) else pool_in_clear
 
 
 class RunPrivacy:
