@@ -1,0 +1,1 @@
+"""Privacy for federated training: differential privacy and its accounting, secure aggregation."""
