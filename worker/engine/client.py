@@ -10,8 +10,10 @@ import numpy as np
 
 from app.run_config import ModelConfig
 from worker.engine.data import Dataset
+from worker.engine.dp_training import DpSgdStep
 from worker.engine.metrics import binary_metrics
-from worker.engine.model import build_cnn, compiled_cnn, recalibrate_batchnorm
+from worker.engine.model import Normalization, build_cnn, compiled_cnn, recalibrate_batchnorm
+from worker.engine.privacy.dpsgd import DpSgdSettings, poisson_batch, sampling_rate, steps_per_epoch
 from worker.engine.thresholds import GridCounts, empty_counts, grid_counts
 from worker.engine.types import EvalMetrics, Weights
 
@@ -25,6 +27,8 @@ class FitResult:
     loss: float
     accuracy: float
     seconds: float
+    #: DP-SGD steps taken (0 without DP): the true count for privacy accounting, since batches are Poisson-sampled
+    dp_steps: int = 0
 
 
 class KerasTrainer:
@@ -32,15 +36,21 @@ class KerasTrainer:
 
     Building a model per fit retraces its graph and made a 10-client round ~3x slower
     (../shared/NOTES.md), so a process builds one per configuration and reuses it.
+    With ``dp`` set, ``fit`` trains with DP-SGD (sample-level privacy at the site) on the GroupNorm variant of the
+    CNN, which has no BatchNorm statistics (``batchnorm_slots`` is empty and recalibration does nothing).
     """
 
-    def __init__(self, image_size: int, config: ModelConfig) -> None:
+    def __init__(self, image_size: int, config: ModelConfig, dp: DpSgdSettings | None = None) -> None:
         import keras
 
         self.image_size = image_size
         self.config = config
-        self.model = compiled_cnn(image_size, config.optimizer, config.learning_rate, config.augmentation)
+        self.normalization: Normalization = "groupnorm" if dp else "batchnorm"
+        self.model = compiled_cnn(
+            image_size, config.optimizer, config.learning_rate, config.augmentation, self.normalization
+        )
         self.model.optimizer.build(self.model.trainable_variables)
+        self._dp_step = DpSgdStep(self.model, dp) if dp else None
         self._fresh_optimizer = [v.numpy() for v in self.model.optimizer.variables]
         #: the seed generators of the layers that draw random numbers while training (dropout, augmentation)
         self._generators = [
@@ -67,7 +77,10 @@ class KerasTrainer:
         weights, state = self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
         batch = self.config.batch_size
         zeros = np.zeros((batch, self.image_size, self.image_size, 1), np.float32)
-        self.model.fit(zeros, np.zeros(batch), batch_size=batch, verbose=0, class_weight=class_weight)
+        if self._dp_step:
+            self._dp_step.run(zeros, np.zeros(batch), np.ones(batch), batch, np.random.default_rng(0))
+        else:
+            self.model.fit(zeros, np.zeros(batch), batch_size=batch, verbose=0, class_weight=class_weight)
         self.model.predict(zeros, batch_size=PREDICT_BATCH, verbose=0)
         self.model.set_weights(weights)
         for variable, value in zip(self.model.optimizer.variables, state, strict=True):
@@ -80,7 +93,7 @@ class KerasTrainer:
         import keras
 
         keras.utils.set_random_seed(seed)
-        weights: Weights = build_cnn(self.image_size).get_weights()
+        weights: Weights = build_cnn(self.image_size, normalization=self.normalization).get_weights()
         return weights
 
     def fit(
@@ -95,7 +108,8 @@ class KerasTrainer:
     ) -> FitResult:
         """Local training from ``weights``; the optimizer starts fresh unless a state is passed in.
 
-        ``class_weight`` scales each class's loss (see ``aggregate.balanced_class_weight``).
+        ``class_weight`` scales each class's loss (see ``aggregate.balanced_class_weight``). Loss and accuracy
+        are the last epoch's, measured as the training steps computed them (dropout and augmentation on).
         """
         started = time.perf_counter()
         rng = self._seed(seed)
@@ -104,6 +118,25 @@ class KerasTrainer:
             self.model.optimizer.variables, optimizer_state or self._fresh_optimizer, strict=True
         ):
             variable.assign(value)
+        dp_steps = 0
+        if self._dp_step:
+            loss, accuracy, dp_steps = self._fit_dp(self._dp_step, data, epochs, rng, class_weight)
+        else:
+            loss, accuracy = self._fit_plain(data, epochs, rng, class_weight)
+        if self.config.batchnorm != "keras":
+            recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
+        return FitResult(
+            weights=self.model.get_weights(),
+            optimizer_state=[v.numpy() for v in self.model.optimizer.variables],
+            loss=loss,
+            accuracy=accuracy,
+            seconds=time.perf_counter() - started,
+            dp_steps=dp_steps,
+        )
+
+    def _fit_plain(
+        self, data: Dataset, epochs: int, rng: np.random.Generator, class_weight: dict[int, float] | None
+    ) -> tuple[float, float]:
         for _ in range(epochs):
             order = rng.permutation(len(data))
             history = self.model.fit(
@@ -114,15 +147,34 @@ class KerasTrainer:
                 verbose=0,
                 class_weight=class_weight,
             )
-        if self.config.batchnorm != "keras":
-            recalibrate_batchnorm(self.model, self._calibration_images(data, seed))
-        return FitResult(
-            weights=self.model.get_weights(),
-            optimizer_state=[v.numpy() for v in self.model.optimizer.variables],
-            loss=float(history.history["loss"][-1]),
-            accuracy=float(history.history["accuracy"][-1]),
-            seconds=time.perf_counter() - started,
-        )
+        return float(history.history["loss"][-1]), float(history.history["accuracy"][-1])
+
+    def _fit_dp(
+        self,
+        step: DpSgdStep,
+        data: Dataset,
+        epochs: int,
+        rng: np.random.Generator,
+        class_weight: dict[int, float] | None,
+    ) -> tuple[float, float, int]:
+        """DP-SGD epochs of ``steps_per_epoch`` Poisson batches; (loss, accuracy) of the last epoch's examples, steps.
+
+        Each example's loss is scaled by its class weight before its gradient is clipped, so the weight changes the
+        direction of the update but never lets one example count for more than ``clip_norm``.
+        """
+        n, batch = len(data), self.config.batch_size
+        rate = sampling_rate(batch, n)
+        weight_of = class_weight or {0: 1.0, 1: 1.0}
+        loss_weights = np.where(data.labels > 0.5, weight_of[1], weight_of[0]).astype(np.float32)
+        steps = steps_per_epoch(n, batch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for _ in range(epochs):
+            loss_sum, correct, seen = 0.0, 0, 0
+            for _ in range(steps):
+                pick = poisson_batch(n, rate, rng)
+                stats = step.run(data.images[pick], data.labels[pick], loss_weights[pick], rate * n, rng)
+                loss_sum, correct, seen = loss_sum + stats.loss_sum, correct + stats.correct, seen + stats.examples
+        return loss_sum / max(seen, 1), correct / max(seen, 1), epochs * steps
 
     def _seed(self, seed: int) -> np.random.Generator:
         """Seed dropout masks and augmentation (each layer's own SeedGenerator); return the shuffling generator.
