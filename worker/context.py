@@ -16,6 +16,8 @@ from app.settings import get_settings
 from worker.engine.client import KerasTrainer
 from worker.engine.data import Roots
 from worker.engine.experiment import ClientData, Federation, prepare
+from worker.engine.privacy.dpsgd import DpSgdSettings
+from worker.engine.protection import dp_sgd_settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ def _prepared(config_json: str, roots: Roots) -> Federation:
 
 
 @lru_cache(maxsize=4)
-def _trainer(image_size: int, model_json: str) -> KerasTrainer:
-    return KerasTrainer(image_size, ModelConfig.model_validate_json(model_json))
+def _trainer(image_size: int, model_json: str, dp: DpSgdSettings | None) -> KerasTrainer:
+    return KerasTrainer(image_size, ModelConfig.model_validate_json(model_json), dp=dp)
 
 
 def config_of(run_id: uuid.UUID) -> RunConfig:
@@ -77,4 +79,6 @@ def context_for(cfg: RunConfig, *, roots: Roots) -> RunContext:
     """``roots``: the folders the data may be read from (the service's data roots); None reads anything."""
     config_json = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     model_json = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
-    return RunContext(cfg, _prepared(config_json, roots), _trainer(cfg.data.image_size, model_json))
+    return RunContext(
+        cfg, _prepared(config_json, roots), _trainer(cfg.data.image_size, model_json, dp_sgd_settings(cfg))
+    )

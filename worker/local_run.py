@@ -17,7 +17,7 @@ from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
 from worker.engine.gallery import write_gallery
 from worker.engine.loop import BudgetSpent, run_centralized, run_federated
-from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
+from worker.engine.protection import RunPrivacy, dp_sgd_settings, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.report import Record, phase_summary, round_record, time_reduction
 
@@ -115,7 +115,7 @@ def run_local(
     federation = prepare(cfg)
     for line in federation.report_lines():
         notice(line)
-    trainer = KerasTrainer(cfg.data.image_size, cfg.model)
+    trainer = KerasTrainer(cfg.data.image_size, cfg.model, dp=dp_sgd_settings(cfg))
     trainer.warm_up(federation.class_weight(cfg))
     # One-off costs (data, model, tracing), paid once in this process and shared by both phases; a standalone
     # run of either would pay them too, so both report them, outside their rounds' times.

@@ -135,6 +135,14 @@ class Heartbeat(_Message):
     busy_with: uuid.UUID | None = Field(None, description="the task being worked on, if any")
 
 
+class DpSgd(_Message):
+    """Sample-level differential privacy: the site trains with DP-SGD (Abadi et al., 2016) at these settings."""
+
+    noise_multiplier: float = Field(gt=0, le=100)
+    clip_norm: float = Field(gt=0, le=1000)
+    delta: float = Field(gt=0, lt=0.01)
+
+
 class TaskSettings(_Message):
     """What a site needs to run a task; never a server path or another site's data."""
 
@@ -143,6 +151,7 @@ class TaskSettings(_Message):
     local_epochs: int
     seed: int
     class_weight: dict[int, float] | None = None
+    dp_sgd: DpSgd | None = None
 
 
 class SiteTask(_Message):

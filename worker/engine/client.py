@@ -45,7 +45,9 @@ class KerasTrainer:
 
         self.image_size = image_size
         self.config = config
-        self.normalization: Normalization = "groupnorm" if dp else "batchnorm"
+        self.normalization: Normalization = config.normalization
+        if dp and self.normalization != "groupnorm":
+            raise ValueError("DP-SGD needs per-example gradients, which BatchNorm mixes: use normalization groupnorm")
         self.model = compiled_cnn(
             image_size, config.optimizer, config.learning_rate, config.augmentation, self.normalization
         )

@@ -48,6 +48,8 @@ def client_update(
     fit_seed = derive_seed(seed, CLIENT_FIT, rnd, int(client.client_id))
     fit = trainer.fit(weights, client.train, epochs=local_epochs, seed=fit_seed, class_weight=class_weight)
     metrics = {"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds}
+    if fit.dp_steps:
+        metrics["dp.steps"] = fit.dp_steps
     if len(client.test):
         loss, accuracy = loss_and_accuracy(client.test.labels, trainer.predict(fit.weights, client.test.images))
         metrics |= {"test.loss": loss, "test.accuracy": accuracy}

@@ -15,6 +15,7 @@ from app.run_config import DpConfig, RunConfig
 from worker.engine.loop import PoolMoments, pool_in_clear
 from worker.engine.privacy.accounting import PrivacyAccountant
 from worker.engine.privacy.dpfedavg import AdaptiveClipping, ClientLevelDP, clip, with_distributed_noise
+from worker.engine.privacy.dpsgd import DpSgdSettings, sampling_rate, steps_per_epoch
 from worker.engine.privacy.masking import SecAggParams, flatten, unflatten
 from worker.engine.privacy.secagg import secure_mean
 from worker.engine.strategy import Aggregate, Strategy, strategy_for
@@ -153,6 +154,12 @@ def strategy_with_privacy(cfg: RunConfig, sites: int) -> Strategy:
     return ClientDpFedAvg(ClientLevelDP(dp.clip_norm, dp.noise_multiplier, adaptive))
 
 
+def dp_sgd_settings(cfg: RunConfig) -> DpSgdSettings | None:
+    """The DP-SGD each site trains with at sample-level DP, else None (plain training)."""
+    dp = cfg.privacy.dp
+    return DpSgdSettings(dp.noise_multiplier, dp.clip_norm) if dp and dp.level == "sample" else None
+
+
 def moments_pooling(strategy: Strategy) -> PoolMoments:
     """How the round's BatchNorm statistics are pooled: through the secure sum when updates are, else in clear."""
     return strategy.pool_moments if isinstance(strategy, SecureFedAvg) else pool_in_clear
@@ -163,7 +170,7 @@ class RunPrivacy:
 
     Client level: one accountant; every round in which a site sent an update counts, at sampling rate 1 (the
     server does not sample sites at random, so no amplification is claimed). Sample level: one accountant per
-    site, at q = batch / examples with ceil(epochs x examples / batch) DP-SGD steps a round, counting only the
+    site, at q = batch / examples with epochs x ceil(examples / batch) DP-SGD steps a round, counting only the
     rounds in which that site trained; the run's epsilon is the largest site's.
     """
 
@@ -183,8 +190,8 @@ class RunPrivacy:
         if dp.level == "client":
             return cls(dp, {"": PrivacyAccountant.client_level(dp.noise_multiplier)}, strategy)
         batch, epochs = cfg.model.batch_size, cfg.federation.local_epochs
-        accountants = {
-            cid: PrivacyAccountant.sample_level(dp.noise_multiplier, examples=n, batch_size=batch, local_epochs=epochs)
+        accountants = {  # the steps KerasTrainer's DP-SGD takes: ceil(n / batch) Poisson batches per epoch
+            cid: PrivacyAccountant(dp.noise_multiplier, sampling_rate(batch, n), epochs * steps_per_epoch(n, batch))
             for cid, n in samples.items()
         }
         return cls(dp, accountants, strategy)

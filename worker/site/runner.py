@@ -11,10 +11,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app.run_config import DataConfig, FederationConfig, ModelConfig
-from app.sites.protocol import SiteTask, TaskResult, TaskSettings
+from app.sites.protocol import DpSgd, SiteTask, TaskResult, TaskSettings
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.client import KerasTrainer
 from worker.engine.executor import client_evaluation, client_statistics, client_update
+from worker.engine.privacy.dpsgd import DpSgdSettings
 from worker.engine.types import Weights
 from worker.site.datasets import SiteData, TaskRefused
 from worker.site.identity import SiteError
@@ -89,14 +90,15 @@ class TaskRunner:
 
     def __init__(self, data: SiteData) -> None:
         self.data = data
-        self._trainers: dict[tuple[int, str], KerasTrainer] = {}
+        self._trainers: dict[tuple[int, str, str], KerasTrainer] = {}
 
-    def trainer(self, image_size: int, model: ModelConfig) -> KerasTrainer:
-        key = (image_size, model.model_dump_json())
+    def trainer(self, image_size: int, model: ModelConfig, dp: DpSgd | None = None) -> KerasTrainer:
+        key = (image_size, model.model_dump_json(), dp.model_dump_json() if dp else "")
         if key not in self._trainers:
             if len(self._trainers) >= MAX_TRAINERS:
                 self._trainers.pop(next(iter(self._trainers)))
-            self._trainers[key] = KerasTrainer(image_size, model)
+            settings = DpSgdSettings(dp.noise_multiplier, dp.clip_norm) if dp else None
+            self._trainers[key] = KerasTrainer(image_size, model, dp=settings)
         return self._trainers[key]
 
     def run(self, task: SiteTask, weights: Weights) -> tuple[Weights | None, TaskResult]:
@@ -104,7 +106,7 @@ class TaskRunner:
         if not task.client_id.isdigit():
             raise TaskRefused("the task's client_id must be a number (it seeds local training)")
         settings = task.settings
-        trainer = self.trainer(settings.image_size, _checked(settings))
+        trainer = self.trainer(settings.image_size, _checked(settings), settings.dp_sgd)
         client = self.data.client_data(task.dataset, settings.image_size, task.client_id)
         startup = trainer.warm_up(settings.class_weight)
         if task.kind == "evaluate":
