@@ -13,6 +13,7 @@ from tests.e2e.conftest import tiny_config
 from tests.e2e.stack import Stack, wait_for
 from worker.engine.checkpoint import load_checkpoint
 from worker.engine.digest import weights_sha256
+from worker.engine.privacy.accounting import PrivacyAccountant
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +148,26 @@ def test_final_gallery_is_written_and_a_kept_round_is_explained_on_request(stack
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert requested.status_code == 202
     assert (second["status"], second["round"], second["rounds"]) == ("ready", 2, [2, 3]), second["error"]
+
+
+def test_a_private_run_trains_through_celery_and_stops_at_its_epsilon_target(stack: Stack) -> None:
+    """DP-SGD in the training workers, the secure sum in the orchestrator, and the budget's stop as a note."""
+    smallest = PrivacyAccountant(1.0, 32 / 65, 3)  # the smallest client (65 examples) has the largest epsilon
+    config = tiny_config(rounds=4)
+    config["model"] |= {"batch_size": 32}
+    target = smallest.epsilon(2) * 1.001
+    config["privacy"] = {
+        "secure_aggregation": {"threshold": 2},
+        "dp": {"level": "sample", "noise_multiplier": 1.0, "target_epsilon": target},
+    }
+    run_id = stack.launch(config)["federated"]["id"]
+    run = stack.wait_status(run_id, {"succeeded", "failed"})
+    assert run["status"] == "succeeded", run["error"]
+    rounds = stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert len(rounds) == 2 and run["note"].startswith("stopped before round 3: it would take site")
+    assert min(c["samples"] for c in rounds[0]["clients"]) == 65
+    for r in rounds:
+        for c in r["clients"]:
+            accountant = PrivacyAccountant(1.0, 32 / c["samples"], -(-c["samples"] // 32))
+            assert r["privacy"]["sites"][c["id"]] == pytest.approx(accountant.epsilon(r["number"]))
+    assert rounds[-1]["privacy"]["epsilon"] <= target

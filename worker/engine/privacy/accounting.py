@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 
 import dp_accounting
 import numpy as np
 from dp_accounting import rdp
+
+#: dp-accounting warns, on every call at small noise, that it leaves out orders whose series does not converge;
+#: leaving orders out can only raise epsilon, so the warnings are safe to silence (they flooded worker logs)
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 DEFAULT_DELTA = 1e-5
 NOISE_TOLERANCE = 1e-4  # noise_for_epsilon stops within this of the smallest sufficient noise multiplier
