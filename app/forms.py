@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from app.run_config import DataSource, RunConfig, SizesPartition, paths_outside_roots
+from app.run_config import DataSource, DpConfig, RunConfig, SecureAggregationConfig, SizesPartition, paths_outside_roots
 from app.sites.choices import picked_sites, site_error_key, site_values
 
 # The form's presets are the example configs that `fedlens run` takes, so the two cannot disagree. They live in
@@ -48,7 +48,13 @@ NUMBER_FIELDS = {
     "data.train.positive_fraction",
     "federation.round_timeout_s",
     "federation.min_sites",
+    "privacy.secure_aggregation.threshold",
+    "privacy.dp.noise_multiplier",
+    "privacy.dp.clip_norm",
+    "privacy.dp.delta",
+    "privacy.dp.target_epsilon",
 }
+DP_FIELDS = ("noise_multiplier", "clip_norm", "delta", "target_epsilon")
 
 
 class FormError(ValueError):
@@ -125,7 +131,33 @@ def form_values(cfg: RunConfig) -> dict[str, str]:
         "centralized.enabled": "on" if cfg.centralized.enabled else "",
         "centralized.epochs": str(cfg.centralized.epochs or ""),
     }
-    return values | site_values(cfg)
+    return values | site_values(cfg) | _privacy_values(cfg)
+
+
+def _privacy_values(cfg: RunConfig) -> dict[str, str]:
+    """The privacy fields; a section that is off shows its defaults, ready to switch on."""
+    secure = cfg.privacy.secure_aggregation
+    dp = cfg.privacy.dp
+    dp_fields = (dp or DpConfig(level="sample")).model_dump()
+    return {
+        "privacy.secure_aggregation": "on" if secure else "off",
+        "privacy.secure_aggregation.threshold": str((secure or SecureAggregationConfig()).threshold),
+        "privacy.dp.level": dp.level if dp else "off",
+        **{f"privacy.dp.{k}": "" if dp_fields[k] is None else str(dp_fields[k]) for k in DP_FIELDS},
+        "privacy.dp.adaptive_clipping": "on" if dp and dp.adaptive_clipping else "",
+    }
+
+
+def _privacy(form: Mapping[str, str], get: Callable[[str], Any]) -> dict[str, Any]:
+    """The privacy section: the sections switched on, with their fields (empty ones fall back to the defaults)."""
+    privacy: dict[str, Any] = {}
+    if form.get("privacy.secure_aggregation") == "on":
+        privacy["secure_aggregation"] = {"threshold": get("privacy.secure_aggregation.threshold")}
+    level = get("privacy.dp.level")
+    if level not in ("", "off"):
+        privacy["dp"] = {"level": level, **{k: get(f"privacy.dp.{k}") for k in DP_FIELDS}}
+        privacy["dp"]["adaptive_clipping"] = form.get("privacy.dp.adaptive_clipping") == "on"
+    return privacy
 
 
 def _number(text: str) -> int | float | str:
@@ -238,6 +270,7 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
             "enabled": form.get("centralized.enabled") == "on",
             "epochs": get("centralized.epochs") or None,
         },
+        "privacy": _privacy(form, get),
     }
     if over_sites:  # the sites hold the data: nothing to partition, no pooled baseline
         del data["train"], raw["federation"]["clients"], raw["federation"]["partition"], raw["centralized"]

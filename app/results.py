@@ -247,6 +247,7 @@ def compare(*, session: Session, run_ids: list[uuid.UUID], viewer: User) -> list
                 centralized_run_id=central.id if central else None,
                 time_reduction=reduction,
                 time_reduction_with_startup=with_startup,
+                epsilon=final.get("privacy.epsilon"),
             )
         )
     return rows

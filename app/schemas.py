@@ -151,6 +151,7 @@ class CompareRow(BaseModel):
     time_reduction_with_startup: float | None = Field(
         None, description="the same with each side's start-up added to its time"
     )
+    epsilon: float | None = Field(None, description="with differential privacy: the epsilon after the last round")
 
 
 class Launch(BaseModel):

@@ -205,7 +205,7 @@ def experiment_page(request: Request, experiment_id: uuid.UUID, session: Session
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, dependencies=[CanReadRun])
-def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Response:
+def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> Response:
     run = runs.get_run(session=session, run_id=run_id)
     siblings = [r for r in run.experiment.runs if r.id != run.id]
     central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
@@ -224,6 +224,8 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep) -> Respon
             "approach": config["federation"]["intermittent"]["approach"],
             "client_names": panel.client_names(config),
             "site_rows": panel.site_rows(config, rounds) if over_sites else [],
+            "privacy": config.get("privacy") or {},  # experiments stored before privacy existed have none
+            "tls": settings.tls_enabled or request.url.scheme == "https",  # behind a TLS proxy, the request says so
         },
     )
 

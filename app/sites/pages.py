@@ -12,8 +12,8 @@ from app.auth.deps import Admin, Viewer
 from app.auth.schemas import NAME_PATTERN
 from app.db import SessionDep, SettingsDep
 from app.errors import DomainError
-from app.models import User
-from app.sites import registry
+from app.models import Role, User
+from app.sites import ledger, registry
 from app.sites.routes import served_by, site_read
 from app.templating import templates
 
@@ -36,6 +36,7 @@ def _page(
         "invitation": invitation,
         "fingerprint": fingerprint,
         "error": error,
+        "ledger": ledger.ledger(session=session) if user.role == Role.ADMIN else [],
     }
     return templates.TemplateResponse(request, "sites.html", context, status_code=status_code)
 

@@ -15,9 +15,9 @@ from app.db import SessionDep, SettingsDep
 from app.errors import BadRequest, Forbidden, NotFound, documented
 from app.models import Site, utcnow
 from app.settings import Settings
-from app.sites import blobs, registry, tasks
+from app.sites import blobs, ledger, registry, tasks
 from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult
-from app.sites.schemas import SiteCreate, SiteInvitation, SiteRead
+from app.sites.schemas import LedgerEntry, SiteCreate, SiteInvitation, SiteRead
 from app.sites.signed import SignedSite, authenticate_site, precheck_site
 from app.tls.certs import served_fingerprint
 
@@ -55,6 +55,12 @@ def _invitation(invitation: registry.Invitation, fingerprint: str | None) -> Sit
 def list_sites(_user: Viewer, session: SessionDep) -> list[SiteRead]:
     """Every site: online or not, last heartbeat, agent version, hardware, datasets with their class counts."""
     return [site_read(s) for s in registry.list_sites(session=session)]
+
+
+@admin.get("/ledger", responses=documented())
+def privacy_ledger(_admin: Admin, session: SessionDep) -> list[LedgerEntry]:
+    """Each site's differential-privacy spend per dataset over all runs, for deciding whether it may join another."""
+    return ledger.ledger(session=session)
 
 
 @admin.post("", status_code=status.HTTP_201_CREATED, responses=documented(400, 409))

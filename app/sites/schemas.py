@@ -39,3 +39,22 @@ class SiteRead(BaseModel):
     hardware: dict[str, Any] | None
     datasets: list[dict[str, Any]] = Field(description="counts per split and class, sizes, fingerprint; no images")
     busy_with: uuid.UUID | None
+
+
+class LedgerRun(BaseModel):
+    run_id: uuid.UUID
+    experiment: str = Field(description="the experiment's name when the run spent it")
+    level: str = Field(description="sample or client")
+    epsilon: float = Field(description="this run's epsilon on the dataset so far")
+    delta: float
+    rounds: int
+    updated_at: datetime
+
+
+class LedgerEntry(BaseModel):
+    site: str
+    dataset: str
+    epsilon_spent: float = Field(description="the sum over runs (basic composition)")
+    delta_spent: float = Field(description="the sum of the runs' deltas")
+    updated_at: datetime = Field(description="the latest run's last round")
+    runs: list[LedgerRun] = Field(description="newest first")

@@ -17,6 +17,8 @@
   const clientLabel = (id) => siteNames[id] || `client ${id}`;
   const overSites = Object.keys(siteNames).length > 0;
   const states = overSites ? [...FL.states, ...FL.siteStates] : FL.states;
+  const dpLevel = root.dataset.dpLevel;
+  const targetEpsilon = root.dataset.targetEpsilon === "" ? null : Number(root.dataset.targetEpsilon);
 
   function clientIds() {
     const ids = new Set();
@@ -121,6 +123,23 @@
     ], layout("Traffic per round", "round", "megabytes"));
   }
 
+  // The epsilon spent up to each round against the target; at sample level each site has its own (its data and
+  // its sampling rate), and the run's epsilon is the largest of them.
+  function epsilonChart() {
+    const dp = state.rounds.filter((r) => r.privacy);
+    const xs = dp.map((r) => r.number);
+    const traces = [{ x: xs, y: dp.map((r) => r.privacy.epsilon), mode: "lines+markers", name: dpLevel === "sample" ? "run (largest of the sites)" : "run", line: { color: "#333" } }];
+    if (dpLevel === "sample") {
+      const ids = [...new Set(dp.flatMap((r) => Object.keys(r.privacy.sites)))].sort((a, b) => a.length - b.length || a.localeCompare(b));
+      ids.forEach((id, i) => traces.push({ x: xs, y: dp.map((r) => r.privacy.sites[id] ?? null), mode: "lines+markers", name: clientLabel(id), line: { color: FL.palette[i % 10], dash: "dot" }, marker: { size: 5 } }));
+    }
+    if (targetEpsilon !== null && xs.length) {
+      traces.push({ x: [Math.min(...xs, 1), Math.max(...xs, total)], y: [targetEpsilon, targetEpsilon], mode: "lines", name: `target ${targetEpsilon}`, line: { color: FL.palette[1], dash: "dash" }, hoverinfo: "skip" });
+    }
+    const delta = dp.length ? ` at delta ${dp[dp.length - 1].privacy.delta}` : "";
+    FL.plot("chart-epsilon", traces, layout(`Epsilon spent up to each round (${dpLevel} level${delta})`, unit, "epsilon"));
+  }
+
   // The latest round's curve, the picked round's and the baseline's; a call that a newer one overtook draws nothing.
   async function rocChart() {
     const call = ++state.rocCalls;
@@ -220,6 +239,8 @@
     document.getElementById("model-link").hidden = !run.has_model;
     document.getElementById("error").hidden = !run.error;
     document.getElementById("error-text").textContent = run.error || "";
+    document.getElementById("note").hidden = !run.note;
+    document.getElementById("note-text").textContent = run.note || "";
     progress();
   }
 
@@ -227,6 +248,7 @@
     globalCharts();
     if (federated) { clientCharts(); timelineChart(); } else fitCharts();
     timingCharts(); clientTable(); clinicalTable(); progress();
+    if (dpLevel) epsilonChart();
     rocChart().catch((e) => console.warn("ROC:", e.message));
   }
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.models import Experiment, Run, RunKind, RunStatus
 from app.run_config import RunConfig
-from worker.engine.types import ClientRound, ClientStatus, EvalMetrics, RocCurve, RoundResult
+from worker.engine.types import ClientRound, ClientStatus, EvalMetrics, RocCurve, RoundPrivacy, RoundResult
 
 
 def add_experiment(
@@ -21,11 +23,13 @@ def add_experiment(
     rounds: int = 3,
     events: Sequence[dict[str, int]] = (),
     created_at: datetime | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> Experiment:
     """``created_at`` defaults to now; tests that depend on an order set it, since a clock may not tell two apart.
-    ``events`` is the join/leave schedule, as in the config (``{"client": 3, "joins": 2}``)."""
+    ``events`` is the join/leave schedule, as in the config (``{"client": 3, "joins": 2}``); ``privacy`` the
+    config's privacy section."""
     federation = {"clients": clients, "rounds": rounds, "intermittent": {"events": list(events)}}
-    config = RunConfig.model_validate({"name": name, "federation": federation})
+    config = RunConfig.model_validate({"name": name, "federation": federation, "privacy": privacy or {}})
     experiment = Experiment(name=name, config=config.model_dump(mode="json"))
     if created_at is not None:
         experiment.created_at = created_at
@@ -93,6 +97,12 @@ def round_result(
         bytes_sent=1000 * number,
         bytes_received=2000 * number,
     )
+
+
+def dp_round(number: int, epsilon: float, per_client: Mapping[str, float] | None = None, **kw: Any) -> RoundResult:
+    """A round of a differentially private run: its epsilon so far at delta 1e-5, and each site's at sample level."""
+    privacy = RoundPrivacy(epsilon, 1e-5, noise_multiplier=1.1, clip_norm=1.0, per_client=per_client or {})
+    return dataclasses.replace(round_result(number, **kw), privacy=privacy)
 
 
 def trained(client_id: str, *, samples: int = 50, loss: float = 0.4) -> ClientRound:

@@ -39,7 +39,7 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 48 config fields (no site registered) as a browser submits them for each preset, written
+# The new-experiment form's 56 config fields (no site registered) as a browser submits them for each preset, written
 # out by hand from the example files in examples/ that the presets are.
 QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
     "name": "quickstart-synthetic",
@@ -90,6 +90,14 @@ QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
     "federation.intermittent.availability": "1.0",
     "centralized.enabled": "on",
     "centralized.epochs": "5",
+    "privacy.secure_aggregation": "off",
+    "privacy.secure_aggregation.threshold": "2",
+    "privacy.dp.level": "off",
+    "privacy.dp.noise_multiplier": "1.0",
+    "privacy.dp.clip_norm": "1.0",
+    "privacy.dp.delta": "1e-05",
+    "privacy.dp.target_epsilon": "",
+    "privacy.dp.adaptive_clipping": "",
 }
 _KERMANY_FORM = QUICKSTART_FORM | {  # the study's files: the Kermany folders at 150 px, 10 rounds and epochs
     "data.train.format": "image-folder",

@@ -94,6 +94,7 @@ RULES = {
     "POST /sites": "admin",
     "POST /sites/{site_id}/{action}": "admin",
     "POST /api/sites": "admin",
+    "GET /api/sites/ledger": "admin",
     "POST /api/sites/{site_id}/rotate": "admin",
     "POST /api/sites/{site_id}/disable": "admin",
     "POST /api/sites/{site_id}/enable": "admin",

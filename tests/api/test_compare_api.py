@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import Run, RunKind
-from tests.api.factories import add_experiment, add_run, metrics, new_id, round_result
+from tests.api.factories import add_experiment, add_run, dp_round, metrics, new_id, round_result
 from worker.store import save_round
 
 
@@ -120,12 +120,13 @@ def test_compare_csv_is_table_3_with_one_row_per_run(client: TestClient, study: 
     assert header == (
         "run_id,experiment,kind,status,clients,loss,accuracy,sensitivity,specificity,threshold,auc,auc_ci_low,"
         "auc_ci_high,n_negative,n_positive,rounds,execution_time_s,parallel_time_s,startup_s,time_reduction,"
-        "time_reduction_with_startup"
+        "time_reduction_with_startup,epsilon"
     )
     # the factories' metrics: sensitivity 0.7, specificity 0.6, threshold 0.5, no interval or class counts
-    base = f"{federated.id},table3,federated,succeeded,3,0.3,0.85,0.7,0.6,0.5,0.93,,,,,2,22.0,16.5,0.0,0.75,0.75"
+    base = f"{federated.id},table3,federated,succeeded,3,0.3,0.85,0.7,0.6,0.5,0.93,,,,,2,22.0,16.5,0.0,0.75,0.75,"
     assert fed == base
-    assert central_row == f"{central.id},table3,centralized,succeeded,,0.25,0.88,0.7,0.6,0.5,0.95,,,,,3,66.0,66.0,0.0,,"
+    central_base = f"{central.id},table3,centralized,succeeded,,0.25,0.88,0.7,0.6,0.5,0.95,,,,,3,66.0,66.0,0.0,,,"
+    assert central_row == central_base
 
 
 def test_time_reduction_with_start_up_adds_each_sides_start_up(
@@ -140,3 +141,18 @@ def test_time_reduction_with_start_up_adds_each_sides_start_up(
     assert (fed_row["startup_s"], fed_row["time_reduction"]) == (3.0, 0.75)
     # (66 + 6 - (16.5 + 3)) / (66 + 6)
     assert fed_row["time_reduction_with_startup"] == pytest.approx(52.5 / 72)
+
+
+def test_compare_gives_a_dp_runs_final_epsilon_and_none_without_dp(
+    client: TestClient, session: Session, study: tuple[Run, Run]
+) -> None:
+    federated, _central = study
+    private = add_run(session, add_experiment(session, name="dp", privacy={"dp": {"level": "client"}}))
+    for number, epsilon in ((1, 2.5), (2, 3.75)):
+        save_round(session, private.id, dp_round(number, epsilon), "ckpt")
+
+    rows = client.get("/api/compare", params={"runs": f"{private.id},{federated.id}"}).json()
+    csv_rows = client.get("/api/compare.csv", params={"runs": f"{private.id},{federated.id}"}).text.splitlines()
+
+    assert [row["epsilon"] for row in rows] == [3.75, None]
+    assert csv_rows[1].endswith(",3.75") and csv_rows[2].endswith(",")

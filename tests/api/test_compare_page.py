@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import Run, RunKind
-from tests.api.factories import add_experiment, add_run, metrics, round_result
+from tests.api.factories import add_experiment, add_run, dp_round, metrics, round_result
 from tests.api.pages import NO_VALUE
 from tests.api.pagetree import page
 from worker.store import save_round
@@ -89,6 +89,23 @@ def test_compare_page_renders_table_3_with_the_best_cells_marked(client: TestCli
     assert best == [[2, 4, 6, 7], [1]]  # accuracy, AUC, both times; loss
     assert root.by_id("compare-charts").attrs["data-runs"] == f"{federated.id},{central.id}"
     assert "checked" in root.by_id(f"pick-{federated.id}").attrs
+
+
+def test_compare_page_adds_epsilon_and_the_privacy_frontier_only_with_a_dp_run(
+    client: TestClient, session: Session, table3: tuple[Run, Run]
+) -> None:
+    federated, _central = table3
+    private = add_run(session, add_experiment(session, name="dp", privacy={"dp": {"level": "client"}}))
+    save_round(session, private.id, dp_round(1, 2.5), "ckpt/1")
+
+    plain = page(client.get("/compare", params={"runs": str(federated.id)}))
+    mixed = page(client.get("/compare", params={"runs": f"{private.id},{federated.id}"}))
+
+    assert "Epsilon" not in plain.by_id("compare-table").find("thead").text and not plain.has_id("cmp-frontier")
+    private_row, plain_row = mixed.by_id("compare-table").find("tbody").find_all("tr")
+    assert (private_row.attrs["data-epsilon"], plain_row.attrs["data-epsilon"]) == ("2.5", "")
+    assert (private_row.find_all("td")[-1].text, plain_row.find_all("td")[-1].text) == ("2.50", "no DP")
+    assert mixed.has_id("cmp-frontier")
 
 
 def test_compare_page_ignores_run_ids_that_are_not_uuids(client: TestClient, table3: tuple[Run, Run]) -> None:

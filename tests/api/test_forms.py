@@ -46,6 +46,15 @@ ROUND_TRIPS = {
         }
     },
     "centralized disabled": {"centralized": {"enabled": False}},
+    "secure aggregation and client-level dp": {
+        "federation": {"clients": 4},
+        "privacy": {
+            "secure_aggregation": {"threshold": 3},
+            "dp": {"level": "client", "noise_multiplier": 5, "clip_norm": 0.5, "delta": 1e-6, "target_epsilon": 4},
+        },
+    },
+    "sample-level dp without a target": {"privacy": {"dp": {"level": "sample", "noise_multiplier": 1.1}}},
+    "adaptive clipping": {"privacy": {"dp": {"level": "client", "adaptive_clipping": True}}},
     "centralized epochs and model settings": {
         "seed": 7,
         "model": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 16, "batchnorm": "keras"},
@@ -255,3 +264,14 @@ def test_a_source_without_its_path_is_an_error_on_that_source() -> None:
     _cfg, _raw, errors = forms.validate_form(form)
 
     assert errors == {"data.train.path": "format 'npz' needs a path (a folder or an .npz file)"}
+
+
+def test_privacy_switched_off_ignores_its_fields_and_a_bad_threshold_is_shown_at_its_field() -> None:
+    off = QUICKSTART_FORM | {"privacy.secure_aggregation.threshold": "9", "privacy.dp.noise_multiplier": "5"}
+    too_high = QUICKSTART_FORM | {"privacy.secure_aggregation": "on", "privacy.secure_aggregation.threshold": "4"}
+
+    cfg, _raw, errors = forms.validate_form(off)
+    _none, _raw, too_high_errors = forms.validate_form(too_high)
+
+    assert errors == {} and cfg is not None and cfg.privacy.model_dump() == {"secure_aggregation": None, "dp": None}
+    assert "more than the 3 clients" in too_high_errors["privacy.secure_aggregation.threshold"]

@@ -90,3 +90,11 @@ def test_a_simulated_run_has_no_site_panel_and_no_site_names(client: TestClient,
     assert not root.has_id("site-panel")
     assert root.by_id("run").attrs["data-client-names"] == "{}"
     assert root.by_id("run-summary").text.startswith("3 clients · synthetic data at")
+
+
+def test_a_run_over_sites_says_its_updates_are_signed(client: TestClient, session: Session) -> None:
+    run = _run_over_sites(session)
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    assert "signed with the site's Ed25519 key" in root.by_id("privacy-signed").text

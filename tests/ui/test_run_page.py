@@ -247,3 +247,27 @@ def test_the_clinical_table_shows_each_rounds_metrics_at_its_threshold_and_the_c
     tab.page.locator("#clinical").scroll_into_view_if_needed()
     tab.shot("run-clinical")
     assert tab.problems == []
+
+
+def test_a_dp_run_draws_its_epsilon_per_round_against_the_target(server: str, browser: Any, api: ServiceApi) -> None:
+    """Sample-level DP: one epsilon trace for the run, one per site, and the target as a line."""
+    config = tiny_config(rounds=2) | {
+        "privacy": {"dp": {"level": "sample", "noise_multiplier": 1.1, "target_epsilon": 500}}
+    }
+    run_id = api.launch(config)["federated"]["id"]
+    tab = Page(browser, server)
+    tab.goto(f"/runs/{run_id}")
+
+    tab.page.wait_for_selector("#status .status-succeeded", timeout=240_000)
+    tab.page.wait_for_function("() => (document.getElementById('chart-epsilon').data || [{x: []}])[0].x.length >= 2")
+
+    assert tab.trace_names("chart-epsilon") == [
+        "run (largest of the sites)",
+        "client 1",
+        "client 2",
+        "client 3",
+        "target 500",
+    ]
+    assert tab.chart_points("chart-epsilon") == 2
+    assert "sample level" in tab.page.inner_text("#privacy-dp")
+    tab.shot("run-epsilon")
