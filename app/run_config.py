@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from app.limits.bounds import Text
+
 
 def _not_a_flag(value: object) -> object:
     """true/false is not a number; text stays accepted, since YAML reads 1e-3 (no dot) as text."""
@@ -46,7 +48,7 @@ def _invalid(model: str, loc: tuple[str | int, ...], message: str, given: object
 
 
 _CSV_ONLY = ("image_column", "label_column", "positive", "negative", "split_column")
-_Label = Annotated[str, Field(min_length=1, max_length=100)]
+_Label = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class DataSource(_Strict):
@@ -64,8 +66,8 @@ class DataSource(_Strict):
     )
     samples: StrictInt = Field(600, ge=20, le=100_000, description="synthetic only: number of images")
     positive_fraction: Number = Field(0.5, gt=0, lt=1, description="synthetic only: share of PNEUMONIA images")
-    image_column: str = Field("path", min_length=1, max_length=100, description="csv only: image path column")
-    label_column: str = Field("label", min_length=1, max_length=100, description="csv only: label column")
+    image_column: Text = Field("path", min_length=1, max_length=100, description="csv only: image path column")
+    label_column: Text = Field("label", min_length=1, max_length=100, description="csv only: label column")
     positive: list[_Label] = Field(
         ["PNEUMONIA", "1"], min_length=1, max_length=50, description="csv only: labels meaning PNEUMONIA"
     )
@@ -346,7 +348,7 @@ class PrivacyConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = Field("experiment", min_length=1, max_length=200)
+    name: Text = Field("experiment", min_length=1, max_length=200)
     seed: StrictInt = Field(42, ge=0, le=2**31 - 1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

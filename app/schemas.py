@@ -8,6 +8,7 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.limits.bounds import Text
 from app.models import RunKind, RunStatus
 from app.run_config import RunConfig
 
@@ -24,8 +25,8 @@ class Page(BaseModel, Generic[T]):
 class ExperimentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="default: config.name")
-    description: str = Field("", max_length=10_000)
+    name: Text | None = Field(None, min_length=1, max_length=200, description="default: config.name")
+    description: Text = Field("", max_length=10_000)
     shared: bool = Field(False, description="let every signed-in user see it (researchers may also launch it)")
     config: RunConfig
 

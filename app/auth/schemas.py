@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.limits.bounds import Text
 from app.models import Role
 
 #: user names: letters, digits and . _ - (they appear in the audit log and in URLs of sign-in links)
@@ -48,7 +49,7 @@ class SigninLink(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, description="what the token is for, e.g. 'nightly benchmark'")
+    name: Text = Field(min_length=1, max_length=100, description="what the token is for, e.g. 'nightly benchmark'")
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="default: the server's FEDLENS_TOKEN_DAYS")
 
 

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.limits.bounds import Text
+
 PROTOCOL_VERSION = 1
 SITE_HEADER = "X-Fedlens-Site"
 TIMESTAMP_HEADER = "X-Fedlens-Timestamp"
@@ -100,7 +102,7 @@ class _Message(BaseModel):
 class Enroll(_Message):
     token: str = Field(min_length=20, max_length=100, description="the one-time enrollment token")
     public_key: str = Field(min_length=40, max_length=60, description="raw Ed25519 public key, base64")
-    agent_version: str = Field(max_length=40)
+    agent_version: Text = Field(max_length=40)
 
 
 class Enrolled(_Message):
@@ -129,7 +131,7 @@ class DatasetSummary(_Message):
 
 
 class Heartbeat(_Message):
-    agent_version: str = Field(max_length=40)
+    agent_version: Text = Field(max_length=40)
     hardware: Hardware
     datasets: list[DatasetSummary] = Field(max_length=50)
     busy_with: uuid.UUID | None = Field(None, description="the task being worked on, if any")
@@ -174,4 +176,4 @@ class TaskResult(_Message):
     metrics: dict[str, float] = Field(default_factory=dict, max_length=100)
     validation: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists(), validation part")
     test: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists() of the test part")
-    error: str | None = Field(None, max_length=2000, description="why the site could not do the task")
+    error: Text | None = Field(None, max_length=2000, description="why the site could not do the task")

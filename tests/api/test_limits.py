@@ -123,3 +123,21 @@ def test_a_huge_config_integer_is_422(client: TestClient) -> None:
 
     assert response.status_code == 422
     assert sorted(item["field"] for item in response.json()["detail"]) == ["config.data.image_size", "config.seed"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/tokens", {"name": "nightly\x00"}, "name"),
+        ("/api/experiments", {"config": {"name": "a\x00b"}}, "config.name"),
+        ("/api/experiments", {"config": {}, "description": "\x00"}, "description"),
+    ],
+)
+def test_text_with_a_nul_character_is_a_422_not_a_database_error(
+    client: TestClient, path: str, body: dict[str, object], field: str
+) -> None:
+    """PostgreSQL's text columns refuse NUL; without the check the insert failed as a 500."""
+    response = client.post(path, json=body)
+
+    assert response.status_code == 422
+    assert [item["field"] for item in response.json()["detail"]] == [field]

@@ -132,7 +132,11 @@ def test_batchnorm_model_is_refused() -> None:
 def test_groupnorm_cnn_trains_one_dp_epoch_with_augmentation() -> None:
     from keras import layers
 
-    trainer = KerasTrainer(SIZE, ModelConfig(batch_size=16, normalization="groupnorm"), dp=DpSgdSettings(noise_multiplier=1.0, clip_norm=1.0))
+    trainer = KerasTrainer(
+        SIZE,
+        ModelConfig(batch_size=16, normalization="groupnorm"),
+        dp=DpSgdSettings(noise_multiplier=1.0, clip_norm=1.0),
+    )
     plain = compiled_cnn(SIZE, "rmsprop", 0.001)
     rng = np.random.default_rng(4)
     data = Dataset(rng.random((48, SIZE, SIZE, 1), np.float32), (rng.random(48) < 0.5).astype(np.uint8))
