@@ -24,7 +24,7 @@ from app.digest import file_sha256
 from app.models import Site, SiteTask, utcnow
 from app.run_config import RunConfig
 from app.sites import blobs, registry
-from app.sites.protocol import DpSgd, TaskResult, TaskSettings
+from app.sites.protocol import DpSettings, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.data import DataError
@@ -77,11 +77,11 @@ def class_weight(cfg: RunConfig, slots: Sequence[SiteSlot]) -> dict[int, float] 
     return balanced_class_weight([(c.get("negative", 0), c.get("positive", 0)) for c in train])
 
 
-def dp_sgd_message(cfg: RunConfig) -> DpSgd | None:
+def dp_settings(cfg: RunConfig) -> DpSettings | None:
     dp = cfg.privacy.dp
-    if dp is None or dp.level != "sample":
+    if dp is None:
         return None
-    return DpSgd(noise_multiplier=dp.noise_multiplier, clip_norm=dp.clip_norm, delta=dp.delta)
+    return DpSettings(level=dp.level, noise_multiplier=dp.noise_multiplier, clip_norm=dp.clip_norm, delta=dp.delta)
 
 
 class SiteExecutor:
@@ -106,7 +106,7 @@ class SiteExecutor:
             local_epochs=cfg.federation.local_epochs,
             seed=cfg.seed,
             class_weight=class_weight(cfg, slots),
-            dp_sgd=dp_sgd_message(cfg),
+            dp=dp_settings(cfg),
         )
         self._pooled_test: GridCounts | None = None
 

@@ -137,9 +137,11 @@ class Heartbeat(_Message):
     busy_with: uuid.UUID | None = Field(None, description="the task being worked on, if any")
 
 
-class DpSgd(_Message):
-    """Sample-level differential privacy: the site trains with DP-SGD (Abadi et al., 2016) at these settings."""
+class DpSettings(_Message):
+    """The run's differential privacy, so that the site knows what it spends: at sample level it trains with
+    DP-SGD (Abadi et al., 2016) at these settings; at client level the server clips and noises its update."""
 
+    level: Literal["sample", "client"]
     noise_multiplier: float = Field(gt=0, le=100)
     clip_norm: float = Field(gt=0, le=1000)
     delta: float = Field(gt=0, lt=0.01)
@@ -153,7 +155,7 @@ class TaskSettings(_Message):
     local_epochs: int
     seed: int
     class_weight: dict[int, float] | None = None
-    dp_sgd: DpSgd | None = None
+    dp: DpSettings | None = None
 
 
 class SiteTask(_Message):

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app.run_config import DataConfig, FederationConfig, ModelConfig
-from app.sites.protocol import DpSgd, SiteTask, TaskResult, TaskSettings
+from app.sites.protocol import DpSettings, SiteTask, TaskResult, TaskSettings
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.client import KerasTrainer
 from worker.engine.executor import client_evaluation, client_statistics, client_update
@@ -92,7 +92,10 @@ class TaskRunner:
         self.data = data
         self._trainers: dict[tuple[int, str, str], KerasTrainer] = {}
 
-    def trainer(self, image_size: int, model: ModelConfig, dp: DpSgd | None = None) -> KerasTrainer:
+    def trainer(self, image_size: int, model: ModelConfig, dp: DpSettings | None = None) -> KerasTrainer:
+        """``dp`` at sample level trains with DP-SGD; at client level the server clips and noises the update."""
+        if dp is not None and dp.level != "sample":
+            dp = None
         key = (image_size, model.model_dump_json(), dp.model_dump_json() if dp else "")
         if key not in self._trainers:
             if len(self._trainers) >= MAX_TRAINERS:
@@ -106,7 +109,7 @@ class TaskRunner:
         if not task.client_id.isdigit():
             raise TaskRefused("the task's client_id must be a number (it seeds local training)")
         settings = task.settings
-        trainer = self.trainer(settings.image_size, _checked(settings), settings.dp_sgd)
+        trainer = self.trainer(settings.image_size, _checked(settings), settings.dp)
         client = self.data.client_data(task.dataset, settings.image_size, task.client_id)
         startup = trainer.warm_up(settings.class_weight)
         if task.kind == "evaluate":
