@@ -332,6 +332,10 @@ class Site(Base):
     busy_with: Mapped[uuid.UUID | None]
 
 
+#: what a site task asks: train, BatchNorm statistics, evaluate, and the three extra steps of secure aggregation
+SITE_TASK_KINDS = ("train", "statistics", "evaluate", "advertise", "share", "unmask")
+
+
 class SiteTask(Base):
     """One piece of work for one site in one round; the site pulls it and posts its result."""
 
@@ -342,7 +346,7 @@ class SiteTask(Base):
     round: Mapped[int]
     client_id: Mapped[str] = mapped_column(String(64))
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # train | statistics | evaluate
+    kind: Mapped[str] = mapped_column(String(16))  # one of SITE_TASK_KINDS
     dataset: Mapped[str] = mapped_column(String(64))
     weights_sha256: Mapped[str] = mapped_column(String(64))  # the global weights file the site starts from
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)  # protocol.TaskSettings
@@ -356,7 +360,7 @@ class SiteTask(Base):
     __table_args__ = (
         Index("ix_site_task_site_status", "site_id", "status"),
         CheckConstraint("status IN ('queued', 'taken', 'done', 'failed', 'late', 'expired')", name="status_known"),
-        CheckConstraint("kind IN ('train', 'statistics', 'evaluate')", name="kind_known"),
+        CheckConstraint(f"kind IN ({', '.join(repr(k) for k in SITE_TASK_KINDS)})", name="kind_known"),
     )
 
 

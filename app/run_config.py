@@ -387,10 +387,6 @@ class RunConfig(_Strict):
                 message = "keep-last reuses a departed site's own update, which secure aggregation never shows the "
                 message += "server; use approach 'drop' or turn secure aggregation off"
                 raise _invalid("RunConfig", ("federation", "intermittent", "approach"), message, "keep-last")
-            if self.over_sites:
-                message = "secure aggregation over hospital sites needs the masking protocol in the site agent, which "
-                message += "this version does not have yet; it runs in simulations only"
-                raise _invalid("RunConfig", ("privacy", "secure_aggregation"), message, secure.model_dump())
             if self.privacy.dp and self.privacy.dp.adaptive_clipping:
                 message = "adaptive clipping needs each site's update norm, which secure aggregation hides"
                 raise _invalid("RunConfig", ("privacy", "dp", "adaptive_clipping"), message, True)

@@ -34,6 +34,7 @@ from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.failures import user_message
 from worker.site_executor import SiteExecutor, site_slots
+from worker.site_secure import SecureSites
 
 logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0  # a cancel is seen within this; each wake-up takes CPU from training on small hosts
@@ -249,6 +250,9 @@ def _train(
             timeout_s=settings.client_timeout_s,
         )
     strategy = strategy_with_privacy(cfg, len(samples))
+    secure = None
+    if cfg.over_sites and cfg.privacy.secure_aggregation is not None:
+        secure = SecureSites(sites, cfg, trainer.batchnorm_slots)  # the agents mask; the server only unmasks sums
     return run_federated(
         cfg,
         executor,
@@ -257,6 +261,7 @@ def _train(
         strategy=strategy,
         privacy=RunPrivacy.for_run(cfg, samples, strategy),
         pool_moments=moments_pooling(strategy),
+        secure=secure,
         presence=presence_for(cfg),
         samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ from app.digest import file_sha256
 from app.models import Site, SiteTask, utcnow
 from app.run_config import RunConfig
 from app.sites import blobs, registry
-from app.sites.protocol import DpSettings, TaskResult, TaskSettings
+from app.sites.protocol import DpSettings, SecAggTask, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.data import DataError
@@ -115,7 +115,7 @@ class SiteExecutor:
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         outcomes: list[ClientUpdate | ClientFailure] = []
-        for cid, answer in self._round_trip("train", rnd, weights, client_ids).items():
+        for cid, answer in self.round_trip("train", rnd, weights, client_ids).items():
             outcomes.append(answer if isinstance(answer, ClientFailure) else self._update(cid, answer))
         trained = sum(isinstance(o, ClientUpdate) for o in outcomes)
         if client_ids and trained < self.cfg.federation.min_sites:
@@ -126,13 +126,13 @@ class SiteExecutor:
         return outcomes
 
     def batchnorm_statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate]:
-        answers = self._round_trip("statistics", rnd, weights, client_ids)
+        answers = self.round_trip("statistics", rnd, weights, client_ids)
         updates = [self._update(cid, a) for cid, a in answers.items() if not isinstance(a, ClientFailure)]
         return [u for u in updates if isinstance(u, ClientUpdate)]
 
     def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
         evaluations = []
-        for cid, answer in self._round_trip("evaluate", rnd, weights, client_ids).items():
+        for cid, answer in self.round_trip("evaluate", rnd, weights, client_ids).items():
             if isinstance(answer, ClientFailure) or answer.validation is None or answer.test is None:
                 continue
             try:
@@ -163,10 +163,17 @@ class SiteExecutor:
         save_checkpoint(Checkpoint(rnd, weights), temporary, durable=False)
         return blobs.put_file(self.artifacts, temporary)
 
-    def _round_trip(
-        self, kind: str, rnd: int, weights: Weights, client_ids: Sequence[str]
+    def round_trip(
+        self,
+        kind: str,
+        rnd: int,
+        weights: Weights,
+        client_ids: Sequence[str],
+        secagg: Mapping[str, SecAggTask] | None = None,
     ) -> dict[str, TaskResult | ClientFailure]:
-        """Queue one task per online site, wait for their answers until the round's deadline, expire the rest."""
+        """Queue one task per online site, wait for their answers until the round's deadline, expire the rest.
+
+        ``secagg`` gives each site its step of secure aggregation (``worker.site_secure``)."""
         sha = self._publish(rnd, weights)
         deadline = utcnow() + timedelta(seconds=self.cfg.federation.round_timeout_s)
         answers: dict[str, TaskResult | ClientFailure] = {}
@@ -190,7 +197,9 @@ class SiteExecutor:
                     kind=kind,
                     dataset=slot.dataset,
                     weights_sha256=sha,
-                    settings=self.settings.model_dump(mode="json"),
+                    settings=self.settings.model_copy(update={"secagg": secagg[cid] if secagg else None}).model_dump(
+                        mode="json"
+                    ),
                     deadline=deadline,
                 )
                 session.add(task)

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -147,6 +147,39 @@ class DpSettings(_Message):
     delta: float = Field(gt=0, lt=0.01)
 
 
+#: base64 of at most a few hundred bytes: a site's public keys (64), one Shamir share (68), one sealed share pair
+_Blob = Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z0-9+/=]*$")]
+_Peers = Annotated[dict[Annotated[str, Field(max_length=64)], _Blob], Field(max_length=100)]
+_Sites = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)]
+
+
+class SecAggTask(_Message):
+    """One step of secure aggregation (SecAgg+) for a site: its inputs, relayed by the server, which cannot use them.
+
+    ``session`` names the sum these keys serve (a round's updates, or its BatchNorm statistics); every step of one
+    session runs on one set of fresh keys that the agent keeps in memory.
+    """
+
+    session: Literal["train", "statistics"]
+    threshold: int = Field(ge=2, le=100)
+    clip_range: float = Field(gt=0, le=1e4)
+    weight_cap: int = Field(ge=1, le=10_000_000)
+    roster: _Peers | None = Field(None, description="share step: each site's public keys, base64")
+    inbox: _Peers | None = Field(None, description="masking step: the sealed shares other sites sent this site")
+    sites: int | None = Field(None, ge=1, le=100, description="masking step: sites in the sum (distributed DP)")
+    survivors: _Sites | None = Field(None, description="unmask step: sites whose masked vector arrived")
+    dropped: _Sites | None = Field(None, description="unmask step: sites that shared keys but sent nothing")
+
+
+class SecAggAnswer(_Message):
+    """A site's answer to a secure-aggregation step (base64 throughout)."""
+
+    public_keys: _Blob | None = None
+    outbox: _Peers | None = Field(None, description="a sealed pair of shares for each neighbour")
+    seed_shares: _Peers | None = Field(None, description="its shares of the survivors' self-mask seeds")
+    key_shares: _Peers | None = Field(None, description="its shares of the dropped sites' mask keys")
+
+
 class TaskSettings(_Message):
     """What a site needs to run a task; never a server path or another site's data."""
 
@@ -156,6 +189,7 @@ class TaskSettings(_Message):
     seed: int
     class_weight: dict[int, float] | None = None
     dp: DpSettings | None = None
+    secagg: SecAggTask | None = None
 
 
 class SiteTask(_Message):
@@ -163,7 +197,7 @@ class SiteTask(_Message):
     run_id: uuid.UUID
     round: int
     client_id: str = Field(description="the site's client number in this run; seeds its local training")
-    kind: Literal["train", "statistics", "evaluate"]
+    kind: Literal["train", "statistics", "evaluate", "advertise", "share", "unmask"]
     dataset: str
     weights_sha256: str = Field(description="SHA-256 of the global weights file: GET /api/site/weights/{sha256}")
     settings: TaskSettings
@@ -179,3 +213,4 @@ class TaskResult(_Message):
     validation: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists(), validation part")
     test: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists() of the test part")
     error: Text | None = Field(None, max_length=2000, description="why the site could not do the task")
+    secagg: SecAggAnswer | None = None

@@ -77,7 +77,7 @@ def post_result(*, session: Session, site: Site, task_id: uuid.UUID, result: Tas
         if task.result == result.model_dump(mode="json"):
             return task.status == "late"  # the same answer again: idempotent
         raise BadRequest(f"task {task_id} has a result already")
-    if result.error is None and task.kind != "evaluate" and result.weights_sha256 is None:
+    if result.error is None and task.kind in ("train", "statistics") and result.weights_sha256 is None:
         raise BadRequest("a train or statistics result needs weights_sha256 (upload the file first)")
     if result.error is None and task.kind == "evaluate" and (result.validation is None or result.test is None):
         raise BadRequest("an evaluate result needs the validation and test grid counts")

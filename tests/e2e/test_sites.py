@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
-from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy import MetaData, create_engine, select, text
 
+from app.sites import blobs
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
 from tests.e2e.stack import ROOT, Stack, wait_for
 from tests.site.images import MARKER, write_image_folder
+from worker.engine.checkpoint import load_checkpoint
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 
@@ -106,3 +110,46 @@ def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_rea
         dump = json.dumps([[list(row) for row in conn.execute(select(t))] for t in tables.sorted_tables], default=str)
     engine.dispose()
     assert MARKER not in dump
+
+
+def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_still_learns(
+    federation: Stack, tmp_path: Path
+) -> None:
+    """The agents run SecAgg+: the server relays keys and sealed shares, stores one masked uint32 vector per site
+    and round (for the updates and for the BatchNorm statistics), and unmasks only their sum."""
+    config = {
+        "name": "three hospitals, secure aggregation",
+        "seed": 5,
+        "data": {"image_size": 28},
+        "model": {"calibration_samples": 64},
+        "federation": {
+            "rounds": 2,
+            "sites": [{"site": name, "dataset": "chest"} for name in SITES],
+            "round_timeout_s": 180,
+            "min_sites": 2,
+        },
+        "privacy": {"secure_aggregation": {"threshold": 2}},
+    }
+
+    run_id = federation.launch(config)["federated"]["id"]
+    finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
+
+    assert finished["status"] == "succeeded", (finished["error"], federation.logs())
+    rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert [r["number"] for r in rounds] == [1, 2]
+    assert all(sorted(c["status"] for c in r["clients"]) == ["trained"] * 3 for r in rounds)
+    assert all(0.5 < r["metrics"]["test.auc"] <= 1 for r in rounds)
+    engine = create_engine(PG_E2E)
+    with engine.connect() as conn:
+        tasks = conn.execute(
+            text("SELECT kind, status, result FROM site_task WHERE run_id = :run"), {"run": run_id}
+        ).all()
+    engine.dispose()
+    kinds = Counter(kind for kind, status, _ in tasks if status == "done")
+    steps = {k: 2 * 2 * 3 for k in ("advertise", "share", "unmask")}  # two sums a round: updates and statistics
+    assert kinds == steps | {"train": 6, "statistics": 6, "evaluate": 6}
+    for kind, _status, result in tasks:
+        if kind in ("train", "statistics"):
+            answer = result if isinstance(result, dict) else json.loads(result)
+            received = load_checkpoint(blobs.blob_path(tmp_path / "server" / "artifacts", answer["weights_sha256"]))
+            assert [w.dtype for w in received.weights] == [np.uint32], "only a masked vector reaches the server"

@@ -260,14 +260,6 @@ PRIVACY_REFUSALS = {
         ("privacy", "dp", "adaptive_clipping"),
         "secure aggregation hides",
     ),
-    "sites": (
-        {
-            "federation": {"sites": [{"site": "a", "dataset": "x"}, {"site": "b", "dataset": "x"}]},
-            "privacy": {"secure_aggregation": {}},
-        },
-        ("privacy", "secure_aggregation"),
-        "site agent",
-    ),
 }
 
 

@@ -54,6 +54,21 @@ class BudgetSpent(Exception):
         self.weights = weights
 
 
+class SecureAggregator(Protocol):
+    """Rounds whose updates the server only ever sees summed (secure aggregation over real sites)."""
+
+    def train(
+        self, rnd: int, weights: Weights, client_ids: Sequence[str]
+    ) -> tuple[Aggregate | None, list[ClientUpdate], list[ClientFailure]]:
+        """The new global weights from the sum of the sites' changes; per site, what the server received (its
+        masked vector, sample count and metrics), and the sites that failed."""
+        ...
+
+    def statistics(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> tuple[Weights, list[ClientUpdate]]:
+        """The pooled BatchNorm moments under ``weights`` and, per site, what the server received."""
+        ...
+
+
 class PrivacyBudget(Protocol):
     """The (epsilon, delta) a differentially private run spends, round by round."""
 
@@ -123,6 +138,7 @@ def _global_weights(
     updates: Sequence[ClientUpdate],
     slots: Sequence[int],
     pool: PoolMoments,
+    secure: SecureAggregator | None,
 ) -> tuple[Weights, list[ClientUpdate], float]:
     """(new global weights, BatchNorm statistics used, seconds spent pooling them).
 
@@ -133,7 +149,12 @@ def _global_weights(
         return weights, [], 0.0
     if cfg.model.batchnorm != "federated":
         return result.weights, [], 0.0
-    stats = executor.batchnorm_statistics(rnd, result.weights, [u.client_id for u in updates])
+    trained = [u.client_id for u in updates]
+    if secure is not None:
+        started = time.perf_counter()
+        moments, received = secure.statistics(rnd, result.weights, trained)
+        return with_batchnorm_statistics(result.weights, slots, moments), received, time.perf_counter() - started
+    stats = executor.batchnorm_statistics(rnd, result.weights, trained)
     if not stats:
         return result.weights, [], 0.0
     pooled = time.perf_counter()
@@ -156,6 +177,7 @@ def run_federated(
     should_stop: Callable[[], bool] = lambda: False,
     privacy: PrivacyBudget | None = None,
     pool_moments: PoolMoments = pool_in_clear,
+    secure: SecureAggregator | None = None,
 ) -> Weights:
     """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
 
@@ -179,15 +201,23 @@ def run_federated(
         asked = presence.available(rnd)
         if privacy and (reason := privacy.stop_before(rnd, asked)):
             raise BudgetSpent(reason, weights)
-        outcomes = executor.train(rnd, weights, asked) if asked else []
-        updates = [o for o in outcomes if isinstance(o, ClientUpdate)]
-        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
         aggregated = time.perf_counter()
-        result = strategy.aggregate(rnd, updates, weights)
+        if secure is not None:
+            result, updates, failures = secure.train(rnd, weights, asked) if asked else (None, [], [])
+        else:
+            outcomes = executor.train(rnd, weights, asked) if asked else []
+            updates = [o for o in outcomes if isinstance(o, ClientUpdate)]
+            failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+            aggregated = time.perf_counter()
+            result = strategy.aggregate(rnd, updates, weights)
         spent = privacy.spend(rnd, [u.client_id for u in updates]) if privacy else None
         aggregation_s = time.perf_counter() - aggregated
+        if secure is not None:  # the sites trained inside the protocol's masking step: count that as training
+            aggregation_s = max(
+                0.0, aggregation_s - max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0)
+            )
         new, stats, pooling_s = _global_weights(
-            cfg, executor, rnd, weights, result, updates, batchnorm_slots, pool_moments
+            cfg, executor, rnd, weights, result, updates, batchnorm_slots, pool_moments, secure
         )
         aggregation_s += pooling_s
         evaluated = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -66,62 +67,97 @@ def _floats(weights: Weights) -> list[int]:
 MOMENTS_RANGE = 1e4
 
 
+class ClientNoise(Protocol):
+    """The parts of a run's DP settings a site needs to noise its own change (DpConfig, or a site task's)."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def clip_norm(self) -> float: ...
+    @property
+    def noise_multiplier(self) -> float: ...
+
+
+def change_vector(
+    weights: Weights, current: Weights, num_examples: int, *, dp: ClientNoise | None = None, sites: int = 1
+) -> tuple[np.ndarray, int]:
+    """What one site masks in a round: its change of every float layer as one vector, and its weight in the mean.
+
+    With client-level ``dp`` the site clips its change to ``dp.clip_norm`` and adds its share of the noise for
+    ``sites`` sites (distributed DP), and weighs 1, as DP-FedAvg's unweighted mean requires; otherwise it weighs its
+    ``num_examples``.
+    """
+    delta = [weights[i].astype(np.float64) - current[i] for i in _floats(current)]
+    if dp is None or dp.level != "client":
+        return flatten(delta), num_examples
+    clipped, _norm = clip(delta, dp.clip_norm)
+    return flatten(with_distributed_noise(clipped, dp.clip_norm, dp.noise_multiplier, sites, noise_source())), 1
+
+
+def apply_mean_change(current: Weights, mean: np.ndarray) -> Weights:
+    """``current`` moved by the decoded mean change (float layers only, as ``change_vector`` took them)."""
+    floats = _floats(current)
+    new = list(current)
+    for i, change in zip(floats, unflatten(mean, [current[i] for i in floats]), strict=True):
+        new[i] = (current[i] + change).astype(current[i].dtype)
+    return new
+
+
+def moments_vector(moments: Weights) -> np.ndarray:
+    """One site's BatchNorm ``[mean_1, var_1, ...]`` as the first and second moments whose example-weighted means
+    give the union's: ``[mean_1, mean_2, ..., mean_1^2 + var_1, ...]``."""
+    means, variances = moments[0::2], moments[1::2]
+    seconds = [v.astype(np.float64) + m.astype(np.float64) ** 2 for m, v in zip(means, variances, strict=True)]
+    return flatten([*means, *seconds])
+
+
+def moments_from_means(mean: np.ndarray, like: Weights) -> Weights:
+    """The pooled ``[mean_1, var_1, ...]`` from the decoded mean of ``moments_vector``s (``like``: one site's)."""
+    layers = unflatten(mean, [*like[0::2], *like[1::2]])
+    half = len(layers) // 2
+    pooled: Weights = []
+    for first, second in zip(layers[:half], layers[half:], strict=True):
+        pooled += [first, np.maximum(second - first.astype(np.float64) ** 2, 0).astype(first.dtype)]
+    return pooled
+
+
+def moments_params(params: SecAggParams) -> SecAggParams:
+    """The statistics pass's secure sum: the round's settings over the wider MOMENTS_RANGE."""
+    return SecAggParams(params.threshold, MOMENTS_RANGE, params.weight_cap, params.neighbours)
+
+
 class SecureFedAvg:
     """FedAvg whose sum goes through SecAgg+ (``privacy.secagg``): each site's change is clipped to the config's
     range, quantized over Z_2^32 and masked; only the sum is unmasked, with sites that drop after masking recovered
     from their neighbours' Shamir shares. The result differs from FedAvg by at most ``SecAggParams.error_bound``.
 
     In a simulation every party lives in the server's trust domain, so this runs the whole protocol (real keys,
-    ciphertexts and masks) where the updates arrive: researchers see its cost and its quantization, not yet its
-    protection. With ``dp`` (client level) each site clips its change and adds its share of the noise before
-    masking (distributed DP), and sites weigh equally as DP-FedAvg requires.
+    ciphertexts and masks) where the updates arrive: researchers see its cost and its quantization. Over hospital
+    sites the agents mask (``worker.site_secure``). With client-level ``dp`` each site clips its change and adds its
+    share of the noise before masking (distributed DP), and sites weigh equally as DP-FedAvg requires.
     """
 
     def __init__(self, params: SecAggParams, dp: DpConfig | None = None) -> None:
         self.params = params
         self.dp = dp
 
-    def _site_vector(self, update: ClientUpdate, current: Weights, sites: int) -> tuple[np.ndarray, int]:
-        delta = [update.weights[i].astype(np.float64) - current[i] for i in _floats(current)]
-        if self.dp is None:
-            return flatten(delta), update.num_examples
-        clipped, _norm = clip(delta, self.dp.clip_norm)
-        noised = with_distributed_noise(clipped, self.dp.clip_norm, self.dp.noise_multiplier, sites, noise_source())
-        return flatten(noised), 1
-
     def aggregate(self, rnd: int, updates: Sequence[ClientUpdate], current: Weights | None = None) -> Aggregate | None:
         if not updates:
             return None
         if current is None:
             raise ValueError("secure aggregation sums each site's change: it needs the weights the round started from")
-        vectors = {u.client_id: self._site_vector(u, current, len(updates)) for u in updates}
+        sites = len(updates)
+        vectors = {
+            u.client_id: change_vector(u.weights, current, u.num_examples, dp=self.dp, sites=sites) for u in updates
+        }
         mean, _total = secure_mean(vectors, self.params, rnd)
-        floats = _floats(current)
-        new = list(current)
-        for i, change in zip(floats, unflatten(mean, [current[i] for i in floats]), strict=True):
-            new[i] = (current[i] + change).astype(current[i].dtype)
-        return Aggregate(new, {u.client_id: ClientStatus.TRAINED for u in updates})
+        return Aggregate(apply_mean_change(current, mean), {u.client_id: ClientStatus.TRAINED for u in updates})
 
     def pool_moments(self, rnd: int, stats: Sequence[tuple[str, Weights, int]]) -> Weights:
-        """The BatchNorm statistics pass through the same protocol: the example-weighted means of each layer's
-        (mean, mean^2 + variance), from which the union's variance follows (as ``aggregate.pooled_moments``)."""
-        params = SecAggParams(self.params.threshold, MOMENTS_RANGE, self.params.weight_cap, self.params.neighbours)
-        vectors = {}
-        for cid, moments, n in stats:
-            means, variances = moments[0::2], moments[1::2]
-            firsts_seconds = [
-                *means,
-                *(v.astype(np.float64) + m.astype(np.float64) ** 2 for m, v in zip(means, variances, strict=True)),
-            ]
-            vectors[cid] = (flatten(firsts_seconds), n)
-        mean, _total = secure_mean(vectors, params, rnd)
-        like = stats[0][1]
-        layers = unflatten(mean, [*like[0::2], *like[1::2]])
-        half = len(layers) // 2
-        pooled: Weights = []
-        for first, second in zip(layers[:half], layers[half:], strict=True):
-            pooled += [first, np.maximum(second - first.astype(np.float64) ** 2, 0).astype(first.dtype)]
-        return pooled
+        """The BatchNorm statistics pass through the same protocol (see ``moments_vector``)."""
+        vectors = {cid: (moments_vector(moments), n) for cid, moments, n in stats}
+        mean, _total = secure_mean(vectors, moments_params(self.params), rnd)
+        return moments_from_means(mean, stats[0][1])
 
     def state(self) -> list[ClientUpdate]:
         return []

@@ -16,9 +16,11 @@ from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from worker.engine.client import KerasTrainer
 from worker.engine.executor import client_evaluation, client_statistics, client_update
 from worker.engine.privacy.dpsgd import DpSgdSettings
+from worker.engine.protection import change_vector, moments_vector
 from worker.engine.types import Weights
 from worker.site.datasets import SiteData, TaskRefused
 from worker.site.identity import SiteError
+from worker.site.masking import MaskingSessions
 
 CACHE_DIR = "cache"
 CACHED_FILES = 6  # a few rounds of global weights and the site's own last uploads
@@ -91,6 +93,7 @@ class TaskRunner:
     def __init__(self, data: SiteData) -> None:
         self.data = data
         self._trainers: dict[tuple[int, str, str], KerasTrainer] = {}
+        self.masking = MaskingSessions()
 
     def trainer(self, image_size: int, model: ModelConfig, dp: DpSettings | None = None) -> KerasTrainer:
         """``dp`` at sample level trains with DP-SGD; at client level the server clips and noises the update."""
@@ -105,9 +108,12 @@ class TaskRunner:
         return self._trainers[key]
 
     def run(self, task: SiteTask, weights: Weights) -> tuple[Weights | None, TaskResult]:
-        """New weights to upload (train: the update; statistics: BatchNorm moments), and the result to post."""
+        """New weights to upload (train: the update; statistics: BatchNorm moments; under secure aggregation
+        either one masked), and the result to post."""
         if not task.client_id.isdigit():
             raise TaskRefused("the task's client_id must be a number (it seeds local training)")
+        if task.kind in ("advertise", "share", "unmask"):
+            return None, TaskResult(num_examples=0, secagg=self.masking.step(task))
         settings = task.settings
         trainer = self.trainer(settings.image_size, _checked(settings), settings.dp)
         client = self.data.client_data(task.dataset, settings.image_size, task.client_id)
@@ -129,4 +135,14 @@ class TaskRunner:
                 class_weight=settings.class_weight,
             )
         metrics = dict(update.metrics) | ({"startup.seconds": startup} if startup else {})
-        return update.weights, TaskResult(num_examples=update.num_examples, metrics=metrics)
+        result = TaskResult(num_examples=update.num_examples, metrics=metrics)
+        secure = settings.secagg
+        if secure is None:
+            return update.weights, result
+        if task.kind == "statistics":
+            vector, weight = moments_vector(update.weights), update.num_examples
+        else:
+            vector, weight = change_vector(
+                update.weights, weights, update.num_examples, dp=settings.dp, sites=secure.sites or 1
+            )
+        return [self.masking.mask(task, vector, weight)], result
