@@ -1,7 +1,7 @@
 """What privacy costs: AUC, accuracy and round time without DP, with sample-level DP at epsilon about 1, 3 and 8,
 with client-level DP at the noise multipliers that give epsilon about 8 and 30, and with secure aggregation.
 
-    python -m bench.privacy [--rounds 10] [--image-size 64]
+    python -m bench.privacy [--rounds 10] [--image-size 64] [--clients 3] [--only "no DP" "secure aggregation"]
 
 Real chest X-rays (kermany_train_64.npz, the official Kermany train split), 3 clients, a held-out 20% of it as the
 common test set; every configuration runs in this process one after the other, so the times compare like with like.
@@ -26,7 +26,7 @@ from worker.local_run import run_local
 DELTA = 1e-5
 
 
-def base(rounds: int, image_size: int) -> dict[str, Any]:
+def base(rounds: int, image_size: int, clients: int = 3) -> dict[str, Any]:
     return {
         "name": "bench-privacy",
         "seed": 11,
@@ -36,14 +36,15 @@ def base(rounds: int, image_size: int) -> dict[str, Any]:
             "image_size": image_size,
         },
         "model": {"batch_size": 32},
-        "federation": {"clients": 3, "rounds": rounds, "client_test_fraction": 0.1},
+        "federation": {"clients": clients, "rounds": rounds, "client_test_fraction": 0.1},
         "centralized": {"enabled": False},
     }
 
 
-def configurations(rounds: int, image_size: int) -> dict[str, dict[str, Any]]:
+def configurations(rounds: int, image_size: int, clients: int) -> dict[str, dict[str, Any]]:
     """Label -> privacy section; sample-level noise is calibrated on the smallest client (the largest epsilon)."""
-    smallest = min(len(c.train) for c in prepare(RunConfig.model_validate(base(rounds, image_size))).clients)
+    federation = prepare(RunConfig.model_validate(base(rounds, image_size, clients)))
+    smallest = min(len(c.train) for c in federation.clients)
     q, steps = sampling_rate(32, smallest), steps_per_epoch(smallest, 32)
 
     def sample(epsilon: float) -> dict[str, Any]:
@@ -66,8 +67,8 @@ def configurations(rounds: int, image_size: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def run(label: str, privacy: dict[str, Any], rounds: int, image_size: int, folder: Path) -> dict[str, Any]:
-    raw = base(rounds, image_size)
+def run(label: str, privacy: dict[str, Any], args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    raw = base(args.rounds, args.image_size, args.clients)
     if privacy.pop("_groupnorm", False):
         raw["model"] |= {"normalization": "groupnorm"}
     raw["privacy"] = privacy
@@ -90,17 +91,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="run only these configurations (by label)")
     args = parser.parse_args()
     rows = []
+    chosen = configurations(args.rounds, args.image_size, args.clients)
     with tempfile.TemporaryDirectory() as tmp:
-        for label, privacy in configurations(args.rounds, args.image_size).items():
-            rows.append(run(label, privacy, args.rounds, args.image_size, Path(tmp)))
+        for label, privacy in chosen.items():
+            if args.only and label not in args.only:
+                continue
+            rows.append(run(label, privacy, args, Path(tmp)))
             print(f"  {label}: done in {rows[-1]['wall_s']:.0f} s", flush=True)
     plain = {row["label"]: row["round_s"] for row in rows}
-    print(f"\n{args.rounds} rounds, 3 clients, {args.image_size} px, delta {DELTA}, test: held-out 20% of the split")
+    print(f"\n{args.rounds} rounds, {args.clients} clients, {args.image_size} px, delta {DELTA}, test: held-out 20% of the split")
     print(f"{'configuration':<20} {'z':>7} {'epsilon':>8} {'AUC':>6} {'acc':>6} {'s/round':>8} {'x no DP':>8}")
     for row in rows:
-        reference = plain["no DP, GroupNorm"] if row["label"].startswith(("sample", "client")) else plain["no DP"]
+        dp_row = row["label"].startswith(("sample", "client"))
+        reference = plain.get("no DP, GroupNorm" if dp_row else "no DP", row["round_s"])
         z = f"{row['z']:.3f}" if row["z"] else "-"
         eps = f"{row['epsilon']:.2f}" if row["epsilon"] is not None else "inf"
         print(
