@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TypeVar
 
 from app.sites.protocol import Hardware, Heartbeat, SiteTask, TaskResult
+from worker.site.budget import SiteBudget
 from worker.site.connection import SiteClient, is_transient
 from worker.site.datasets import SiteData, TaskRefused
 from worker.site.identity import PinMismatch, SiteIdentity, agent_version
@@ -97,6 +98,7 @@ class Agent:
         self.data = data
         self.runner = runner
         self.cache = WeightsCache(identity.folder)
+        self.budget = SiteBudget.of(data, identity.folder)
         self.heartbeat_s = heartbeat_s
         self.wait_s = wait_s
         self.stop = threading.Event()
@@ -191,10 +193,14 @@ class Agent:
             self.busy_with = None
 
     def _execute(self, client: SiteClient, task: SiteTask, give_up_at: float) -> TaskResult:
+        """The site's privacy budget is checked before anything is downloaded, and the round recorded before the
+        update is uploaded."""
+        self.budget.check(task)
         weights = self._retry(
             "downloading global weights", lambda: self.cache.get(task.weights_sha256, client.weights), give_up_at
         )
         new_weights, result = self.runner.run(task, weights)
+        self.budget.record(task)
         if new_weights is None:
             return result
         sha256, data = self.cache.store(task.round, new_weights)

@@ -14,7 +14,8 @@ _DIR = click.option(
     "folder",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The site's folder: its private key, the pinned server certificate, site.json, splits.json, a cache.",
+    help="The site's folder: its private key, the pinned server certificate, site.json, splits.json, privacy.json, "
+    "a cache.",
 )
 _INSECURE = click.option(
     "--insecure-http",
@@ -67,7 +68,7 @@ def enroll(server: str, token: str, fingerprint: str | None, folder: Path, insec
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="site.yaml: datasets [{name, source}], data_roots, split {validation, test, seed}.",
+    help="site.yaml: datasets [{name, source, max_epsilon, delta}], data_roots, split {validation, test, seed}.",
 )
 @_INSECURE
 def run(folder: Path, datasets: tuple[str, ...], config: Path | None, insecure_http: bool) -> None:
@@ -85,11 +86,11 @@ def run(folder: Path, datasets: tuple[str, ...], config: Path | None, insecure_h
         identity = load_identity(folder, insecure_http=insecure_http)
         data = SiteData(site_config(config, datasets), folder)
         summaries = data.prepare()
+        agent = Agent(identity, data, TaskRunner(data))
     except (SiteError, DataError) as error:
         raise SiteSetupError(str(error)) from error
     for summary in summaries:
         logger.info("dataset %s: %s (split seed %d)", summary.name, summary.counts, summary.split_seed)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, heartbeats included
-    agent = Agent(identity, data, TaskRunner(data))
     agent.handle_signals()
     agent.run()

@@ -37,6 +37,15 @@ class _Strict(BaseModel):
 class SiteDataset(_Strict):
     name: str = Field(pattern=DATASET_NAME)
     source: DataSource
+    max_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="the site's own privacy budget for this dataset, summed over runs: training that would pass it is "
+        "refused, and so is training without differential privacy",
+    )
+    delta: float | None = Field(
+        None, gt=0, lt=0.01, description="the delta this site accounts each run at; default: the run's own"
+    )
 
     @model_validator(mode="after")
     def _local_files(self) -> Self:
