@@ -103,7 +103,10 @@ def main() -> None:
             rows.append(run(label, privacy, args, Path(tmp)))
             print(f"  {label}: done in {rows[-1]['wall_s']:.0f} s", flush=True)
     plain = {row["label"]: row["round_s"] for row in rows}
-    print(f"\n{args.rounds} rounds, {args.clients} clients, {args.image_size} px, delta {DELTA}, test: held-out 20% of the split")
+    print(
+        f"\n{args.rounds} rounds, {args.clients} clients, {args.image_size} px, delta {DELTA}, "
+        "test: held-out 20% of the split"
+    )
     print(f"{'configuration':<20} {'z':>7} {'epsilon':>8} {'AUC':>6} {'acc':>6} {'s/round':>8} {'x no DP':>8}")
     for row in rows:
         dp_row = row["label"].startswith(("sample", "client"))

@@ -121,17 +121,19 @@ def test_training_is_refused_exactly_when_the_next_round_passes_the_budget_over_
         budget.check(_task(run=RUN_B, rnd=5))
     with pytest.raises(TaskRefused):
         budget.check(_task(run=RUN_A, rnd=3))  # run A's third round would also pass it
-    budget.check(_task(run=RUN_B, rnd=4))  # a retry of a recorded round spends nothing new
+    with pytest.raises(TaskRefused):
+        budget.check(_task(run=RUN_B, rnd=4))  # a retry of a recorded round is a second release
 
 
-def test_a_retried_round_is_counted_once(tmp_path: Path) -> None:
+def test_a_retried_round_is_counted_again(tmp_path: Path) -> None:
+    """DP-SGD's noise is drawn fresh and secret on every try, so each retry releases a new noisy update."""
     budget = _budget(tmp_path, None)
 
-    for rnd in (1, 2, 2, 1):
+    for rnd in (1, 2, 2):
         budget.record(_task(rnd=rnd))
 
     spend = PrivacyLedger(tmp_path / LEDGER_FILE).run("ward-a", str(RUN_A))
-    assert spend is not None and spend.rounds == (1, 2) and spend.epsilon == _sample_epsilon(2)
+    assert spend is not None and spend.rounds == (1, 2, 2) and spend.epsilon == _sample_epsilon(3)
 
 
 def test_under_a_budget_training_without_dp_and_statistics_are_refused_but_evaluation_is_allowed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,9 @@ class KerasTrainer:
         """
         n, batch = len(data), self.config.batch_size
         rate = sampling_rate(batch, n)
+        # Who is in each batch and the noise must be secret: the server knows the run's seed, and noise it could
+        # regenerate (or batches it could reconstruct) would void the guarantee, so DP-SGD is not reproducible.
+        rng = np.random.default_rng(secrets.randbits(128))
         weight_of = class_weight or {0: 1.0, 1: 1.0}
         loss_weights = np.where(data.labels > 0.5, weight_of[1], weight_of[0]).astype(np.float32)
         steps = steps_per_epoch(n, batch)

@@ -32,7 +32,7 @@ class DatasetBudget:
 
 @dataclass(frozen=True)
 class RunSpend:
-    """One run on one dataset: the rounds the site trained (each counted once) and the epsilon they spent."""
+    """One run on one dataset: the rounds the site trained (a retried round once per release) and their epsilon."""
 
     rounds: tuple[int, ...]
     epsilon: float
@@ -102,6 +102,10 @@ def _accountant(
     return PrivacyAccountant(noise_multiplier, sampling_rate(batch_size, examples), steps)
 
 
+#: steps that release no function of the images beyond counts: evaluation, and secure aggregation's keys and shares
+RELEASES_NOTHING = ("evaluate", "advertise", "share", "unmask")
+
+
 def run_epsilon(task: SiteTask, dp: DpSettings, budget: DatasetBudget, rounds: int) -> float:
     """Epsilon of ``rounds`` rounds of this task's run, as the site computes it from its own example count."""
     try:
@@ -140,7 +144,7 @@ class SiteBudget:
     def check(self, task: SiteTask) -> None:
         """Raises TaskRefused when the task would take its dataset past its budget (reaching it is allowed)."""
         budget = self.datasets.get(task.dataset)
-        if budget is None or budget.max_epsilon is None or task.kind == "evaluate":
+        if budget is None or budget.max_epsilon is None or task.kind in RELEASES_NOTHING:
             return
         limit, dp = budget.max_epsilon, task.settings.dp
         has = f"dataset {task.dataset!r} has a privacy budget (max_epsilon {limit:g}) and"
@@ -165,14 +169,11 @@ class SiteBudget:
             )
 
     def record(self, task: SiteTask) -> None:
-        """Count a trained round of a DP run, once however often the task is retried: a retry draws the same noise
-        (seeded by the run's seed, the round and the client), so it releases nothing new. Called before the update
-        leaves the site, so that a crash can overstate the spend but never understate it."""
+        """Count a trained round of a DP run, again when a task is retried: DP-SGD draws fresh secret noise each
+        time, so a retry is a second release. Called before the update leaves the site, so that a crash can
+        overstate the spend but never understate it."""
         budget, dp = self.datasets.get(task.dataset), task.settings.dp
         if task.kind != "train" or budget is None or dp is None:
-            return
-        spent = self.ledger.run(task.dataset, str(task.run_id))
-        if spent is not None and task.round in spent.rounds:
             return
         rounds = self._rounds_after(task)
         delta = budget.delta or dp.delta
@@ -181,4 +182,4 @@ class SiteBudget:
 
     def _rounds_after(self, task: SiteTask) -> tuple[int, ...]:
         spent = self.ledger.run(task.dataset, str(task.run_id))
-        return tuple(sorted({*(spent.rounds if spent else ()), task.round}))
+        return tuple(sorted([*(spent.rounds if spent else ()), task.round]))
