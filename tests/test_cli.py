@@ -46,8 +46,10 @@ def test_validate_prints_the_config_with_every_default_filled_in(tmp_path: Path)
         "calibration_samples": 512,
         "class_weight": "balanced",
         "augmentation": True,
+        "normalization": "batchnorm",
     }
     assert printed["federation"]["intermittent"]["approach"] == "drop"
+    assert printed["privacy"] == {"secure_aggregation": None, "dp": None}
     assert printed["data"]["image_size"] == 150
 
 
