@@ -84,6 +84,19 @@ def step_is_sgd_on_the_mean_gradient() -> float:
     return relative_error(moved, 0.1 * np.concatenate([m.ravel() for m in mean]))
 
 
+def empty_batch_noise() -> dict[str, float]:
+    """Mean and std of an empty batch's update times the expected batch 4 (SGD, lr 1): the noise, z C = 1 expected."""
+    from worker.engine.dp_training import DpSgdStep
+    from worker.engine.privacy.dpsgd import DpSgdSettings
+
+    model = groupnorm_model(1.0, dropout=True)
+    step = DpSgdStep(model, DpSgdSettings(noise_multiplier=2.0, clip_norm=0.5))
+    before = np.concatenate([np.asarray(v).ravel() for v in model.trainable_variables])
+    stats = step.run(np.zeros((0, SIZE, SIZE, 1), np.float32), np.zeros(0), np.zeros(0), 4.0, np.random.default_rng(0))
+    noise = (before - np.concatenate([np.asarray(v).ravel() for v in model.trainable_variables])) * 4.0
+    return {"mean": float(noise.mean()), "std": float(noise.std()), "size": noise.size, "examples": stats.examples}
+
+
 def trainer_epoch() -> dict[str, float]:
     """One DP epoch of the GroupNorm CNN with augmentation through ``KerasTrainer``: loss, accuracy, steps."""
     from app.run_config import ModelConfig
@@ -112,6 +125,7 @@ if __name__ == "__main__":
         "backend": keras.backend.backend(),
         "gradients": gradients_match_a_loop(),
         "sgd_error": step_is_sgd_on_the_mean_gradient(),
+        "noise": empty_batch_noise(),
         "epoch": trainer_epoch(),
     }
     print(json.dumps(figures))

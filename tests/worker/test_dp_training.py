@@ -199,6 +199,14 @@ def test_jax_noiseless_unclipped_step_is_an_sgd_step_on_the_mean_gradient(jax_fi
 
 
 @needs_jax
+def test_jax_noise_on_an_empty_batch_has_std_z_times_c_over_the_expected_batch(jax_figures: dict[str, Any]) -> None:
+    noise = jax_figures["noise"]
+    assert noise["examples"] == 0 and noise["size"] > 100_000
+    assert noise["mean"] == pytest.approx(0.0, abs=0.01)
+    assert noise["std"] == pytest.approx(2.0 * 0.5, rel=0.01)
+
+
+@needs_jax
 def test_jax_groupnorm_cnn_trains_one_dp_epoch_with_augmentation(jax_figures: dict[str, Any]) -> None:
     epoch = jax_figures["epoch"]
     assert epoch["dp_steps"] == 3  # ceil(48 / 16)
