@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +24,11 @@ pytestmark = pytest.mark.slow
 
 SIZE = 28
 BATCH = 6
+ROOT = Path(__file__).parents[2]
+
+#: the GPU hosts run Keras on JAX; CI installs no JAX, so there these tests skip (a plain skip: CI fails only the
+#: real-data ones, see tests/realdata.py)
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (GPU hosts only)")
 
 
 def assert_close(got: np.ndarray, want: np.ndarray) -> None:
@@ -156,3 +167,47 @@ def test_groupnorm_cnn_trains_one_dp_epoch_with_augmentation() -> None:
     assert result.dp_steps == 3  # ceil(48 / 16)
     assert np.isfinite(result.loss) and 0.0 <= result.accuracy <= 1.0
     assert any(not np.array_equal(a, b) for a, b in zip(result.weights, initial, strict=True))
+
+
+@pytest.fixture(scope="module")
+def jax_figures() -> dict[str, Any]:
+    """tests/worker/jax_dp_checks.py run once under KERAS_BACKEND=jax (this process has Keras on TensorFlow)."""
+    out = subprocess.run(  # -m from the checkout's root puts it on sys.path
+        [sys.executable, "-m", "tests.worker.jax_dp_checks"],
+        cwd=ROOT,
+        env=os.environ | {"KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["backend"] == "jax"
+    return figures
+
+
+@needs_jax
+def test_jax_per_example_gradients_match_one_grad_per_example_with_the_same_dropout_seeds(
+    jax_figures: dict[str, Any],
+) -> None:
+    assert jax_figures["gradients"]["error"] < 1e-4
+    assert jax_figures["gradients"]["twins_apart"] > 1e-3  # one image, two seeds: two dropout masks
+
+
+@needs_jax
+def test_jax_noiseless_unclipped_step_is_an_sgd_step_on_the_mean_gradient(jax_figures: dict[str, Any]) -> None:
+    assert jax_figures["sgd_error"] < 1e-4
+
+
+@needs_jax
+def test_jax_noise_on_an_empty_batch_has_std_z_times_c_over_the_expected_batch(jax_figures: dict[str, Any]) -> None:
+    noise = jax_figures["noise"]
+    assert noise["examples"] == 0 and noise["size"] > 100_000
+    assert noise["mean"] == pytest.approx(0.0, abs=0.01)
+    assert noise["std"] == pytest.approx(2.0 * 0.5, rel=0.01)
+
+
+@needs_jax
+def test_jax_groupnorm_cnn_trains_one_dp_epoch_with_augmentation(jax_figures: dict[str, Any]) -> None:
+    epoch = jax_figures["epoch"]
+    assert epoch["dp_steps"] == 3  # ceil(48 / 16)
+    assert np.isfinite(epoch["loss"]) and 0.0 <= epoch["accuracy"] <= 1.0 and epoch["changed"]

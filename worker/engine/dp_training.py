@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -22,35 +22,109 @@ class StepStats:
     examples: int
 
 
+class DpSgdBackend(Protocol):
+    """The compiled per-example part of DP-SGD on one Keras backend; arrays in and out are numpy."""
+
+    def per_example_gradients(
+        self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
+    ) -> list[np.ndarray]: ...
+
+    def clipped_sum(
+        self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
+    ) -> list[np.ndarray]: ...
+
+    def step(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        loss_weights: np.ndarray,
+        expected_batch: float,
+        rng: np.random.Generator,
+    ) -> tuple[float, int]:
+        """Augment, clip, add noise and apply the optimizer; (loss sum, correct predictions) of the batch."""
+        ...
+
+
 class DpSgdStep:
-    """The compiled DP-SGD step of one Keras model (TensorFlow backend).
+    """The compiled DP-SGD step of one Keras model, on the TensorFlow or the JAX backend.
 
     Layers before the first one with weights (the augmentation) run once on the whole batch: they transform each
-    image on its own and carry no parameter gradient. The rest runs once per example, vectorised with
-    ``tf.vectorized_map`` over ``stateless_call`` with the example's own seeds, so each example draws its own
-    dropout mask, as in ``fit``. The step is traced once for any batch size (batch dimension None): Poisson batches
-    vary in size, and padding them to a fixed 49 at batch 32 made each step ~1.6x slower (64 px, 2 CPUs) than this.
-    Raises ValueError for a model with BatchNormalization (it mixes the examples of a batch, so clipping one
-    example's gradient would not bound its influence) and NotImplementedError on another backend.
+    image on its own and carry no parameter gradient. The rest runs once per example with the example's own seeds,
+    so each example draws its own dropout mask, as in ``fit``. Raises ValueError for a model with
+    BatchNormalization (it mixes the examples of a batch, so clipping one example's gradient would not bound its
+    influence) and NotImplementedError on another backend.
     """
 
     def __init__(self, model: keras.Model, settings: DpSgdSettings) -> None:
         import keras
-        import tensorflow as tf
 
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(f"DP-SGD runs on the TensorFlow backend only, not {keras.backend.backend()}")
+        backend = keras.backend.backend()
+        if backend not in ("tensorflow", "jax"):
+            raise NotImplementedError(f"DP-SGD runs on the TensorFlow and JAX backends only, not {backend}")
         if any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers):
             raise ValueError("DP-SGD needs the GroupNorm model: BatchNormalization mixes the examples of a batch")
         self.model = model
         self.settings = settings
         first = next(i for i, layer in enumerate(model.layers) if layer.weights)
-        self._prefix = model.layers[:first]
         inputs = keras.Input(model.layers[first].input.shape[1:])
         outputs = inputs
         for layer in model.layers[first:]:
             outputs = layer(outputs)
-        self._core = keras.Model(inputs, outputs)
+        core = keras.Model(inputs, outputs)
+        self._backend: DpSgdBackend
+        if backend == "jax":
+            from worker.engine.dp_jax import JaxDpSgd
+
+            self._backend = JaxDpSgd(model, model.layers[:first], core, settings)
+        else:
+            self._backend = TensorFlowDpSgd(model, model.layers[:first], core, settings)
+
+    def per_example_gradients(
+        self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
+    ) -> list[np.ndarray]:
+        """Each example's gradient of its weighted loss, one ``(batch, *variable.shape)`` array per variable.
+
+        ``seeds`` ``(batch, dropout layers, 2)`` are the dropout seed states of each example. No augmentation.
+        """
+        return self._backend.per_example_gradients(images, labels, loss_weights, seeds)
+
+    def clipped_sum(
+        self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
+    ) -> list[np.ndarray]:
+        """The sum over the batch of the per-example gradients, each clipped to norm ``clip_norm``; no noise."""
+        return self._backend.clipped_sum(images, labels, loss_weights, seeds)
+
+    def run(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        loss_weights: np.ndarray,
+        expected_batch: float,
+        rng: np.random.Generator,
+    ) -> StepStats:
+        """One DP-SGD step on a Poisson batch, which may be empty: noise is added and the optimizer steps anyway.
+
+        The update is (sum of clipped gradients + N(0, (z C)^2)) / ``expected_batch``, dividing by the expected
+        batch size q n, not the drawn one, which would depend on who is in the batch. Seeds come from ``rng``.
+        """
+        loss_sum, correct = self._backend.step(images, labels, loss_weights, expected_batch, rng)
+        return StepStats(loss_sum=loss_sum, correct=correct, examples=len(images))
+
+
+class TensorFlowDpSgd:
+    """DP-SGD's compiled part on TensorFlow: ``tf.vectorized_map`` over ``stateless_call``.
+
+    The step is traced once for any batch size (batch dimension None): Poisson batches vary in size, and padding
+    them to a fixed 49 at batch 32 made each step ~1.6x slower (64 px, 2 CPUs) than this.
+    """
+
+    def __init__(self, model: keras.Model, prefix: list[Any], core: keras.Model, settings: DpSgdSettings) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.settings = settings
+        self._prefix = prefix
+        self._core = core
         #: the seed states of the core's dropout layers: each example gets its own values
         self._seed_states = self._core.non_trainable_variables
         image = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
@@ -69,33 +143,23 @@ class DpSgdStep:
     def per_example_gradients(
         self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
     ) -> list[np.ndarray]:
-        """Each example's gradient of its weighted loss, one ``(batch, *variable.shape)`` array per variable.
-
-        ``seeds`` ``(batch, dropout layers, 2)`` are the dropout seed states of each example. No augmentation.
-        """
         grads, _, _ = self._gradients(images, labels, loss_weights, seeds.astype(self._seed_dtype))
         return [np.asarray(g) for g in grads]
 
     def clipped_sum(
         self, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray, seeds: np.ndarray
     ) -> list[np.ndarray]:
-        """The sum over the batch of the per-example gradients, each clipped to norm ``clip_norm``; no noise."""
         summed, _, _ = self._clipped(images, labels, loss_weights, seeds.astype(self._seed_dtype))
         return [np.asarray(s) for s in summed]
 
-    def run(
+    def step(
         self,
         images: np.ndarray,
         labels: np.ndarray,
         loss_weights: np.ndarray,
         expected_batch: float,
         rng: np.random.Generator,
-    ) -> StepStats:
-        """One DP-SGD step on a Poisson batch, which may be empty: noise is added and the optimizer steps anyway.
-
-        The update is (sum of clipped gradients + N(0, (z C)^2)) / ``expected_batch``, dividing by the expected
-        batch size q n, not the drawn one, which would depend on who is in the batch. Seeds come from ``rng``.
-        """
+    ) -> tuple[float, int]:
         examples = len(images)
         if not examples:  # the vectorised gradient cannot stack 0 examples: one with loss weight 0 adds nothing
             images, labels, loss_weights = np.zeros((1, *images.shape[1:])), np.zeros(1), np.zeros(1)
@@ -110,8 +174,8 @@ class DpSgdStep:
             np.float32(expected_batch),
         )
         if not examples:
-            return StepStats(loss_sum=0.0, correct=0, examples=0)
-        return StepStats(loss_sum=float(loss_sum), correct=int(correct), examples=examples)
+            return 0.0, 0
+        return float(loss_sum), int(correct)
 
     def _per_example_gradients(self, images: Any, labels: Any, loss_weights: Any, seeds: Any) -> tuple[Any, Any, Any]:
         import keras
