@@ -394,6 +394,10 @@ class RunConfig(_Strict):
                 message = f"threshold {secure.threshold} is more than the {self.federation.clients} clients of a round"
                 raise _invalid("RunConfig", ("privacy", "secure_aggregation", "threshold"), message, secure.threshold)
         if self.privacy.dp is not None:
+            if self.privacy.dp.level == "client" and self.federation.intermittent.approach == "keep-last":
+                message = "client-level DP noises each round's sum once; keep-last would reuse a departed site's "
+                message += "update unclipped and count it again; use approach 'drop'"
+                raise _invalid("RunConfig", ("federation", "intermittent", "approach"), message, "keep-last")
             if self.model.normalization == "batchnorm" and "normalization" in self.model.model_fields_set:
                 message = "BatchNorm mixes the examples of a batch and releases its statistics without noise, which "
                 message += "differential privacy cannot bound; use groupnorm (the default under dp)"

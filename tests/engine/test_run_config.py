@@ -240,6 +240,11 @@ PRIVACY_REFUSALS = {
         ("federation", "intermittent", "approach"),
         "secure aggregation never shows the server",
     ),
+    "keep-last-client-dp": (
+        {"federation": {"intermittent": {"approach": "keep-last"}}, "privacy": {"dp": {"level": "client"}}},
+        ("federation", "intermittent", "approach"),
+        "client-level DP noises each round's sum once",
+    ),
     "threshold": (
         {"federation": {"clients": 3}, "privacy": {"secure_aggregation": {"threshold": 4}}},
         ("privacy", "secure_aggregation", "threshold"),

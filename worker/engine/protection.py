@@ -184,8 +184,6 @@ def strategy_with_privacy(cfg: RunConfig, sites: int) -> Strategy:
         return SecureFedAvg(params, dp if dp and dp.level == "client" else None)
     if dp is None or dp.level != "client":
         return strategy_for(cfg.federation.intermittent.approach)
-    if cfg.federation.intermittent.approach == "keep-last":
-        raise ValueError("client-level DP adds each round's noise once; reusing kept updates would count them twice")
     adaptive = AdaptiveClipping(count_noise(sites, dp.noise_multiplier)) if dp.adaptive_clipping else None
     return ClientDpFedAvg(ClientLevelDP(dp.clip_norm, dp.noise_multiplier, adaptive))
 
