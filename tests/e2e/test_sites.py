@@ -71,6 +71,22 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
         stack.stop()
 
 
+def three_hospitals(name: str) -> dict[str, object]:
+    """Two rounds over the three agents at 28 px; a round goes on with two of them."""
+    return {
+        "name": name,
+        "seed": 5,
+        "data": {"image_size": 28},
+        "model": {"calibration_samples": 64},
+        "federation": {
+            "rounds": 2,
+            "sites": [{"site": site, "dataset": "chest"} for site in SITES],
+            "round_timeout_s": 180,
+            "min_sites": 2,
+        },
+    }
+
+
 def _online(stack: Stack) -> set[str]:
     return {s["name"] for s in stack.http.get("/api/sites").json() if s["online"] and s["datasets"]}
 
@@ -78,18 +94,7 @@ def _online(stack: Stack) -> set[str]:
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
     federation: Stack, tmp_path: Path
 ) -> None:
-    config = {
-        "name": "three hospitals",
-        "seed": 5,
-        "data": {"image_size": 28},
-        "model": {"calibration_samples": 64},
-        "federation": {
-            "rounds": 2,
-            "sites": [{"site": name, "dataset": "chest"} for name in SITES],
-            "round_timeout_s": 180,
-            "min_sites": 2,
-        },
-    }
+    config = three_hospitals("three hospitals")
 
     run_id = federation.launch(config)["federated"]["id"]
     finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
@@ -117,18 +122,8 @@ def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_sti
 ) -> None:
     """The agents run SecAgg+: the server relays keys and sealed shares, stores one masked uint32 vector per site
     and round (for the updates and for the BatchNorm statistics), and unmasks only their sum."""
-    config = {
-        "name": "three hospitals, secure aggregation",
-        "seed": 5,
-        "data": {"image_size": 28},
-        "model": {"calibration_samples": 64},
-        "federation": {
-            "rounds": 2,
-            "sites": [{"site": name, "dataset": "chest"} for name in SITES],
-            "round_timeout_s": 180,
-            "min_sites": 2,
-        },
-        "privacy": {"secure_aggregation": {"threshold": 2}},
+    config = three_hospitals("three hospitals, secure aggregation") | {
+        "privacy": {"secure_aggregation": {"threshold": 2}}
     }
 
     run_id = federation.launch(config)["federated"]["id"]
