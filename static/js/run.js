@@ -133,11 +133,17 @@
       const ids = [...new Set(dp.flatMap((r) => Object.keys(r.privacy.sites)))].sort((a, b) => a.length - b.length || a.localeCompare(b));
       ids.forEach((id, i) => traces.push({ x: xs, y: dp.map((r) => r.privacy.sites[id] ?? null), mode: "lines+markers", name: clientLabel(id), line: { color: FL.palette[i % 10], dash: "dot" }, marker: { size: 5 } }));
     }
+    // A target far above what has been spent would flatten every curve to the floor: keep the axis on the spend.
+    const spent = Math.max(0, ...traces.flatMap((t) => t.y.filter((y) => y !== null)));
+    const far = targetEpsilon !== null && spent > 0 && targetEpsilon > 4 * spent;
     if (targetEpsilon !== null && xs.length) {
-      traces.push({ x: [Math.min(...xs, 1), Math.max(...xs, total)], y: [targetEpsilon, targetEpsilon], mode: "lines", name: `target ${targetEpsilon}`, line: { color: FL.palette[1], dash: "dash" }, hoverinfo: "skip" });
+      const name = far ? `target ${targetEpsilon} (above the axis)` : `target ${targetEpsilon}`;
+      traces.push({ x: [Math.min(...xs, 1), Math.max(...xs, total)], y: [targetEpsilon, targetEpsilon], mode: "lines", name, line: { color: FL.palette[1], dash: "dash" }, hoverinfo: "skip" });
     }
     const delta = dp.length ? ` at delta ${dp[dp.length - 1].privacy.delta}` : "";
-    FL.plot("chart-epsilon", traces, layout(`Epsilon spent up to each round (${dpLevel} level${delta})`, unit, "epsilon"));
+    const look = layout(`Epsilon spent up to each round (${dpLevel} level${delta})`, unit, "epsilon");
+    if (far) look.yaxis = { ...look.yaxis, range: [0, 1.2 * spent] };
+    FL.plot("chart-epsilon", traces, look);
   }
 
   // The latest round's curve, the picked round's and the baseline's; a call that a newer one overtook draws nothing.
