@@ -31,13 +31,14 @@ from worker.engine.data import DataError
 from worker.engine.loop import Cancelled
 from worker.engine.thresholds import GridCounts, empty_counts
 from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
+from worker.failures import Reported
 
 POLL_S = 0.5
 logger = logging.getLogger(__name__)
 
 
-class TooFewSites(RuntimeError):
-    """Fewer sites answered a round than ``federation.min_sites``."""
+class TooFewSites(Reported):
+    """Fewer sites answered a round than ``federation.min_sites`` (or than secure aggregation's threshold)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from app.sites import blobs
 from app.sites.protocol import SecAggAnswer, SecAggTask, TaskResult
 from worker.engine.checkpoint import load_checkpoint
 from worker.engine.privacy.masking import SecAggParams
-from worker.engine.privacy.secagg import PublicKeys, Reveal, SecAggServer
+from worker.engine.privacy.secagg import PublicKeys, Reveal, SecAggServer, TooFewSurvivors
 from worker.engine.protection import apply_mean_change, moments_from_means, moments_params
 from worker.engine.strategy import Aggregate
 from worker.engine.types import ClientFailure, ClientStatus, ClientUpdate, Weights
@@ -100,7 +100,14 @@ class SecureSites:
             elif isinstance(answer, TaskResult):
                 masked[cid] = vector
                 received[cid] = ClientUpdate(cid, [vector], answer.num_examples, answer.metrics)
-        request = server.unmask_request(masked)  # TooFewSurvivors before any share is asked for
+        try:
+            request = server.unmask_request(masked)  # refused before any share is asked for
+        except TooFewSurvivors:
+            raise TooFewSites(
+                f"round {rnd}: {len(masked)} sites' masked {session} arrived, fewer than the secure-aggregation "
+                f"threshold {params.threshold}; the round failed and nothing was unmasked (resume once enough sites "
+                "are online)"
+            ) from None
         step = {"survivors": list(request.survivors), "dropped": list(request.dropped)}
         revealed, lost = self._answers(
             "unmask", rnd, weights, {c: self._task(session, **step) for c in request.survivors}

@@ -181,3 +181,13 @@ def test_secure_aggregation_with_client_dp_adds_each_sites_share_of_the_noise() 
     result = strategy.aggregate(1, updates, start)
     assert result is not None
     assert np.std(result.weights[0]) == pytest.approx(1.0 / 3, rel=0.03)
+
+
+def test_a_secure_round_with_fewer_sites_than_the_threshold_fails_and_says_so() -> None:
+    """Client 3 joins at round 3, so round 1 has two sites for a threshold of three."""
+    recorder = Recorder()
+    with pytest.raises(
+        ValueError, match="round 1: 2 site\\(s\\) trained, fewer than the secure-aggregation threshold 3"
+    ):
+        run(secure_config(threshold=3), recorder)
+    assert recorder.results == []

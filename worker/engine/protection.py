@@ -147,6 +147,11 @@ class SecureFedAvg:
         if current is None:
             raise ValueError("secure aggregation sums each site's change: it needs the weights the round started from")
         sites = len(updates)
+        if sites < self.params.threshold:
+            raise ValueError(
+                f"round {rnd}: {sites} site(s) trained, fewer than the secure-aggregation threshold "
+                f"{self.params.threshold}; the round failed and nothing was unmasked"
+            )
         vectors = {
             u.client_id: change_vector(u.weights, current, u.num_examples, dp=self.dp, sites=sites) for u in updates
         }
