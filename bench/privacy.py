@@ -2,15 +2,19 @@
 with client-level DP at the noise multipliers that give epsilon about 8 and 30, and with secure aggregation.
 
     python -m bench.privacy [--rounds 10] [--image-size 64] [--clients 3] [--only "no DP" "secure aggregation"]
+                            [--repeat 2]
 
 Real chest X-rays (kermany_train_64.npz, the official Kermany train split), 3 clients, a held-out 20% of it as the
-common test set; every configuration runs in this process one after the other, so the times compare like with like.
+common test set; every configuration runs in this process one after the other, so the times compare like with like; with
+``--repeat n`` the configurations run n times in ABBA order (the first run of a process is slower) and the median
+time per round is reported.
 Noise multipliers are calibrated with dp-accounting (RDP, delta = 1e-5) for the number of rounds asked.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +73,7 @@ def configurations(rounds: int, image_size: int, clients: int) -> dict[str, dict
 
 def run(label: str, privacy: dict[str, Any], args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     raw = base(args.rounds, args.image_size, args.clients)
+    privacy = dict(privacy)
     if privacy.pop("_groupnorm", False):
         raw["model"] |= {"normalization": "groupnorm"}
     raw["privacy"] = privacy
@@ -93,15 +98,21 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="run only these configurations (by label)")
+    parser.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, ABBA order")
     args = parser.parse_args()
-    rows = []
-    chosen = configurations(args.rounds, args.image_size, args.clients)
+    chosen = {
+        label: privacy
+        for label, privacy in configurations(args.rounds, args.image_size, args.clients).items()
+        if not args.only or label in args.only
+    }
+    labels = list(chosen)
+    order = [label for k in range(args.repeat) for label in (labels if k % 2 == 0 else labels[::-1])]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, privacy in chosen.items():
-            if args.only and label not in args.only:
-                continue
-            rows.append(run(label, privacy, args, Path(tmp)))
-            print(f"  {label}: done in {rows[-1]['wall_s']:.0f} s", flush=True)
+        for k, label in enumerate(order):
+            runs[label].append(run(label, chosen[label], args, Path(tmp) / str(k)))
+            print(f"  {label}: done in {runs[label][-1]['wall_s']:.0f} s", flush=True)
+    rows = [runs[label][0] | {"round_s": statistics.median(r["round_s"] for r in runs[label])} for label in labels]
     plain = {row["label"]: row["round_s"] for row in rows}
     print(
         f"\n{args.rounds} rounds, {args.clients} clients, {args.image_size} px, delta {DELTA}, "
