@@ -122,11 +122,8 @@ def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_sti
 ) -> None:
     """The agents run SecAgg+: the server relays keys and sealed shares, stores one masked uint32 vector per site
     and round (for the updates and for the BatchNorm statistics), and unmasks only their sum."""
-    config = three_hospitals("three hospitals, secure aggregation") | {
-        "privacy": {"secure_aggregation": {"threshold": 2}}
-    }
-
-    run_id = federation.launch(config)["federated"]["id"]
+    secure = {"privacy": {"secure_aggregation": {"threshold": 2}}}
+    run_id = federation.launch(three_hospitals("three hospitals, secure aggregation") | secure)["federated"]["id"]
     finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
 
     assert finished["status"] == "succeeded", (finished["error"], federation.logs())
@@ -134,17 +131,53 @@ def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_sti
     assert [r["number"] for r in rounds] == [1, 2]
     assert all(sorted(c["status"] for c in r["clients"]) == ["trained"] * 3 for r in rounds)
     assert all(0.5 < r["metrics"]["test.auc"] <= 1 for r in rounds)
+    steps = {k: 2 * 2 * 3 for k in ("advertise", "share", "unmask")}  # two sums a round: updates and statistics
+    assert done_tasks(run_id) == steps | {"train": 6, "statistics": 6, "evaluate": 6}
+    assert received_dtypes(run_id, tmp_path) == {np.dtype(np.uint32)}, "only masked vectors reach the server"
+
+
+def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_path: Path) -> None:
+    """DP-SGD in each agent under secure aggregation: every round reports each site's epsilon, the server's ledger
+    holds one row per (site, dataset) of the run, and each hospital's own privacy.json agrees with it."""
+    privacy = {"secure_aggregation": {"threshold": 2}, "dp": {"level": "sample", "noise_multiplier": 1.0}}
+    run_id = federation.launch(three_hospitals("three hospitals, DP") | {"privacy": privacy})["federated"]["id"]
+    finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
+
+    assert finished["status"] == "succeeded", (finished["error"], federation.logs())
+    rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    last = rounds[-1]["privacy"]
+    assert set(last["sites"]) == {"1", "2", "3"} and last["epsilon"] == max(last["sites"].values()) > 0
+    assert done_tasks(run_id) == {"advertise": 6, "share": 6, "unmask": 6, "train": 6, "evaluate": 6}  # GroupNorm
+    ledger = {row["site"]: row for row in federation.http.get("/api/sites/ledger").json()}
+    assert set(ledger) == set(SITES)
+    for i, name in enumerate(SITES, start=1):
+        assert ledger[name]["epsilon_spent"] == pytest.approx(last["sites"][str(i)])
+        own = json.loads((tmp_path / name / "privacy.json").read_text())
+        assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
+
+
+def done_tasks(run_id: str) -> Counter[str]:
     engine = create_engine(PG_E2E)
     with engine.connect() as conn:
-        tasks = conn.execute(
-            text("SELECT kind, status, result FROM site_task WHERE run_id = :run"), {"run": run_id}
+        rows = conn.execute(
+            text("SELECT kind FROM site_task WHERE run_id = :run AND status = 'done'"), {"run": run_id}
         ).all()
     engine.dispose()
-    kinds = Counter(kind for kind, status, _ in tasks if status == "done")
-    steps = {k: 2 * 2 * 3 for k in ("advertise", "share", "unmask")}  # two sums a round: updates and statistics
-    assert kinds == steps | {"train": 6, "statistics": 6, "evaluate": 6}
-    for kind, _status, result in tasks:
-        if kind in ("train", "statistics"):
-            answer = result if isinstance(result, dict) else json.loads(result)
-            received = load_checkpoint(blobs.blob_path(tmp_path / "server" / "artifacts", answer["weights_sha256"]))
-            assert [w.dtype for w in received.weights] == [np.uint32], "only a masked vector reaches the server"
+    return Counter(kind for (kind,) in rows)
+
+
+def received_dtypes(run_id: str, tmp_path: Path) -> set[np.dtype]:
+    """The dtypes of every array the sites uploaded for the run's train and statistics tasks."""
+    engine = create_engine(PG_E2E)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT result FROM site_task WHERE run_id = :run AND kind IN ('train', 'statistics')"),
+            {"run": run_id},
+        ).all()
+    engine.dispose()
+    dtypes = set()
+    for (result,) in rows:
+        answer = result if isinstance(result, dict) else json.loads(result)
+        received = load_checkpoint(blobs.blob_path(tmp_path / "server" / "artifacts", answer["weights_sha256"]))
+        dtypes |= {w.dtype for w in received.weights}
+    return dtypes

@@ -147,7 +147,7 @@ def _global_weights(
     """
     if result is None or not updates:
         return weights, [], 0.0
-    if cfg.model.batchnorm != "federated":
+    if cfg.model.batchnorm != "federated" or not slots:  # GroupNorm (under DP) has no statistics to pool
         return result.weights, [], 0.0
     trained = [u.client_id for u in updates]
     if secure is not None:
