@@ -166,3 +166,52 @@ def test_fixed_clip_norm_refuses_another_checkpoint() -> None:
     dp.restore(1.0)
     with pytest.raises(ValueError, match="not the fixed"):
         dp.restore(2.0)
+
+
+def test_distributed_noise_is_centred_and_keeps_the_delta_and_its_dtype() -> None:
+    """Each site's share of the noise has mean zero: a bias would move every round's model the same way."""
+    rng = np.random.default_rng(4)
+    delta = [np.full(200_000, 0.25, np.float32)]  # norm 112, under the clip norm 200
+    noised = with_distributed_noise(delta, 200.0, 0.01, 4, rng)[0]  # std 0.01 x 200 / sqrt(4) = 1
+    assert noised.dtype == np.float32
+    assert abs(float(np.mean(noised)) - 0.25) < 5 / math.sqrt(200_000)  # five standard errors
+    assert with_distributed_noise([np.zeros(3)], 1.0, 1.0, 1, rng)[0].shape == (3,)  # one site alone is allowed
+
+
+def test_the_already_clipped_guards_allow_rounding_but_not_more() -> None:
+    """A delta at the clip norm (up to float rounding) passes; one a hair beyond the slack is refused."""
+    rng = np.random.default_rng(5)
+    at = [np.array([0.6, 0.8])]  # norm 1
+    beyond = [np.array([0.6, 0.8]) * (1 + 1e-4)]
+    assert noised_mean([at], 1.0, 0.0, rng)[0] == pytest.approx(at[0])
+    with_distributed_noise(at, 1.0, 0.0, 1, rng)
+    with pytest.raises(ValueError, match="clip it first"):
+        noised_mean([beyond], 1.0, 0.0, rng)
+    with pytest.raises(ValueError, match="clip it first"):
+        with_distributed_noise(beyond, 1.0, 0.0, 1, rng)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"count_stddev": 1.0, "target_quantile": -0.01},
+        {"count_stddev": 1.0, "target_quantile": 1.01},
+        {"count_stddev": 0.0},
+        {"count_stddev": 1.0, "learning_rate": 0.0},
+    ],
+)
+def test_adaptive_clipping_refuses_settings_outside_its_ranges(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="adaptive clipping needs"):
+        AdaptiveClipping(**settings)
+
+
+def test_adaptive_clipping_accepts_the_ends_of_its_quantile_range() -> None:
+    assert AdaptiveClipping(1.0, target_quantile=0.0).target_quantile == 0.0
+    assert AdaptiveClipping(1.0, target_quantile=1.0).target_quantile == 1.0
+
+
+def test_a_norm_exactly_at_the_clip_norm_counts_as_under_it() -> None:
+    """The bit is ||delta|| <= C: with tiny count noise, all sites at C give b = 1 and the bound shrinks."""
+    adaptive = AdaptiveClipping(1e-9, target_quantile=0.5, learning_rate=0.2)
+    after = adaptive.next_clip_norm(2.0, [2.0, 2.0], np.random.default_rng(0))
+    assert after == pytest.approx(2.0 * math.exp(-0.2 * (1 - 0.5)))
