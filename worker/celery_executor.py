@@ -12,6 +12,8 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError as BrokerUnreachable
+from redis.exceptions import ConnectionError as RedisUnreachable
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.broker import CLIENT_STATISTICS, EVALUATE_CLIENT, TRAIN_CLIENT, TRAIN_QUEUE
@@ -24,6 +26,7 @@ from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, W
 from worker.failures import Reported, user_message
 
 CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel and for dead workers
+BROKER_RETRY_S = 1.0  # how often a round whose broker is down tries it again
 MAX_SENDS = 3  # a client whose worker dies this often in one round counts as failed for that round
 logger = logging.getLogger(__name__)
 
@@ -156,6 +159,11 @@ class CeleryExecutor:
                 return fan_out.get(min(CANCEL_CHECK_S, remaining))
             except CeleryTimeout:
                 fan_out.resend_lost(rnd)
+            except (RedisUnreachable, BrokerUnreachable) as error:
+                # The broker is restarting (fedlens up supervises it; its AOF keeps tasks and replies): wait for it
+                # within the round's timeout instead of failing the run on a connection reset.
+                logger.warning("round %d: the broker does not answer (%s); waiting for it", rnd, error)
+                time.sleep(BROKER_RETRY_S)
 
 
 class WorkerLost(Reported):
