@@ -16,7 +16,7 @@ from app.run_config import DpConfig, RunConfig
 from worker.engine.loop import PoolMoments, pool_in_clear
 from worker.engine.privacy.accounting import PrivacyAccountant
 from worker.engine.privacy.dpfedavg import AdaptiveClipping, ClientLevelDP, clip, with_distributed_noise
-from worker.engine.privacy.dpsgd import DpSgdSettings, sampling_rate, steps_per_epoch
+from worker.engine.privacy.dpsgd import DpSgdSettings
 from worker.engine.privacy.masking import SecAggParams, flatten, unflatten
 from worker.engine.privacy.secagg import secure_mean
 from worker.engine.strategy import Aggregate, Strategy, strategy_for
@@ -229,8 +229,8 @@ class RunPrivacy:
         if dp.level == "client":
             return cls(dp, {"": PrivacyAccountant.client_level(dp.noise_multiplier)}, strategy)
         batch, epochs = cfg.model.batch_size, cfg.federation.local_epochs
-        accountants = {  # the steps KerasTrainer's DP-SGD takes: ceil(n / batch) Poisson batches per epoch
-            cid: PrivacyAccountant(dp.noise_multiplier, sampling_rate(batch, n), epochs * steps_per_epoch(n, batch))
+        accountants = {
+            cid: PrivacyAccountant.sample_level(dp.noise_multiplier, examples=n, batch_size=batch, local_epochs=epochs)
             for cid, n in samples.items()
         }
         return cls(dp, accountants, strategy)

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from app.run_config import ModelConfig
 from app.sites.protocol import DpSettings, SiteTask
 from worker.engine.privacy.accounting import Ledger, PrivacyAccountant
-from worker.engine.privacy.dpsgd import sampling_rate, steps_per_epoch
 from worker.site.datasets import SiteData, TaskRefused
 from worker.site.identity import SiteError
 
@@ -98,8 +97,9 @@ def _accountant(
     one computes an RDP curve."""
     if level == "client":
         return PrivacyAccountant.client_level(noise_multiplier)
-    steps = local_epochs * steps_per_epoch(examples, batch_size)
-    return PrivacyAccountant(noise_multiplier, sampling_rate(batch_size, examples), steps)
+    return PrivacyAccountant.sample_level(
+        noise_multiplier, examples=examples, batch_size=batch_size, local_epochs=local_epochs
+    )
 
 
 #: steps that release no function of the images beyond counts: evaluation, and secure aggregation's keys and shares

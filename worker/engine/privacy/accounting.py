@@ -10,6 +10,8 @@ import dp_accounting
 import numpy as np
 from dp_accounting import rdp
 
+from worker.engine.privacy.dpsgd import sampling_rate, steps_per_epoch
+
 #: dp-accounting warns, on every call at small noise, that it leaves out orders whose series does not converge;
 #: leaving orders out can only raise epsilon, so the warnings are safe to silence (they flooded worker logs)
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -19,13 +21,13 @@ NOISE_TOLERANCE = 1e-4  # noise_for_epsilon stops within this of the smallest su
 
 
 def steps_per_round(examples: int, batch_size: int, local_epochs: int) -> int:
-    """DP-SGD steps a site takes in one round: ``ceil(E * n / B)``, E passes over n examples in expected batches of
-    B. The last, partial batch counts as a whole step, which can only overstate ε."""
+    """DP-SGD steps a site takes in one round: ``E * ceil(n / B)``, E epochs of ``dpsgd.steps_per_epoch`` Poisson
+    batches, exactly what KerasTrainer's DP-SGD takes. Raises ValueError for a count below 1."""
     if min(examples, batch_size, local_epochs) < 1:
         raise ValueError(
             f"examples, batch size and local epochs must be at least 1, got {examples}, {batch_size}, {local_epochs}"
         )
-    return math.ceil(local_epochs * examples / batch_size)
+    return local_epochs * steps_per_epoch(examples, batch_size)
 
 
 def dp_event(
@@ -82,7 +84,7 @@ class PrivacyAccountant:
         site trained. The accountant assumes Poisson sampling; shuffled fixed-size batches are the usual stand-in (as
         in TF Privacy's compute_dp_sgd_privacy) but not formally covered by it (Chua et al., ICML 2024)."""
         steps = steps_per_round(examples, batch_size, local_epochs)
-        return cls(noise_multiplier, min(1.0, batch_size / examples), steps)
+        return cls(noise_multiplier, sampling_rate(batch_size, examples), steps)
 
     def event(self, rounds: int) -> dp_accounting.DpEvent:
         return dp_event(
