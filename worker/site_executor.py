@@ -110,6 +110,7 @@ class SiteExecutor:
             dp=dp_settings(cfg),
         )
         self._pooled_test: GridCounts | None = None
+        self._published: tuple[Weights, str] | None = None  # the last weights published and their blob's SHA-256
 
     def samples(self) -> dict[str, int]:
         return {cid: sum(s.counts.get("train", {}).values()) for cid, s in self.slots.items()}
@@ -149,20 +150,33 @@ class SiteExecutor:
         """The sites' own test sets pooled, from the last evaluation: federated evaluation of the global model."""
         return self._pooled_test
 
-    def _update(self, cid: str, answer: TaskResult) -> ClientUpdate | ClientFailure:
+    def received(self, cid: str, answer: TaskResult, what: str = "update") -> Weights | ClientFailure:
+        """The arrays a site uploaded with a train or statistics result, refused if the file's bytes changed since."""
         assert answer.weights_sha256 is not None  # the API refuses a train result without it
         path = blobs.blob_path(self.artifacts, answer.weights_sha256)
         if file_sha256(path) != answer.weights_sha256:
-            return ClientFailure(cid, "its update file was modified after it was uploaded; it was not used")
-        return ClientUpdate(cid, load_checkpoint(path).weights, answer.num_examples, answer.metrics)
+            return ClientFailure(cid, f"its {what} file was modified after it was uploaded; it was not used")
+        return load_checkpoint(path).weights
+
+    def _update(self, cid: str, answer: TaskResult) -> ClientUpdate | ClientFailure:
+        weights = self.received(cid, answer)
+        if isinstance(weights, ClientFailure):
+            return weights
+        return ClientUpdate(cid, weights, answer.num_examples, answer.metrics)
 
     def _publish(self, rnd: int, weights: Weights) -> str:
+        """The weights as a blob the sites download; the same weights object is written once, however many task
+        kinds (secure aggregation's four steps) send it."""
+        if self._published is not None and self._published[0] is weights:
+            return self._published[1]
         folder = self.artifacts / "blobs" / "incoming"
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
             temporary = Path(handle.name)
         save_checkpoint(Checkpoint(rnd, weights), temporary, durable=False)
-        return blobs.put_file(self.artifacts, temporary)
+        sha = blobs.put_file(self.artifacts, temporary)
+        self._published = (weights, sha)
+        return sha
 
     def round_trip(
         self,

@@ -13,11 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.digest import file_sha256
 from app.run_config import RunConfig
-from app.sites import blobs
 from app.sites.protocol import SecAggAnswer, SecAggTask, TaskResult
-from worker.engine.checkpoint import load_checkpoint
 from worker.engine.privacy.masking import SecAggParams
 from worker.engine.privacy.secagg import PublicKeys, Reveal, SecAggServer, TooFewSurvivors
 from worker.engine.protection import apply_mean_change, moments_from_means, moments_params
@@ -66,11 +63,8 @@ class SecureSites:
         return answers, failures
 
     def _masked(self, cid: str, answer: TaskResult) -> np.ndarray | ClientFailure:
-        assert answer.weights_sha256 is not None  # the API refuses a train result without it
-        path = blobs.blob_path(self.sites.artifacts, answer.weights_sha256)
-        if file_sha256(path) != answer.weights_sha256:
-            return ClientFailure(cid, "its masked update was modified after it was uploaded; it was not used")
-        return load_checkpoint(path).weights[0]
+        received = self.sites.received(cid, answer, "masked update")
+        return received if isinstance(received, ClientFailure) else received[0]
 
     def _secure_sum(
         self, session: str, rnd: int, weights: Weights, client_ids: Sequence[str]
