@@ -7,30 +7,12 @@ from typing import Any
 
 import numpy as np
 
-SIZE = 28
-BATCH = 6
+from tests.worker.dp_models import BATCH, SIZE, batch, groupnorm_model
 
 
 def relative_error(got: Any, want: Any) -> float:
     got, want = np.asarray(got), np.asarray(want)
     return float(np.linalg.norm(got - want) / (np.linalg.norm(want) + 1e-12))
-
-
-def groupnorm_model(learning_rate: float, dropout: bool) -> Any:
-    from worker.engine.model import compiled_cnn
-
-    model = compiled_cnn(SIZE, "sgd", learning_rate, normalization="groupnorm")
-    model.optimizer.build(model.trainable_variables)
-    if not dropout:
-        for layer in model.layers:
-            if hasattr(layer, "rate"):
-                layer.rate = 0.0
-    return model
-
-
-def batch() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return rng.random((BATCH, SIZE, SIZE, 1), np.float32), np.array([0, 1, 1, 0, 1, 0], np.float32)
 
 
 def hand_gradients(model: Any, images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seeds: Any) -> list[Any]:

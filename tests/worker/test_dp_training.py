@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from app.run_config import ModelConfig
+from tests.worker.dp_models import BATCH, SIZE, batch, groupnorm_model
 from worker.engine.client import KerasTrainer
 from worker.engine.data import Dataset
 from worker.engine.dp_training import DpSgdStep
@@ -22,8 +23,6 @@ from worker.engine.privacy.dpsgd import DpSgdSettings, clip_factors
 
 pytestmark = pytest.mark.slow
 
-SIZE = 28
-BATCH = 6
 ROOT = Path(__file__).parents[2]
 
 #: the GPU hosts run Keras on JAX; CI installs no JAX, so there these tests skip (a plain skip: CI fails only the
@@ -36,21 +35,6 @@ def assert_close(got: np.ndarray, want: np.ndarray, *, scale: float = 0.0) -> No
     computed as a difference of values of norm ``scale`` carries their rounding too."""
     rounding = 4 * float(np.finfo(np.float32).eps) * scale
     assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want) + 1e-7 + rounding
-
-
-def groupnorm_model(learning_rate: float = 0.1, dropout: bool = True) -> Any:
-    model = compiled_cnn(SIZE, "sgd", learning_rate, normalization="groupnorm")
-    model.optimizer.build(model.trainable_variables)
-    if not dropout:
-        for layer in model.layers:
-            if hasattr(layer, "rate"):
-                layer.rate = 0.0
-    return model
-
-
-def batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.random((BATCH, SIZE, SIZE, 1), np.float32), np.array([0, 1, 1, 0, 1, 0], np.float32)
 
 
 def hand_gradients(model: Any, images: np.ndarray, labels: np.ndarray, loss_weights: np.ndarray) -> list[list[Any]]:
