@@ -210,12 +210,11 @@ def run_federated(
             failures = [o for o in outcomes if isinstance(o, ClientFailure)]
             aggregated = time.perf_counter()
             result = strategy.aggregate(rnd, updates, weights)
-        spent = privacy.spend(rnd, [u.client_id for u in updates]) if privacy else None
         aggregation_s = time.perf_counter() - aggregated
+        train_s = max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0)
         if secure is not None:  # the sites trained inside the protocol's masking step: count that as training
-            aggregation_s = max(
-                0.0, aggregation_s - max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0)
-            )
+            aggregation_s = max(0.0, aggregation_s - train_s)
+        spent = privacy.spend(rnd, [u.client_id for u in updates]) if privacy else None
         new, stats, pooling_s = _global_weights(
             cfg, executor, rnd, weights, result, updates, batchnorm_slots, pool_moments, secure
         )
@@ -232,7 +231,7 @@ def run_federated(
             metrics=metrics,
             clients=_client_rounds(rnd, presence, samples, result, updates, failures, evaluations, threshold),
             wall_s=time.perf_counter() - began,
-            train_s=max((u.metrics.get("train.seconds", 0.0) for u in updates), default=0.0),
+            train_s=train_s,
             calibration_s=max((s.metrics.get("seconds", 0.0) for s in stats), default=0.0),
             startup_s=max((u.metrics.get("startup.seconds", 0.0) for u in [*updates, *stats]), default=0.0),
             aggregation_s=aggregation_s,
