@@ -198,14 +198,13 @@ def _train(
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         digest = checkpoints.save(checkpoint)
         path, weights_digest = str(checkpoints.path(result.round)), weights_sha256(checkpoint.weights)
+        spends = store.privacy_spends(run_id, cfg, result.round, result.privacy) if result.privacy else []
         stored = retrying(
             sessions,
             lambda session: store.save_round(
-                session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest
+                session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest, spends=spends
             ),
         )
-        if cfg.over_sites and (spent := result.privacy):
-            retrying(sessions, lambda session: store.record_spend(session, run_id, cfg, result.round, spent))
         notify(settings, run_id)
         shutil.rmtree(folder / "exchange" / f"round-{result.round:04d}", ignore_errors=True)
         logger.info(

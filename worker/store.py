@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -74,10 +75,13 @@ def save_round(
     *,
     weights_sha256: str | None = None,
     checkpoint_sha256: str | None = None,
+    spends: Sequence[PrivacySpend] = (),
 ) -> bool:
     """Store a round with its client statuses and metrics in one transaction; ``weights_sha256`` is the
     digest of the global weights its checkpoint holds (the weights the next round starts from),
-    ``checkpoint_sha256`` that of the checkpoint file's bytes (what a resume verifies).
+    ``checkpoint_sha256`` that of the checkpoint file's bytes (what a resume verifies). ``spends`` (see
+    ``privacy_spends``) overwrite the run's rows of the hospitals' ledger in the same transaction, so the ledger
+    never lags a stored round.
 
     Returns False if the round was already stored: a redelivered or repeated write is a no-op,
     so a completed round is never lost and never counted twice.
@@ -128,31 +132,31 @@ def save_round(
         )
         rows += [_metric(run_id, rnd, c.client_id, key, value) for key, value in c.metrics.items()]
     session.add_all(rows)
+    for spend in spends:
+        session.merge(spend)
     session.execute(update(Run).where(Run.id == run_id).values(current_round=rnd, heartbeat_at=utcnow()))
     session.commit()
     return True
 
 
-def record_spend(session: Session, run_id: uuid.UUID, cfg: RunConfig, rnd: int, privacy: RoundPrivacy) -> None:
-    """Each site's epsilon so far in this run, in the hospitals' ledger (app.models.PrivacySpend): overwritten
-    round by round, so a round stored twice is counted once."""
+def privacy_spends(run_id: uuid.UUID, cfg: RunConfig, rnd: int, privacy: RoundPrivacy) -> list[PrivacySpend]:
+    """Each site's epsilon so far in this run, as rows of the hospitals' ledger (app.models.PrivacySpend); at client
+    level every site has spent the run's epsilon."""
     level = cfg.privacy.dp.level if cfg.privacy.dp else "client"
-    for i, ref in enumerate(cfg.federation.sites, start=1):
-        epsilon = privacy.per_client.get(str(i), privacy.epsilon) if level == "sample" else privacy.epsilon
-        session.merge(
-            PrivacySpend(
-                run_id=run_id,
-                site=ref.site,
-                dataset=ref.dataset,
-                experiment=cfg.name,
-                level=level,
-                epsilon=epsilon,
-                delta=privacy.delta,
-                rounds=rnd,
-                updated_at=utcnow(),
-            )
+    return [
+        PrivacySpend(
+            run_id=run_id,
+            site=ref.site,
+            dataset=ref.dataset,
+            experiment=cfg.name,
+            level=level,
+            epsilon=privacy.per_client.get(str(i), privacy.epsilon),
+            delta=privacy.delta,
+            rounds=rnd,
+            updated_at=utcnow(),
         )
-    session.commit()
+        for i, ref in enumerate(cfg.federation.sites, start=1)
+    ]
 
 
 def add_startup(session: Session, run_id: uuid.UUID, worker: str, seconds: float) -> None:
