@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from app.digest import file_sha256
 from app.run_config import DataConfig, FederationConfig, ModelConfig
 from app.sites.protocol import DpSettings, SiteTask, TaskResult, TaskSettings
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -25,11 +26,6 @@ from worker.site.masking import MaskingSessions
 CACHE_DIR = "cache"
 CACHED_FILES = 6  # a few rounds of global weights and the site's own last uploads
 MAX_TRAINERS = 2  # each holds a compiled model; tasks of one run share one
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 class WeightsCache:
