@@ -266,15 +266,25 @@ def test_federated_batchnorm_sets_pooled_moments_in_the_global_weights() -> None
     assert [r.calibration_s for r in recorder.results] == [0.25] * 6
 
 
-@pytest.mark.parametrize(("approach", "expected"), [("drop", 1.0), ("keep-last", 1.75)])
-def test_failed_client_is_reported_and_only_its_kept_update_counts(approach: str, expected: float) -> None:
+@pytest.mark.parametrize(("approach", "status", "expected"), [("drop", F, 1.0), ("keep-last", K, 1.75)])
+def test_failed_client_is_reported_and_only_its_kept_update_counts(
+    approach: str, status: ClientStatus, expected: float
+) -> None:
+    """Under keep-last the failed client's status says its last update counted; its error says why it is not fresh."""
     recorder = Recorder()
     run(config(approach), FakeExecutor(fail=(2, "2")), recorder)
     second = recorder.results[1].clients[1]
-    assert (second.status, second.error) == (F, "out of memory")
+    assert (second.status, second.error) == (status, "out of memory")
     assert recorder.results[1].clients[0].status == T
     # drop: client 1 alone; keep-last: client 2's round-1 update (value 2, 30 examples) still counts
     np.testing.assert_allclose(recorder.checkpoints[1].weights[0], np.full(2, expected))
+
+
+def test_a_client_that_fails_before_its_first_update_is_failed_under_keep_last() -> None:
+    recorder = Recorder()
+    run(config("keep-last"), FakeExecutor(fail=(1, "2")), recorder)
+    first = recorder.results[0].clients[1]
+    assert (first.status, first.error) == (F, "out of memory")  # nothing of it to keep yet
 
 
 def test_partial_availability_is_deterministic_and_drops_some_present_clients() -> None:

@@ -97,7 +97,11 @@ def _client_rounds(
     evaluations: Sequence[ClientEvaluation],
     threshold: float,
 ) -> list[ClientRound]:
-    """Each client's row; ``global.*`` metrics are the new global model on the client's own test set."""
+    """Each client's row; ``global.*`` metrics are the new global model on the client's own test set.
+
+    A client that failed (a site that went offline or answered late) but whose last update the strategy counted
+    (keep-last) is recorded as kept, with its failure as the reason: the status says what the global model holds.
+    """
     fresh = {u.client_id: u for u in updates}
     failed = {f.client_id: f.error for f in failures}
     evaluated = {e.client_id: e for e in evaluations}
@@ -105,7 +109,9 @@ def _client_rounds(
     rows = []
     for member in presence.members:
         cid = member.client_id
-        status = ClientStatus.FAILED if cid in failed else counted.get(cid, ClientStatus.ABSENT)
+        status = counted.get(cid, ClientStatus.ABSENT)
+        if cid in failed and status != ClientStatus.KEPT:
+            status = ClientStatus.FAILED
         metrics = dict(fresh[cid].metrics) if cid in fresh else {}
         roc = None
         if cid in evaluated and evaluated[cid].test.n_positive + evaluated[cid].test.n_negative:
