@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy import exists, select, update
@@ -12,28 +13,47 @@ from app.models import Site, SiteTask, utcnow
 from app.sites.protocol import SiteTask as SiteTaskMessage
 from app.sites.protocol import TaskResult, TaskSettings
 
+logger = logging.getLogger(__name__)
+
 #: statuses after which a task takes no further result
 FINAL = ("done", "failed", "late")
+#: statuses in which a site that asks for work is given the task
+CLAIMABLE = ("queued", "taken")
 
 
 def claim_next(*, session: Session, site: Site) -> SiteTaskMessage | None:
-    """The oldest queued task of this site, now marked taken (one agent per site, so no two claim the same)."""
+    """The oldest task of this site that is queued, or taken but lost, now marked taken.
+
+    An agent runs one task at a time and asks for work only when it holds none, so a task of its own still marked
+    taken when it asks was lost: its agent was killed and restarted, or the answer to its long poll never reached
+    it. Such a task is handed out again until its deadline, so a restarted agent does not leave its round waiting
+    for an answer that cannot come; the task still takes one result, so it is never counted twice.
+    """
     task = session.scalar(
         select(SiteTask)
-        .where(SiteTask.site_id == site.id, SiteTask.status == "queued", SiteTask.deadline > utcnow())
+        .where(SiteTask.site_id == site.id, SiteTask.status.in_(CLAIMABLE), SiteTask.deadline > utcnow())
         .order_by(SiteTask.created_at)
         .limit(1)
     )
     if task is None:
         return None
+    lost = task.status == "taken"
     claimed = session.execute(
         update(SiteTask)
-        .where(SiteTask.id == task.id, SiteTask.status == "queued")
+        .where(
+            SiteTask.id == task.id,
+            SiteTask.status == task.status,
+            SiteTask.taken_at.is_not_distinct_from(task.taken_at),  # nobody claimed it since it was read
+        )
         .values(status="taken", taken_at=utcnow())
     )
     session.commit()
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    if lost:
+        logger.warning(
+            "site %s asked for work while holding task %s: its agent lost it, so it is sent again", site.name, task.id
+        )
     return message(task)
 
 

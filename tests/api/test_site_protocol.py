@@ -164,11 +164,39 @@ def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agen
     mine = _task(session, a.site_id, run.id, "a" * 64)
 
     claimed = a.request("GET", "/api/site/tasks/next?wait=0")
+    a.post(f"/api/site/tasks/{mine.id}/result", {"num_examples": 0, "error": "no such dataset"})
     nothing = a.request("GET", "/api/site/tasks/next?wait=0")
 
     assert claimed.json()["id"] == str(mine.id) and nothing.status_code == 204
     assert a.request("GET", f"/api/site/weights/{'b' * 64}").status_code == 403
     assert a.post(f"/api/site/tasks/{theirs.id}/result", {"num_examples": 1, "error": "x"}).status_code == 403
+
+
+def test_a_task_its_agent_lost_is_handed_out_again_before_its_deadline_and_takes_one_result(
+    enroll: Callable[[str], Agent], session: Session
+) -> None:
+    """An agent asks for work only when it holds none: a task of its own still taken was lost (agent restarted)."""
+    agent = enroll("hospital-a")
+    agent.post("/api/site/heartbeat", HEARTBEAT)
+    run = add_run(session, add_experiment(session))
+    long_ago = utcnow() - timedelta(minutes=1)
+    lost = _task(session, agent.site_id, run.id, "a" * 64, status="taken", taken_at=long_ago)
+    _task(session, agent.site_id, run.id, "b" * 64, status="taken", taken_at=long_ago, deadline=long_ago)
+    content = b"update"
+    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
+    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+
+    again = agent.request("GET", "/api/site/tasks/next?wait=0")
+    answered = agent.post(f"/api/site/tasks/{lost.id}/result", result)
+    second = agent.post(f"/api/site/tasks/{lost.id}/result", result | {"metrics": {"train.loss": 0.4}})
+    after = agent.request("GET", "/api/site/tasks/next?wait=0")
+
+    assert again.json()["id"] == str(lost.id)
+    assert answered.json() == {"accepted": True, "late": False}
+    assert second.status_code == 422 and "has a result already" in second.json()["detail"][0]["message"]
+    assert after.status_code == 204, "a done task, and a lost one past its deadline, are not handed out"
+    session.refresh(lost)
+    assert lost.status == "done" and lost.taken_at is not None and lost.taken_at > long_ago
 
 
 def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enroll: Callable[[str], Agent]) -> None:
