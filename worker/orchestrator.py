@@ -104,15 +104,17 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
     status, error, model_path, model_sha256, explains = RunStatus.FAILED, None, None, None, False
     note: str | None = None
     try:
-        started = time.perf_counter()
-        ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
-        if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
-            ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
-        startup_s = time.perf_counter() - started
-        retrying(sessions, lambda session: store.add_startup(session, run_id, me, startup_s))
-        start = _resume_point(last)
-        logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
+        # The heartbeat starts with the claim: loading the data and importing TensorFlow can outlast stale_after_s,
+        # and a run silent that long would be requeued, claimed by another worker and started over, again and again.
         with Watch(sessions, run_id, me, settings.heartbeat_s) as watch:
+            started = time.perf_counter()
+            ctx = context_for(RunConfig.model_validate(config), roots=settings.roots)
+            if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
+                ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
+            startup_s = time.perf_counter() - started
+            retrying(sessions, lambda session: store.add_startup(session, run_id, me, startup_s))
+            start = _resume_point(last)
+            logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)
             try:
                 weights = _train(ctx, kind, run_id, folder, sessions, celery, watch, start, settings)
             except BudgetSpent as spent:
@@ -233,7 +235,15 @@ def _train(
     if cfg.over_sites:
         with sessions() as session:
             slots = site_slots(session, cfg)
-        executor = sites = SiteExecutor(sessions, run_id, cfg, slots, settings.artifacts, should_stop=watch.should_stop)
+        executor = sites = SiteExecutor(
+            sessions,
+            run_id,
+            cfg,
+            slots,
+            settings.artifacts,
+            should_stop=watch.should_stop,
+            offline_after_s=settings.site_offline_after_s,
+        )
         samples = sites.samples()
         if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets
             evaluate = _federated_evaluation(sites)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -109,6 +111,31 @@ def test_a_busy_database_fails_the_run_with_a_short_message_and_no_sql(
     status, error = run_error(engine, run_id)
     assert status == "failed"
     assert error == "the database was busy; resume the run once it answers again (the server log has the details)"
+
+
+def test_a_run_heartbeats_while_its_orchestrator_starts_up(
+    worker_settings: Settings,
+    stored_run: Callable[[dict[str, Any]], uuid.UUID],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading the data and importing TensorFlow can outlast stale_after_s; a run silent that long is requeued."""
+    settings = worker_settings.model_copy(update={"heartbeat_s": 0.2})
+    run_id = stored_run({"format": "synthetic", "samples": 40})
+    beats: list[datetime | None] = []
+
+    def slow_start(*_args: object, **_kwargs: object) -> None:
+        for _ in range(2):
+            with Session(engine) as session:
+                beats.append(session.scalar(select(Run.heartbeat_at).where(Run.id == run_id)))
+            time.sleep(1.0)
+        raise DataError("the data went away", "data.train")
+
+    monkeypatch.setattr(orchestrator, "context_for", slow_start)
+    orchestrator.execute_run(run_id, settings, client_for(settings.broker, None))
+
+    claimed, during = beats
+    assert claimed is not None and during is not None and during > claimed
 
 
 @pytest.mark.parametrize("task", [tasks.train_client, tasks.client_batchnorm_statistics, tasks.evaluate_client])
