@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(60.0, gt=0, description="a running run silent this long is requeued")
     redelivery_after_s: int = Field(600, ge=10, description="a task whose worker died is delivered again after this")
     client_timeout_s: float = Field(3600.0, gt=0, description="longest wait for one round's client tasks")
+    site_offline_after_s: float = Field(
+        45.0,
+        gt=0,
+        description="a site silent this long is offline: it gets no new task, and a round gives up the task it holds "
+        "while other sites' heartbeats still arrive; a few times the agents' heartbeat interval (10 s)",
+    )
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="an idle browser session ends after this")
     token_days: int = Field(90, ge=1, le=3650, description="default lifetime of a new API token")
     data_roots: Annotated[tuple[Path, ...] | None, NoDecode] = Field(

@@ -3,7 +3,9 @@
 The orchestrator never reaches a site: it publishes the global weights under their SHA-256, queues the tasks and
 waits for the sites' answers, which arrive through the /api/site/ protocol. A site that is offline when the round
 starts, or silent until ``federation.round_timeout_s``, counts as a failed client of that round (the intermittent
-approach then drops it or keeps its last update); its late answer is recorded as late and never merged.
+approach then drops it or keeps its last update); its late answer is recorded as late and never merged. A site
+whose heartbeats stop during a round, while the other sites' still arrive, is given up at once instead of at the
+timeout: its agent died, and a slow site that is still alive keeps its whole ``round_timeout_s``.
 """
 
 from __future__ import annotations
@@ -97,10 +99,13 @@ class SiteExecutor:
         artifacts: Path,
         *,
         should_stop: Callable[[], bool],
+        offline_after_s: float,
     ) -> None:
+        """``offline_after_s``: settings.site_offline_after_s, after which a silent site counts as offline."""
         self.sessions, self.run_id, self.cfg, self.artifacts = sessions, run_id, cfg, artifacts
         self.slots = {s.client_id: s for s in slots}
         self.should_stop = should_stop
+        self.offline_after_s = offline_after_s
         self.settings = TaskSettings(
             image_size=cfg.data.image_size,
             model=cfg.model.model_dump(mode="json"),
@@ -201,7 +206,7 @@ class SiteExecutor:
             for cid in client_ids:
                 slot = self.slots[cid]
                 site = session.get(Site, slot.site_id)
-                if site is None or not registry.is_online(site):
+                if site is None or not registry.is_online(site, self.offline_after_s):
                     answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when round {rnd} started")
                     continue
                 task = SiteTask(
@@ -243,6 +248,14 @@ class SiteExecutor:
                         answer = TaskResult.model_validate(result)
                         failed = status == "failed" or answer.error is not None
                         answers[cid] = ClientFailure(cid, f"the site reported: {answer.error}") if failed else answer
+                silent = self._silent(session, pending)
+            for task_id in self._expire(list(silent)):  # a task answered meanwhile is read at the next look
+                cid = pending.pop(task_id)
+                answers[cid] = ClientFailure(
+                    cid,
+                    f"site {self.slots[cid].name} went offline during round {rnd}: no heartbeat for "
+                    f"{silent[task_id]:.0f} s, so its {kind} task was given up",
+                )
             if pending and utcnow() >= deadline:
                 self._expire(list(pending))
                 seconds = self.cfg.federation.round_timeout_s
@@ -256,11 +269,32 @@ class SiteExecutor:
                 time.sleep(POLL_S)
         return answers
 
-    def _expire(self, task_ids: list[uuid.UUID]) -> None:
+    def _silent(self, session: Session, pending: Mapping[uuid.UUID, str]) -> dict[uuid.UUID, float]:
+        """The pending tasks whose site has sent no heartbeat for ``offline_after_s``, with its seconds of silence.
+
+        Only while the server still hears from another site of the run: when none is heard from (the API is down,
+        say), the silence says nothing about one site, and the round waits for its deadline as before."""
+        if not pending:
+            return {}
+        site_ids = {slot.site_id for slot in self.slots.values()}
+        silent = {
+            site.id: registry.silent_s(site) for site in session.scalars(select(Site).where(Site.id.in_(site_ids)))
+        }
+        if min(silent.values(), default=float("inf")) > self.offline_after_s:
+            return {}
+        quiet = {task_id: silent.get(self.slots[cid].site_id, float("inf")) for task_id, cid in pending.items()}
+        return {task_id: seconds for task_id, seconds in quiet.items() if seconds > self.offline_after_s}
+
+    def _expire(self, task_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Mark these tasks expired unless they have an answer already; returns those it expired."""
+        if not task_ids:
+            return []
         with self.sessions() as session:
-            session.execute(
+            expired = session.scalars(
                 update(SiteTask)
                 .where(SiteTask.id.in_(task_ids), SiteTask.status.in_(["queued", "taken"]))
                 .values(status="expired")
-            )
+                .returning(SiteTask.id)
+            ).all()
             session.commit()
+        return list(expired)

@@ -76,13 +76,14 @@ def experiments_page(
 def _new_page(
     request: Request,
     session: Session,
+    settings: Settings,
     values: dict[str, str],
     errors: dict[str, str],
     preset: str,
     status_code: int = 200,
 ) -> Response:
     """The form, with every registered site to pick from in "Hospital sites" mode."""
-    registered = [site_read(s) for s in registry.list_sites(session=session)]
+    registered = [site_read(s, settings) for s in registry.list_sites(session=session)]
     context = {
         "v": values,
         "errors": errors,
@@ -106,17 +107,18 @@ def new_experiment_page(
     request: Request,
     user: Researcher,
     session: SessionDep,
+    settings: SettingsDep,
     preset: str = "quickstart",
     from_: Annotated[uuid.UUID | None, Query(alias="from", description="start from this experiment's config")] = None,
 ) -> Response:
     """The form, filled from a preset or, for "Edit and relaunch", from an existing experiment."""
     if from_ is None:
-        return _new_page(request, session, forms.form_values(forms.preset_config(preset)), {}, preset)
+        return _new_page(request, session, settings, forms.form_values(forms.preset_config(preset)), {}, preset)
     experiment = runs.get_experiment(session=session, experiment_id=from_)
     if not can_see(experiment, user):
         raise NotFound(f"no experiment with id {from_}")
     values = forms.form_values(RunConfig.model_validate(experiment.config))
-    return _new_page(request, session, values | {"description": experiment.description}, {}, "")
+    return _new_page(request, session, settings, values | {"description": experiment.description}, {}, "")
 
 
 @router.post("/experiments/new", response_class=HTMLResponse)
@@ -126,7 +128,7 @@ async def create_from_form(
     form = {k: str(v) for k, v in (await request.form()).items()}
     cfg, _raw, errors = _validate(form, settings)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
-        return _new_page(request, session, form, errors, "")
+        return _new_page(request, session, settings, form, errors, "")
     experiment = runs.create_experiment(
         session=session,
         data=ExperimentCreate(
@@ -139,7 +141,7 @@ async def create_from_form(
         quota = RunQuota(user.id, settings.max_active_runs_per_user)
         federated, _central = runs.launch(session=session, celery=celery, experiment_id=experiment.id, quota=quota)
     except (Unavailable, TooManyRuns) as error:
-        return _new_page(request, session, form, {"config": error.detail}, "", status_code=error.status_code)
+        return _new_page(request, session, settings, form, {"config": error.detail}, "", status_code=error.status_code)
     return RedirectResponse(f"/runs/{federated.id}", status_code=303)
 
 

@@ -13,6 +13,7 @@ from app.auth.schemas import NAME_PATTERN
 from app.db import SessionDep, SettingsDep
 from app.errors import DomainError
 from app.models import Role, User
+from app.settings import Settings
 from app.sites import ledger, registry
 from app.sites.routes import served_by, site_read
 from app.templating import templates
@@ -24,6 +25,7 @@ def _page(
     request: Request,
     session: SessionDep,
     user: User,
+    settings: Settings,
     *,
     invitation: registry.Invitation | None = None,
     fingerprint: str | None = None,
@@ -31,7 +33,7 @@ def _page(
     status_code: int = 200,
 ) -> Response:
     context = {
-        "sites": [site_read(s) for s in registry.list_sites(session=session)],
+        "sites": [site_read(s, settings) for s in registry.list_sites(session=session)],
         "user": user,
         "invitation": invitation,
         "fingerprint": fingerprint,
@@ -42,8 +44,8 @@ def _page(
 
 
 @router.get("/sites", response_class=HTMLResponse)
-def sites_page(request: Request, user: Viewer, session: SessionDep) -> Response:
-    return _page(request, session, user)
+def sites_page(request: Request, user: Viewer, session: SessionDep, settings: SettingsDep) -> Response:
+    return _page(request, session, user, settings)
 
 
 @router.post("/sites", response_class=HTMLResponse)
@@ -58,8 +60,8 @@ def add_site(
     try:
         invitation = registry.create_site(session=session, name=name)
     except DomainError as error:
-        return _page(request, session, admin, error=error.detail, status_code=error.status_code)
-    return _page(request, session, admin, invitation=invitation, fingerprint=served_by(settings))
+        return _page(request, session, admin, settings, error=error.detail, status_code=error.status_code)
+    return _page(request, session, admin, settings, invitation=invitation, fingerprint=served_by(settings))
 
 
 @router.post("/sites/{site_id}/{action}", response_class=HTMLResponse)
@@ -69,8 +71,8 @@ def change_site(
     """disable, enable, or rotate (forget the key now; a new token enrolls the new one)."""
     if action == "rotate":
         invitation = registry.rotate_key(session=session, site_id=site_id)
-        return _page(request, session, admin, invitation=invitation, fingerprint=served_by(settings))
+        return _page(request, session, admin, settings, invitation=invitation, fingerprint=served_by(settings))
     if action not in ("disable", "enable"):
-        return _page(request, session, admin, error=f"unknown action {action!r}", status_code=404)
+        return _page(request, session, admin, settings, error=f"unknown action {action!r}", status_code=404)
     registry.set_disabled(session=session, site_id=site_id, disabled=action == "disable")
-    return _page(request, session, admin)
+    return _page(request, session, admin, settings)

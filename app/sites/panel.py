@@ -8,9 +8,10 @@ from typing import Any
 
 from app.schemas import ClientRoundRead, RoundRead
 
-# The site executor's failure messages (worker/site_executor.py) tell a late site from an offline one.
+# The site executor's failure messages (worker/site_executor.py) tell a late site from an offline one: away when
+# the round started, or its heartbeats stopped during the round.
 LATE = "did not answer"
-OFFLINE = "was offline when round"
+OFFLINE = ("was offline when round", "went offline during round")
 GLOBAL_KEYS = ("auc", "accuracy", "sensitivity", "specificity")
 
 
@@ -39,11 +40,12 @@ def client_names(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def cell_state(client: ClientRoundRead) -> str:
-    """A site's state in one round: a failure that is a timeout is late, one at the round's start is offline."""
+    """A site's state in one round: a failure that is a timeout is late, one at the round's start or of its
+    heartbeats is offline. A site whose last update was kept (keep-last) is kept, its failure the cell's note."""
     if client.status == "failed" and client.error:
         if LATE in client.error:
             return "late"
-        if OFFLINE in client.error:
+        if any(phrase in client.error for phrase in OFFLINE):
             return "offline"
     if client.status == "absent" and client.presence != "present":
         return client.presence

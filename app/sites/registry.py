@@ -15,8 +15,6 @@ from app.models import Site, utcnow
 from app.sites.protocol import Enroll, Heartbeat
 
 ENROLLMENT_TTL = timedelta(hours=24)
-#: a site whose last heartbeat is older than this is shown offline and gets no new tasks
-ONLINE_WITHIN = timedelta(seconds=45)
 
 
 @dataclass(frozen=True)
@@ -90,5 +88,11 @@ def record_heartbeat(*, session: Session, site: Site, beat: Heartbeat) -> None:
     session.commit()
 
 
-def is_online(site: Site) -> bool:
-    return site.last_seen_at is not None and utcnow() - site.last_seen_at <= ONLINE_WITHIN and not site.disabled
+def silent_s(site: Site) -> float:
+    """Seconds since the site's last heartbeat; infinite for a site never heard from."""
+    return (utcnow() - site.last_seen_at).total_seconds() if site.last_seen_at else float("inf")
+
+
+def is_online(site: Site, offline_after_s: float) -> bool:
+    """Heard from within ``offline_after_s`` (settings.site_offline_after_s) and not disabled."""
+    return silent_s(site) <= offline_after_s and not site.disabled

@@ -27,13 +27,13 @@ POLL_S = 0.5  # how often a long poll looks for a new task
 MAX_UPLOAD_BYTES = 512 * 2**20  # the study's CNN is 2.2 MB; even a large model fits
 
 
-def site_read(site: Site) -> SiteRead:
+def site_read(site: Site, settings: Settings) -> SiteRead:
     return SiteRead(
         id=site.id,
         name=site.name,
         enrolled=site.public_key is not None,
         disabled=site.disabled,
-        online=registry.is_online(site),
+        online=registry.is_online(site, settings.site_offline_after_s),
         last_seen_at=site.last_seen_at,
         agent_version=site.agent_version,
         hardware=site.hardware,
@@ -52,9 +52,9 @@ def _invitation(invitation: registry.Invitation, fingerprint: str | None) -> Sit
 
 
 @admin.get("", responses=documented())
-def list_sites(_user: Viewer, session: SessionDep) -> list[SiteRead]:
+def list_sites(_user: Viewer, session: SessionDep, settings: SettingsDep) -> list[SiteRead]:
     """Every site: online or not, last heartbeat, agent version, hardware, datasets with their class counts."""
-    return [site_read(s) for s in registry.list_sites(session=session)]
+    return [site_read(s, settings) for s in registry.list_sites(session=session)]
 
 
 @admin.get("/ledger", responses=documented())
@@ -76,13 +76,13 @@ def rotate(site_id: uuid.UUID, _admin: Admin, session: SessionDep, settings: Set
 
 
 @admin.post("/{site_id}/disable", responses=documented(404))
-def disable(site_id: uuid.UUID, _admin: Admin, session: SessionDep) -> SiteRead:
-    return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=True))
+def disable(site_id: uuid.UUID, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteRead:
+    return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=True), settings)
 
 
 @admin.post("/{site_id}/enable", responses=documented(404))
-def enable(site_id: uuid.UUID, _admin: Admin, session: SessionDep) -> SiteRead:
-    return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=False))
+def enable(site_id: uuid.UUID, _admin: Admin, session: SessionDep, settings: SettingsDep) -> SiteRead:
+    return site_read(registry.set_disabled(session=session, site_id=site_id, disabled=False), settings)
 
 
 @protocol.post("/enroll", status_code=status.HTTP_201_CREATED, responses=documented(400))

@@ -15,7 +15,7 @@ const FL = {
   // Two more states of a run over hospital sites, shown only there.
   siteStates: [
     ["late", "late (no answer by the round timeout)", "#e57c23"],
-    ["offline", "offline when the round started", "#5c6670"],
+    ["offline", "offline (no heartbeats)", "#5c6670"],
   ],
   config: { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] },
 

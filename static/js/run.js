@@ -73,11 +73,12 @@
   }
 
   // An absent client has not joined yet, has left, or was a member that did not answer: three facts, three states.
-  // Over sites, a failure at the timeout is a late site and one at the round's start an offline site (the messages
-  // of worker/site_executor.py; app/sites/panel.py reads them the same way).
+  // Over sites, a failure at the timeout is a late site, and one at the round's start or of the heartbeats during it
+  // an offline site (the messages of worker/site_executor.py; app/sites/panel.py reads them the same way).
   function cellState(client) {
-    if (overSites && client.status === "failed" && client.error?.includes("did not answer")) return "late";
-    if (overSites && client.status === "failed" && client.error?.includes("was offline when round")) return "offline";
+    const error = overSites && client.status === "failed" ? client.error ?? "" : "";
+    if (error.includes("did not answer")) return "late";
+    if (error.includes("was offline when round") || error.includes("went offline during round")) return "offline";
     if (client.status !== "absent") return client.status;
     return client.presence === "present" ? "no-answer" : client.presence;
   }

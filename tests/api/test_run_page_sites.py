@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.models import Experiment, Run, RunStatus
 from app.run_config import RunConfig
+from app.schemas import ClientRoundRead
+from app.sites.panel import cell_state
 from tests.api.factories import add_experiment, add_run, round_result
 from tests.api.pages import NO_VALUE as NA
 from tests.api.pagetree import Element, page
@@ -98,3 +100,13 @@ def test_a_run_over_sites_says_its_updates_are_signed(client: TestClient, sessio
     root = page(client.get(f"/runs/{run.id}"))
 
     assert "signed with the site's Ed25519 key" in root.by_id("privacy-signed").text
+
+
+def test_a_site_given_up_mid_round_is_offline_and_a_kept_one_stays_kept() -> None:
+    """Heartbeats that stop during a round make an offline site; under keep-last a failed site whose last update
+    counted is kept, whatever its failure."""
+    gone = "site hospital-a went offline during round 2: no heartbeat for 12 s, so its train task was given up"
+    given_up = ClientRoundRead(id="2", status="failed", event=None, samples=80, error=gone)
+    kept = ClientRoundRead(id="3", status="kept", event=None, samples=60, error=LATE)
+
+    assert (cell_state(given_up), cell_state(kept)) == ("offline", "kept")

@@ -70,8 +70,17 @@ def enroll(server: str, token: str, fingerprint: str | None, folder: Path, insec
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="site.yaml: datasets [{name, source, max_epsilon, delta}], data_roots, split {validation, test, seed}.",
 )
+@click.option(
+    "--heartbeat-s",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=10.0,
+    show_default=True,
+    envvar="FEDLENS_SITE_HEARTBEAT_S",
+    help="Seconds between heartbeats; the server counts the site offline after FEDLENS_SITE_OFFLINE_AFTER_S "
+    "(45 s by default) without one.",
+)
 @_INSECURE
-def run(folder: Path, datasets: tuple[str, ...], config: Path | None, insecure_http: bool) -> None:
+def run(folder: Path, datasets: tuple[str, ...], config: Path | None, heartbeat_s: float, insecure_http: bool) -> None:
     """Serve the server: heartbeats, tasks, results; SIGTERM stops it after the current task.
 
     Only weights files, metrics and counts leave the site: never an image, a file name or a prediction.
@@ -86,7 +95,7 @@ def run(folder: Path, datasets: tuple[str, ...], config: Path | None, insecure_h
         identity = load_identity(folder, insecure_http=insecure_http)
         data = SiteData(site_config(config, datasets), folder)
         summaries = data.prepare()
-        agent = Agent(identity, data, TaskRunner(data))
+        agent = Agent(identity, data, TaskRunner(data), heartbeat_s=heartbeat_s)
     except (SiteError, DataError) as error:
         raise SiteSetupError(str(error)) from error
     for summary in summaries:
