@@ -55,6 +55,14 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
+def _write_public(path: Path, data: bytes) -> None:
+    """Write to a temporary file, then rename: a process that trusts the CA (a test, a supervisor, a site's setup)
+    may read the file as soon as it exists, and must never find it empty or half written."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -115,7 +123,7 @@ def ensure_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
         .sign(key, hashes.SHA256())
     )
     _write_private(key_path, _key_pem(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -153,8 +161,8 @@ def ensure_server(folder: Path, hosts: list[str]) -> ServerCert:
             .sign(ca_key, hashes.SHA256())
         )
         _write_private(key_path, _key_pem(key))
-        cert_path.write_bytes(
-            cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
+        _write_public(
+            cert_path, cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
         )
     leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return ServerCert(cert_path, key_path, fingerprint(leaf), folder / CA_CERT)
