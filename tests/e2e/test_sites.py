@@ -9,16 +9,20 @@ server's data directory and every table of its database after the run.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
-from sqlalchemy import MetaData, create_engine, select, text
+from sqlalchemy import Engine, MetaData, create_engine, select, text
 
 from app.sites import blobs
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
@@ -27,6 +31,15 @@ from tests.site.images import MARKER, write_image_folder
 from worker.engine.checkpoint import load_checkpoint
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
+#: the killed-agent runs: a first round compiles the model in every agent, minutes on two busy cores
+ROUND_TIMEOUT_S = 600
+SITE = [sys.executable, "-m", "worker.cli", "site"]
+
+
+def agent(tmp_path: Path, name: str) -> list[str]:
+    """``fedlens site run`` of site ``name``: its own folder (key, pinned certificate) and its own images."""
+    images = tmp_path / f"{name}-images"
+    return [*SITE, "run", "--dir", str(tmp_path / name), "--dataset", f"chest=image-folder:{images}"]
 
 
 @pytest.fixture
@@ -39,21 +52,22 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
         "FEDLENS_DATABASE_URL": PG_E2E,
         "FEDLENS_BROKER_URL": REDIS_E2E,
         "FEDLENS_HEARTBEAT_S": "0.5",
-        "FEDLENS_STALE_AFTER_S": "10",
+        "FEDLENS_STALE_AFTER_S": "60",  # the killed-agent test freezes the orchestrator for a restart
+        "FEDLENS_SITE_HEARTBEAT_S": "1",  # the agents'
+        "FEDLENS_SITE_OFFLINE_AFTER_S": "10",  # ten missed heartbeats, even on a busy machine
     }
     stack = Stack(tmp_path, env)
     try:
         stack.start_api(tls=True)
         stack.start_worker("runs")
         for i, name in enumerate(SITES):
-            images = write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
+            write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
             invitation = stack.http.post("/api/sites", json={"name": name})
             assert invitation.status_code == 201, invitation.text
             folder = tmp_path / name
-            site = [sys.executable, "-m", "worker.cli", "site"]
             fingerprint = invitation.json()["fingerprint"]
             assert fingerprint, "an API served over HTTPS hands out its certificate's fingerprint"
-            enroll = [*site, "enroll", "--server", stack.url, "--dir", str(folder), "--fingerprint", fingerprint]
+            enroll = [*SITE, "enroll", "--server", stack.url, "--dir", str(folder), "--fingerprint", fingerprint]
             enrolled = subprocess.run(
                 enroll,
                 env=stack.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
@@ -63,8 +77,7 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
                 timeout=120,
             )
             assert enrolled.returncode == 0, enrolled.stderr
-            run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}"]
-            stack._spawn(name, run)
+            stack._spawn(name, agent(tmp_path, name))
         wait_for(lambda: _online(stack) == set(SITES), 120, "the three agents' first heartbeats")
         yield stack
     finally:
@@ -154,6 +167,112 @@ def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_
         assert ledger[name]["epsilon_spent"] == pytest.approx(last["sites"][str(i)])
         own = json.loads((tmp_path / name / "privacy.json").read_text())
         assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
+
+
+def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoins_once_restarted(
+    federation: Stack, tmp_path: Path
+) -> None:
+    """Two runs over the same agents, hospital-c's SIGKILLed in round 2 of each while it holds its train task. Its
+    heartbeats stop, so the round gives it up long before round_timeout_s and goes on with the other two: keep-last
+    counts its round-1 update, drop leaves it out. Restarted on its folder (same key) after the first kill, it is
+    online again and trains in round 3. Its start-up takes half a minute on a busy machine, longer than a round of
+    the other two: the orchestrator is frozen meanwhile, so that round 3 starts after the agent is back."""
+    database = create_engine(PG_E2E)
+    try:
+        keep = federation.launch(killed_agent_config("keep-last", rounds=3))["federated"]["id"]
+        given_up_s = [kill_and_wait_until_given_up(federation, database, keep)]
+        with frozen(federation.processes["runs"]):
+            federation._spawn("hospital-c", agent(tmp_path, "hospital-c"))
+            wait_for(lambda: "hospital-c" in _online(federation), 120, "the restarted agent's heartbeats")
+        kept = federation.wait_status(keep, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
+        drop = federation.launch(killed_agent_config("drop", rounds=2))["federated"]["id"]
+        given_up_s.append(kill_and_wait_until_given_up(federation, database, drop))
+        dropped = federation.wait_status(drop, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
+        tasks = {run_id: site_tasks(database, run_id) for run_id in (keep, drop)}
+    finally:
+        database.dispose()
+
+    assert (kept["status"], dropped["status"]) == ("succeeded", "succeeded"), (kept, dropped, federation.logs())
+    assert max(given_up_s) < 60, given_up_s  # ten seconds without a heartbeat, against a round timeout of 600
+    went = "site hospital-c went offline during round 2: no heartbeat for "
+    for run_id, away, rounds in ((keep, "kept", 3), (drop, "failed", 2)):  # keep-last counts its round-1 update
+        site_c = the_rounds_of_site_c(federation, run_id, rounds)
+        assert (site_c[1]["status"], site_c[2]["status"]) == ("trained", away)
+        assert site_c[2]["error"].startswith(went), site_c[2]
+        assert tasks[run_id][(2, "train", "hospital-c")] == ["expired"], "given up; no late answer from the dead"
+        for statuses in tasks[run_id].values():  # a round redone (its orchestrator replaced) expired its tasks
+            assert statuses.count("done") <= 1 and set(statuses) <= {"done", "expired", "late"}, tasks[run_id]
+    assert the_rounds_of_site_c(federation, keep, 3)[3]["status"] == "trained", "the restarted agent rejoins"
+
+
+@contextmanager
+def frozen(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGSTOP the process for the block; its run stays claimed while stale_after_s is longer than the block."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def killed_agent_config(approach: str, rounds: int) -> dict[str, Any]:
+    config = three_hospitals(f"agent killed in round 2, {approach}")
+    config["model"] |= {"batchnorm": "local"}  # no statistics pass: shorter rounds
+    federation = {"rounds": rounds, "round_timeout_s": ROUND_TIMEOUT_S, "intermittent": {"approach": approach}}
+    config["federation"] |= federation
+    return config
+
+
+def kill_and_wait_until_given_up(stack: Stack, database: Engine, run_id: str) -> float:
+    """SIGKILL hospital-c's agent while it holds its round-2 train task, then wait until the round gives the task up;
+    returns the seconds in between. The agent is frozen (SIGSTOP) while the test checks that it still holds the
+    task, so it cannot deliver between the look and the kill."""
+    process = stack.processes["hospital-c"]
+    assert b"site\x00run" in Path(f"/proc/{process.pid}/cmdline").read_bytes(), "the agent itself, not a wrapper"
+
+    def holds(status: str) -> bool:
+        return site_tasks(database, run_id).get((2, "train", "hospital-c")) == [status]
+
+    def killed() -> bool:
+        if not holds("taken"):
+            return False
+        process.send_signal(signal.SIGSTOP)
+        if not holds("taken"):
+            process.send_signal(signal.SIGCONT)
+            return False
+        stack.kill("hospital-c")
+        return True
+
+    wait_for(killed, ROUND_TIMEOUT_S, "hospital-c to take its round-2 train task", interval_s=0.05)
+    killed_at = time.monotonic()
+    wait_for(lambda: holds("expired"), ROUND_TIMEOUT_S, "round 2 to give up hospital-c's train task")
+    return time.monotonic() - killed_at
+
+
+def the_rounds_of_site_c(stack: Stack, run_id: str, rounds: int) -> dict[int, dict[str, Any]]:
+    """hospital-c (client 3) in each round, once the rounds are 1 to ``rounds``, each stored once, the other two
+    sites trained in every one, and as many train tasks done as sites trained."""
+    stored = stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    assert [r["number"] for r in stored] == list(range(1, rounds + 1))
+    assert stack.run_in_database(run_id) == ("succeeded", list(range(1, rounds + 1))), "no round lost or twice"
+    assert all(c["status"] == "trained" for r in stored for c in r["clients"] if c["id"] != "3")
+    trained = sum(c["status"] == "trained" for r in stored for c in r["clients"])
+    assert done_tasks(run_id)["train"] == trained
+    return {r["number"]: next(c for c in r["clients"] if c["id"] == "3") for r in stored}
+
+
+def site_tasks(database: Engine, run_id: str) -> dict[tuple[int, str, str], list[str]]:
+    """(round, kind, site) to the statuses of the run's tasks of that kind for that site in that round."""
+    query = text(
+        "SELECT t.round, t.kind, s.name, t.status FROM site_task t JOIN site s ON s.id = t.site_id "
+        "WHERE t.run_id = :run"
+    )
+    with database.connect() as conn:
+        rows = conn.execute(query, {"run": run_id}).all()
+    tasks: dict[tuple[int, str, str], list[str]] = {}
+    for rnd, kind, site, status in rows:
+        tasks.setdefault((rnd, kind, site), []).append(status)
+    return tasks
 
 
 def done_tasks(run_id: str) -> Counter[str]:
