@@ -28,7 +28,7 @@ from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
-from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, run_centralized, run_federated
+from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, Newcomers, run_centralized, run_federated
 from worker.engine.metrics import pooled_metrics
 from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
@@ -230,11 +230,12 @@ def _train(
             should_stop=watch.should_stop,
         )
     executor: Executor
+    newcomers: Newcomers | None = None
     if cfg.over_sites:
         with sessions() as session:
             slots = site_slots(session, cfg)
         executor = sites = SiteExecutor(sessions, run_id, cfg, slots, settings.artifacts, should_stop=watch.should_stop)
-        samples = sites.samples()
+        samples, newcomers = sites.samples(), sites.newcomers
         if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets
             evaluate = _federated_evaluation(sites)
     else:
@@ -261,6 +262,7 @@ def _train(
         privacy=RunPrivacy.for_run(cfg, samples, strategy),
         pool_moments=moments_pooling(strategy),
         secure=secure,
+        newcomers=newcomers,
         presence=presence_for(cfg),
         samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,

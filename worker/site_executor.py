@@ -21,8 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.digest import file_sha256
-from app.models import Site, SiteTask, utcnow
-from app.run_config import RunConfig
+from app.models import Run, Site, SiteTask, utcnow
+from app.run_config import RunConfig, SiteRef
 from app.sites import blobs, registry
 from app.sites.protocol import DpSettings, SecAggTask, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
@@ -57,17 +57,23 @@ def site_slots(session: Session, cfg: RunConfig) -> list[SiteSlot]:
 
     Raises DataError naming a site that does not exist or a dataset its agent has not declared.
     """
-    slots = []
-    for number, ref in enumerate(cfg.federation.sites, start=1):
-        site = session.scalar(select(Site).where(Site.name == ref.site))
-        if site is None:
-            raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
-        summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
-        if summary is None:
-            message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
-            raise DataError(message, "federation.sites")
-        slots.append(SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"]))
-    return slots
+    return [site_slot(session, number, ref) for number, ref in enumerate(cfg.federation.sites, start=1)]
+
+
+def site_slot(session: Session, number: int, ref: SiteRef) -> SiteSlot:
+    """Client ``number`` of a run is site ``ref``; raises DataError as ``site_slots`` does."""
+    site = session.scalar(select(Site).where(Site.name == ref.site))
+    if site is None:
+        raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
+    summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
+    if summary is None:
+        message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
+        raise DataError(message, "federation.sites")
+    return SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"])
+
+
+def _train_images(slot: SiteSlot) -> int:
+    return sum(slot.counts.get("train", {}).values())
 
 
 def class_weight(cfg: RunConfig, slots: Sequence[SiteSlot]) -> dict[int, float] | None:
@@ -113,7 +119,30 @@ class SiteExecutor:
         self._published: tuple[Weights, str] | None = None  # the last weights published and their blob's SHA-256
 
     def samples(self) -> dict[str, int]:
-        return {cid: sum(s.counts.get("train", {}).values()) for cid, s in self.slots.items()}
+        return {cid: _train_images(s) for cid, s in self.slots.items()}
+
+    def newcomers(self, rnd: int) -> dict[str, tuple[int, int]]:
+        """Sites added to the run while it trains (``POST /api/runs/{id}/sites``) since the last look, as the loop's
+        ``Newcomers``: client id to (join round, training images). A site that cannot join yet is asked again next
+        round; the class weights stay those chosen at launch."""
+        with self.sessions() as session:
+            run = session.get(Run, self.run_id)
+            if run is None:
+                return {}
+            cfg = RunConfig.model_validate(run.experiment.config)
+            joined = {e.client: e.joins for e in cfg.federation.intermittent.events if e.joins is not None}
+            fresh = []
+            for number, ref in enumerate(cfg.federation.sites, start=1):
+                if str(number) in self.slots:
+                    continue
+                try:
+                    fresh.append(site_slot(session, number, ref))
+                except DataError as error:  # e.g. its agent stopped declaring the dataset: asked again next round
+                    logger.warning("run %s: site %s cannot join round %d yet: %s", self.run_id, ref.site, rnd, error)
+        for slot in fresh:
+            self.slots[slot.client_id] = slot
+            logger.info("run %s: site %s joins at round %d", self.run_id, slot.name, rnd)
+        return {s.client_id: (joined.get(int(s.client_id), rnd), _train_images(s)) for s in fresh}
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         outcomes: list[ClientUpdate | ClientFailure] = []

@@ -156,6 +156,30 @@ def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_
         assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
 
 
+def test_a_site_added_while_the_run_trains_joins_at_the_next_round(federation: Stack) -> None:
+    """The study's new clients over real agents: hospital-c is added to a running two-site run and trains from the
+    first round that had not started, counted by FedAvg with the others."""
+    config = three_hospitals("two hospitals, then three")
+    federation_config = config["federation"]
+    assert isinstance(federation_config, dict)
+    federation_config |= {"rounds": 3, "sites": [{"site": s, "dataset": "chest"} for s in SITES[:2]]}
+    run_id = federation.launch(config)["federated"]["id"]
+    federation.wait_status(run_id, {"running"}, timeout_s=120)
+
+    joined = federation.http.post(f"/api/runs/{run_id}/sites", json={"site": SITES[2], "dataset": "chest"})
+
+    assert joined.status_code == 200, joined.text
+    client, joins = joined.json()["client"], joined.json()["joins"]
+    assert client == 3 and joins in (2, 3)  # round 1 (or 2, on a fast machine) was training
+    finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
+    assert finished["status"] == "succeeded", (finished["error"], federation.logs())
+    rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    newcomer = {r["number"]: next((c for c in r["clients"] if c["id"] == "3"), None) for r in rounds}
+    assert all(newcomer[n] is None or newcomer[n]["status"] == "absent" for n in range(1, joins))
+    assert [newcomer[n]["status"] for n in range(joins, 4)] == ["trained"] * (4 - joins)  # type: ignore[index]
+    assert done_tasks(run_id)["train"] == 2 * 3 + (4 - joins)
+
+
 def done_tasks(run_id: str) -> Counter[str]:
     engine = create_engine(PG_E2E)
     with engine.connect() as conn:

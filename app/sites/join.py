@@ -1,0 +1,85 @@
+"""A hospital site joining an experiment that is already training (the study's new clients).
+
+The site is appended to the experiment's ``federation.sites`` with a join event at the first round that has not
+started, so the config alone says who trained when: a resumed run and the dashboard read the same schedule. The
+orchestrator picks the newcomer up before that round (``SiteExecutor.newcomers``).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.errors import BadRequest, Conflict, InvalidTransition, NotFound
+from app.models import Experiment, FlRound, Run, RunKind, RunStatus, Site
+from app.run_config import RunConfig, SiteRef, describe_errors
+from app.sites import registry
+
+
+class Joined(BaseModel):
+    """Where the site entered the run: its client number and the first round it trains in."""
+
+    client: int
+    joins: int
+
+
+def first_open_round(run: Run, last_stored: int) -> int:
+    """The first round that has not started: a running run is inside the round after its last stored one."""
+    return last_stored + (2 if run.status == RunStatus.RUNNING else 1)
+
+
+def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef) -> Joined:
+    """Add site ``ref`` to a run over hospital sites that has not succeeded yet.
+
+    Raises InvalidTransition (409) when the run is finished, simulated, or has no round left, Conflict (409) when
+    differential privacy was calibrated for the sites at launch or the site takes part already, NotFound when the
+    site does not exist, and BadRequest when it is disabled, not enrolled or lacks the dataset.
+    """
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    experiment = session.scalar(select(Experiment).where(Experiment.id == run.experiment_id).with_for_update())
+    assert experiment is not None  # a run's experiment is never deleted before it
+    cfg = RunConfig.model_validate(experiment.config)
+    if run.kind != RunKind.FEDERATED or not cfg.over_sites:
+        raise InvalidTransition("only a federated run over hospital sites takes new sites")
+    if run.status == RunStatus.SUCCEEDED:
+        raise InvalidTransition(f"run {run_id} has finished; start a new experiment with this site")
+    if cfg.privacy.dp is not None:
+        message = "this run's differential privacy (noise, epsilon per site) was calibrated for the sites at launch; "
+        raise Conflict(message + "start a new experiment to add a site")
+    if any(existing.site == ref.site for existing in cfg.federation.sites):
+        raise Conflict(f"site {ref.site!r} takes part in this run already")
+    _check_site(session, ref)
+    last = session.scalar(select(func.max(FlRound.number)).where(FlRound.run_id == run.id)) or 0
+    joins = first_open_round(run, last)
+    if joins > cfg.federation.rounds:
+        raise InvalidTransition(f"the run is in its last round ({cfg.federation.rounds}); no round is left to join")
+    config = copy.deepcopy(experiment.config)
+    config["federation"]["sites"].append(ref.model_dump())
+    client = len(config["federation"]["sites"])
+    if joins > 1:
+        config["federation"]["intermittent"]["events"].append({"client": client, "joins": joins, "leaves": None})
+    try:
+        experiment.config = RunConfig.model_validate(config).model_dump(mode="json")
+    except ValidationError as error:  # e.g. more than 100 sites
+        raise BadRequest("; ".join(describe_errors(error)), field="site") from None
+    session.commit()
+    return Joined(client=client, joins=joins)
+
+
+def _check_site(session: Session, ref: SiteRef) -> None:
+    site = session.scalar(select(Site).where(Site.name == ref.site))
+    if site is None:
+        raise NotFound(f"no site named {ref.site!r}; add it on the Sites page")
+    if site.disabled or site.public_key is None:
+        raise BadRequest(f"site {ref.site!r} is disabled or not enrolled; its agent cannot take tasks", field="site")
+    if not any(d.get("name") == ref.dataset for d in site.datasets):
+        message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
+        raise BadRequest(message, field="dataset")
+    if not registry.is_online(site):
+        raise BadRequest(f"site {ref.site!r} is offline; start its agent first", field="site")
