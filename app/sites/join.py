@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import BadRequest, Conflict, InvalidTransition, NotFound
-from app.models import Experiment, FlRound, Run, RunKind, RunStatus, Site
+from app.models import Experiment, FlRound, Run, RunKind, RunStatus, Site, SiteTask
 from app.run_config import RunConfig, SiteRef, describe_errors
 from app.sites import registry
 
@@ -27,9 +27,14 @@ class Joined(BaseModel):
     joins: int
 
 
-def first_open_round(run: Run, last_stored: int) -> int:
-    """The first round that has not started: a running run is inside the round after its last stored one."""
-    return last_stored + (2 if run.status == RunStatus.RUNNING else 1)
+def first_open_round(session: Session, run_id: uuid.UUID) -> int:
+    """The round after the last one stored or started: a round has started once its first site tasks are queued.
+
+    The orchestrator looks for newcomers just before it queues a round's tasks, so a site added in that instant
+    joins one round later than this; the loop then counts it from the round it was seen (``run_federated``)."""
+    stored = session.scalar(select(func.max(FlRound.number)).where(FlRound.run_id == run_id)) or 0
+    started = session.scalar(select(func.max(SiteTask.round)).where(SiteTask.run_id == run_id)) or 0
+    return max(stored, started) + 1
 
 
 def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef) -> Joined:
@@ -42,9 +47,7 @@ def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef) -> Joined:
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"no run with id {run_id}")
-    experiment = session.scalar(select(Experiment).where(Experiment.id == run.experiment_id).with_for_update())
-    assert experiment is not None  # a run's experiment is never deleted before it
-    cfg = RunConfig.model_validate(experiment.config)
+    cfg = RunConfig.model_validate(run.experiment.config)
     if run.kind != RunKind.FEDERATED or not cfg.over_sites:
         raise InvalidTransition("only a federated run over hospital sites takes new sites")
     if run.status == RunStatus.SUCCEEDED:
@@ -52,14 +55,26 @@ def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef) -> Joined:
     if cfg.privacy.dp is not None:
         message = "this run's differential privacy (noise, epsilon per site) was calibrated for the sites at launch; "
         raise Conflict(message + "start a new experiment to add a site")
-    if any(existing.site == ref.site for existing in cfg.federation.sites):
-        raise Conflict(f"site {ref.site!r} takes part in this run already")
     _check_site(session, ref)
-    last = session.scalar(select(func.max(FlRound.number)).where(FlRound.run_id == run.id)) or 0
-    joins = first_open_round(run, last)
+    joins = first_open_round(session, run.id)
     if joins > cfg.federation.rounds:
         raise InvalidTransition(f"the run is in its last round ({cfg.federation.rounds}); no round is left to join")
+    try:
+        client = _append(session, run.experiment_id, ref, joins)
+    except BaseException:
+        session.rollback()  # release the experiment's row lock at once
+        raise
+    session.commit()
+    return Joined(client=client, joins=joins)
+
+
+def _append(session: Session, experiment_id: uuid.UUID, ref: SiteRef, joins: int) -> int:
+    """Append the site under a row lock (two sites joining at once both land); returns its client number."""
+    experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id).with_for_update())
+    assert experiment is not None  # a run's experiment is never deleted before it
     config = copy.deepcopy(experiment.config)
+    if any(existing["site"] == ref.site for existing in config["federation"]["sites"]):
+        raise Conflict(f"site {ref.site!r} takes part in this run already")
     config["federation"]["sites"].append(ref.model_dump())
     client = len(config["federation"]["sites"])
     if joins > 1:
@@ -68,8 +83,7 @@ def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef) -> Joined:
         experiment.config = RunConfig.model_validate(config).model_dump(mode="json")
     except ValidationError as error:  # e.g. more than 100 sites
         raise BadRequest("; ".join(describe_errors(error)), field="site") from None
-    session.commit()
-    return Joined(client=client, joins=joins)
+    return client
 
 
 def _check_site(session: Session, ref: SiteRef) -> None:

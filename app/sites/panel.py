@@ -1,17 +1,37 @@
-"""The run page over hospital sites: site names for client numbers, and each site's status, samples and metrics."""
+"""The run page over hospital sites: site names for client numbers, and each site's status, samples and metrics.
+
+The panel is rendered on the server and fetched again by the page while the run is open (``GET
+/runs/{id}/site-panel``), so what each site is doing now shows without a reload.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import results
+from app.models import Run, RunStatus, Site, SiteTask
 from app.schemas import ClientRoundRead, RoundRead
+from app.sites import registry
 
 # The site executor's failure messages (worker/site_executor.py) tell a late site from an offline one.
 LATE = "did not answer"
 OFFLINE = "was offline when round"
 GLOBAL_KEYS = ("auc", "accuracy", "sensitivity", "specificity")
+#: what a site is doing, by the kind of the task it holds
+DOING = {
+    "train": "training",
+    "statistics": "measuring BatchNorm statistics",
+    "evaluate": "evaluating",
+    "advertise": "secure aggregation",
+    "share": "secure aggregation",
+    "unmask": "secure aggregation",
+}
 
 
 @dataclass(frozen=True)
@@ -77,3 +97,45 @@ def site_rows(config: Mapping[str, Any], rounds: Sequence[RoundRead]) -> list[Si
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class Panel:
+    rows: list[SiteRow]
+    now: dict[str, str]  # site name -> "offline", "idle", "training round 3", "busy with another run"
+    joinable: dict[str, list[str]]  # online sites outside the run -> the datasets they declare
+    open: bool  # the run may still take a new site (POST /api/runs/{id}/sites says why not otherwise)
+
+
+def site_panel(session: Session, run: Run, config: Mapping[str, Any]) -> Panel:
+    """The per-site panel of a run over sites: one row per site, what each does now, who could still join."""
+    names = [ref["site"] for ref in config["federation"]["sites"]]
+    sites = {s.name: s for s in registry.list_sites(session=session)}
+    return Panel(
+        rows=site_rows(config, results.load_rounds(session=session, run_id=run.id)),
+        now=activity(session, run.id, [sites[n] for n in names if n in sites]),
+        joinable={
+            name: [d["name"] for d in site.datasets]
+            for name, site in sites.items()
+            if name not in names and site.datasets and site.public_key and registry.is_online(site)
+        },
+        open=run.status != RunStatus.SUCCEEDED and not (config.get("privacy") or {}).get("dp"),
+    )
+
+
+def activity(session: Session, run_id: uuid.UUID, sites: Sequence[Site]) -> dict[str, str]:
+    """Each site's state now, from its last heartbeat and the task it reported working on."""
+    busy = [s.busy_with for s in sites if s.busy_with is not None]
+    tasks = {t.id: t for t in session.scalars(select(SiteTask).where(SiteTask.id.in_(busy)))} if busy else {}
+    now = {}
+    for site in sites:
+        task = tasks.get(site.busy_with) if site.busy_with else None
+        if not registry.is_online(site):
+            now[site.name] = "offline"
+        elif task is None:
+            now[site.name] = "idle"
+        elif task.run_id != run_id:
+            now[site.name] = "busy with another run"
+        else:
+            now[site.name] = f"{DOING.get(task.kind, task.kind)}, round {task.round}"
+    return now

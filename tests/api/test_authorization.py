@@ -81,6 +81,7 @@ RULES = {
     "POST /api/runs/{run_id}/resume": "write-own",
     "POST /api/runs/{run_id}/sites": "write-own",
     "GET /runs/{run_id}": "read-own",
+    "GET /runs/{run_id}/site-panel": "read-own",
     "GET /api/compare": "read-own",
     "GET /api/compare.csv": "read-own",
     "GET /api/users": "admin",

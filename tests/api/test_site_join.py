@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run, RunStatus, Site, utcnow
+from app.models import Experiment, Run, RunStatus, Site, SiteTask, utcnow
 from app.run_config import RunConfig
 from tests.api.factories import add_run, round_result
 from tests.api.pagetree import page
@@ -30,7 +30,8 @@ def _site(session: Session, name: str, *, online: bool = True, datasets: tuple[s
     return site
 
 
-def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, **config: Any) -> Run:
+def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, training: bool = False, **config: Any) -> Run:
+    """Sites a and b, 4 rounds, ``rounds_done`` stored; ``training``: the next round's site tasks are queued."""
     sites = [{"site": "hospital-a", "dataset": "chest"}, {"site": "hospital-b", "dataset": "chest"}]
     federation = {"sites": sites, "rounds": 4, **config.pop("federation", {})}
     cfg = RunConfig.model_validate({"name": "open", "federation": federation, **config})
@@ -41,6 +42,21 @@ def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, **config:
     for number in range(1, rounds_done + 1):
         clients = [ClientRound(c, ClientStatus.TRAINED, 60) for c in ("1", "2")]
         save_round(session, run.id, round_result(number, clients=clients), f"ckpt/{number}")
+    if training:
+        site = _site(session, "hospital-a")
+        task = SiteTask(
+            run_id=run.id,
+            round=rounds_done + 1,
+            client_id="1",
+            site_id=site.id,
+            kind="train",
+            dataset="chest",
+            weights_sha256="0" * 64,
+            settings={},
+            deadline=utcnow(),
+        )
+        session.add(task)
+        session.commit()
     return run
 
 
@@ -52,7 +68,7 @@ def test_a_site_joins_a_running_run_at_the_first_round_that_has_not_started(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
     _site(session, "hospital-c")
-    run = _run(session, RunStatus.RUNNING, rounds_done=1)  # round 2 is training now
+    run = _run(session, RunStatus.RUNNING, rounds_done=1, training=True)  # round 2 is training now
 
     answer = _join(client, run, admin_headers)
 
@@ -65,6 +81,15 @@ def test_a_site_joins_a_running_run_at_the_first_round_that_has_not_started(
     assert [(e.client, e.joins) for e in cfg.federation.intermittent.events] == [(3, 3)]
     panel = page(client.get(f"/runs/{run.id}", headers=admin_headers)).by_id("site-table")
     assert [r.find("th").text for r in panel.find("tbody").find_all("tr")][-1] == "hospital-c"
+
+
+def test_a_run_between_rounds_takes_the_site_from_the_next_one(
+    client: TestClient, session: Session, admin_headers: dict[str, str]
+) -> None:
+    _site(session, "hospital-c")
+    run = _run(session, RunStatus.RUNNING, rounds_done=2)  # round 2 stored, round 3's tasks not queued yet
+
+    assert _join(client, run, admin_headers).json() == {"client": 3, "joins": 3}
 
 
 def test_a_queued_run_takes_the_site_from_its_first_round(
@@ -83,7 +108,7 @@ def test_a_queued_run_takes_the_site_from_its_first_round(
     ("status", "rounds_done", "config", "site", "expected", "words"),
     [
         (RunStatus.SUCCEEDED, 4, {}, {}, 409, "has finished"),
-        (RunStatus.RUNNING, 3, {}, {}, 409, "last round (4)"),
+        (RunStatus.RUNNING, 4, {}, {}, 409, "last round (4)"),
         (RunStatus.RUNNING, 0, {"privacy": {"dp": {"level": "sample"}}}, {}, 409, "differential privacy"),
         (RunStatus.RUNNING, 0, {}, {"online": False}, 422, "offline"),
         (RunStatus.RUNNING, 0, {}, {"datasets": ("rsna",)}, 422, "declares no dataset 'chest'"),

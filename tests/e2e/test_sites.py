@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import MetaData, create_engine, select, text
 
 from app.sites import blobs
+from tests.browser import chromium
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
 from tests.e2e.stack import ROOT, Stack, wait_for
 from tests.site.images import MARKER, write_image_folder
@@ -156,21 +157,35 @@ def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_
         assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
 
 
-def test_a_site_added_while_the_run_trains_joins_at_the_next_round(federation: Stack) -> None:
-    """The study's new clients over real agents: hospital-c is added to a running two-site run and trains from the
-    first round that had not started, counted by FedAvg with the others."""
+def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_follows_live(
+    federation: Stack, tmp_path: Path
+) -> None:
+    """The study's new clients over real agents: hospital-c is added from the run page of a running two-site run
+    and trains from the first round that had not started, counted by FedAvg with the others; the page's site panel
+    shows its rounds as they finish, without a reload."""
     config = three_hospitals("two hospitals, then three")
     federation_config = config["federation"]
     assert isinstance(federation_config, dict)
     federation_config |= {"rounds": 3, "sites": [{"site": s, "dataset": "chest"} for s in SITES[:2]]}
     run_id = federation.launch(config)["federated"]["id"]
-    federation.wait_status(run_id, {"running"}, timeout_s=120)
+    wait_for(lambda: sum(queued_tasks(run_id).values()), 180, "round 1's site tasks")
 
-    joined = federation.http.post(f"/api/runs/{run_id}/sites", json={"site": SITES[2], "dataset": "chest"})
+    with chromium(tmp_path / "chromium-home") as browser:
+        headers = {"Authorization": federation.http.headers["Authorization"]}
+        context = browser.new_context(ignore_https_errors=True, extra_http_headers=headers)
+        tab = context.new_page()
+        tab.goto(f"{federation.url}/runs/{run_id}")
+        now = tab.locator("#site-table .site-now").all_text_contents()
+        assert len(now) == 2 and all(n == "idle" or n.endswith(("round 1", "round 2")) for n in now), now
+        tab.select_option("#add-site-choice", f"{SITES[2]}/chest")
+        tab.click("#add-site button")
+        said = tab.wait_for_selector("#add-site-result:has-text('joins as client 3')", timeout=30_000)
+        joins = int(said.text_content().rsplit(" ", 1)[-1])  # type: ignore[union-attr]
+        assert joins in (2, 3)  # round 1 (or 2, on a fast machine) was training
+        cell = f"#site-table tr[data-site='{SITES[2]}'] td[data-round='{joins}'] .state-trained"
+        tab.wait_for_selector(cell, timeout=300_000)  # the panel refreshes itself
+        context.close()
 
-    assert joined.status_code == 200, joined.text
-    client, joins = joined.json()["client"], joined.json()["joins"]
-    assert client == 3 and joins in (2, 3)  # round 1 (or 2, on a fast machine) was training
     finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
     assert finished["status"] == "succeeded", (finished["error"], federation.logs())
     rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
@@ -181,11 +196,15 @@ def test_a_site_added_while_the_run_trains_joins_at_the_next_round(federation: S
 
 
 def done_tasks(run_id: str) -> Counter[str]:
+    return queued_tasks(run_id, status="done")
+
+
+def queued_tasks(run_id: str, status: str | None = None) -> Counter[str]:
+    """The run's site tasks by kind, of any status or of ``status``."""
     engine = create_engine(PG_E2E)
+    where = "run_id = :run" + (" AND status = :status" if status else "")
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT kind FROM site_task WHERE run_id = :run AND status = 'done'"), {"run": run_id}
-        ).all()
+        rows = conn.execute(text(f"SELECT kind FROM site_task WHERE {where}"), {"run": run_id, "status": status}).all()
     engine.dispose()
     return Counter(kind for (kind,) in rows)
 
