@@ -165,6 +165,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "evaluation": {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}},
     "centralized": {"enabled": True, "epochs": 5},
     "privacy": {},
+    "baselines": [],
 }
 
 
