@@ -212,18 +212,20 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings:
     config = run.experiment.config
     over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
     rounds = results.load_rounds(session=session, run_id=run.id) if over_sites else []
+    read = results.run_read(run)
     return templates.TemplateResponse(
         request,
         "run.html",
         {
-            "run": results.run_read(run),
+            "run": read,
             "experiment": run.experiment,
             "config": config,
             "central": central,
             "siblings": siblings,
             "approach": config["federation"]["intermittent"]["approach"],
             "client_names": panel.client_names(config),
-            "site_rows": panel.site_rows(config, rounds) if over_sites else [],
+            "site_rows": panel.site_rows(config, rounds, read.local_baselines or []) if over_sites else [],
+            "local_asked": "local" in config.get("baselines", []),
             "privacy": config.get("privacy") or {},  # experiments stored before privacy existed have none
             "tls": settings.tls_enabled or request.url.scheme == "https",  # behind a TLS proxy, the request says so
         },
