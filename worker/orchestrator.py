@@ -21,7 +21,7 @@ from app.models import FlRound, Run, RunKind, RunStatus
 from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
-from worker import explain, store
+from worker import explain, site_baselines, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint
@@ -231,6 +231,7 @@ def _train(
         )
     executor: Executor
     newcomers: Newcomers | None = None
+    sites: SiteExecutor | None = None
     if cfg.over_sites:
         with sessions() as session:
             slots = site_slots(session, cfg)
@@ -251,9 +252,9 @@ def _train(
         )
     strategy = strategy_with_privacy(cfg, len(samples))
     secure = None
-    if cfg.over_sites and cfg.privacy.secure_aggregation is not None:
+    if sites is not None and cfg.privacy.secure_aggregation is not None:
         secure = SecureSites(sites, cfg, trainer.batchnorm_slots)  # the agents mask; the server only unmasks sums
-    return run_federated(
+    weights = run_federated(
         cfg,
         executor,
         evaluate,
@@ -270,3 +271,7 @@ def _train(
         start=start,
         should_stop=watch.should_stop,
     )
+    if sites is not None and "local" in cfg.baselines:  # after the last round: it never delays a round
+        site_baselines.collect(sessions, run_id, sites, initial)
+        notify(settings, run_id)
+    return weights

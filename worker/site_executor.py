@@ -215,11 +215,29 @@ class SiteExecutor:
         client_ids: Sequence[str],
         secagg: Mapping[str, SecAggTask] | None = None,
     ) -> dict[str, TaskResult | ClientFailure]:
-        """Queue one task per online site, wait for their answers until the round's deadline, expire the rest.
+        """One task of round ``rnd`` per online site, answered within ``federation.round_timeout_s``.
 
         ``secagg`` gives each site its step of secure aggregation (``worker.site_secure``)."""
+        settings = {
+            cid: self.settings.model_copy(update={"secagg": secagg[cid] if secagg else None}) for cid in client_ids
+        }
+        return self.send(kind, rnd, weights, settings, timeout_s=self.cfg.federation.round_timeout_s)
+
+    def send(
+        self,
+        kind: str,
+        rnd: int,
+        weights: Weights,
+        settings: Mapping[str, TaskSettings],
+        *,
+        timeout_s: float,
+        stage: str | None = None,
+    ) -> dict[str, TaskResult | ClientFailure]:
+        """Queue one task per online site of ``settings`` (client id to its task's settings), wait for their
+        answers for ``timeout_s``, expire the rest. ``stage`` names the step in messages (default: the round)."""
+        stage = stage or f"round {rnd}"
         sha = self._publish(rnd, weights)
-        deadline = utcnow() + timedelta(seconds=self.cfg.federation.round_timeout_s)
+        deadline = utcnow() + timedelta(seconds=timeout_s)
         answers: dict[str, TaskResult | ClientFailure] = {}
         tasks: dict[uuid.UUID, str] = {}
         with self.sessions() as session:
@@ -227,11 +245,11 @@ class SiteExecutor:
             session.execute(
                 update(SiteTask).where(*stale, SiteTask.status.in_(["queued", "taken"])).values(status="expired")
             )
-            for cid in client_ids:
+            for cid, task_settings in settings.items():
                 slot = self.slots[cid]
                 site = session.get(Site, slot.site_id)
                 if site is None or not registry.is_online(site):
-                    answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when round {rnd} started")
+                    answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when {stage} started")
                     continue
                 task = SiteTask(
                     run_id=self.run_id,
@@ -241,27 +259,25 @@ class SiteExecutor:
                     kind=kind,
                     dataset=slot.dataset,
                     weights_sha256=sha,
-                    settings=self.settings.model_copy(update={"secagg": secagg[cid] if secagg else None}).model_dump(
-                        mode="json"
-                    ),
+                    settings=task_settings.model_dump(mode="json"),
                     deadline=deadline,
                 )
                 session.add(task)
                 session.flush()
                 tasks[task.id] = cid
             session.commit()
-        answers |= self._wait(kind, rnd, tasks, deadline)
-        return {cid: answers[cid] for cid in client_ids}
+        answers |= self._wait(kind, stage, tasks, deadline, timeout_s)
+        return {cid: answers[cid] for cid in settings}
 
     def _wait(
-        self, kind: str, rnd: int, tasks: dict[uuid.UUID, str], deadline: datetime
+        self, kind: str, stage: str, tasks: dict[uuid.UUID, str], deadline: datetime, timeout_s: float
     ) -> dict[str, TaskResult | ClientFailure]:
         answers: dict[str, TaskResult | ClientFailure] = {}
         pending = dict(tasks)
         while pending:
             if self.should_stop():
                 self._expire(list(pending))
-                raise Cancelled(f"cancelled during round {rnd}")
+                raise Cancelled(f"cancelled during {stage}")
             with self.sessions() as session:
                 rows = session.execute(
                     select(SiteTask.id, SiteTask.status, SiteTask.result).where(SiteTask.id.in_(list(pending)))
@@ -274,11 +290,10 @@ class SiteExecutor:
                         answers[cid] = ClientFailure(cid, f"the site reported: {answer.error}") if failed else answer
             if pending and utcnow() >= deadline:
                 self._expire(list(pending))
-                seconds = self.cfg.federation.round_timeout_s
                 for cid in pending.values():
                     name = self.slots[cid].name
                     answers[cid] = ClientFailure(
-                        cid, f"site {name} did not answer the {kind} task within {seconds:.0f} s"
+                        cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
                     )
                 break
             if pending:

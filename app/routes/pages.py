@@ -211,11 +211,12 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings:
     central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
     config = run.experiment.config
     over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
+    read = results.run_read(run)
     return templates.TemplateResponse(
         request,
         "run.html",
         {
-            "run": results.run_read(run),
+            "run": read,
             "experiment": run.experiment,
             "config": config,
             "central": central,

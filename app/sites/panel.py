@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app import results
 from app.models import Run, RunStatus, Site, SiteTask
-from app.schemas import ClientRoundRead, RoundRead
+from app.schemas import ClientRoundRead, LocalBaselineRead, RoundRead
 from app.sites import registry
 
 # The site executor's failure messages (worker/site_executor.py) tell a late site from an offline one.
@@ -31,7 +31,10 @@ DOING = {
     "advertise": "secure aggregation",
     "share": "secure aggregation",
     "unmask": "secure aggregation",
+    "local": "training its local-only baseline",
 }
+#: what a hospital's board compares before joining: the federated model against one trained on its data alone
+COMPARED = ("auc", "sensitivity", "specificity")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,35 @@ class SiteCell:
     round: int
     state: str  # trained, kept, late, offline, failed, absent, left, not-joined
     note: str  # the failure message, or ""
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One metric on a site's own test split: the federated (global) model against the site's local-only model."""
+
+    key: str
+    federated: float | None
+    local: float | None
+
+    @property
+    def difference(self) -> float | None:
+        """Federated minus local-only: positive when the federation did better for this site."""
+        if self.federated is None or self.local is None:
+            return None
+        return self.federated - self.local
+
+
+@dataclass(frozen=True)
+class LocalComparison:
+    versus: list[Versus]  # one per COMPARED metric
+    threshold: float | None  # the local-only model's operating threshold
+    error: str  # why the site has no local-only model, or ""
+
+
+def compare_local(federated: Mapping[str, float | None], local: LocalBaselineRead) -> LocalComparison:
+    """A site's federated metrics (``SiteRow.metrics``) beside its local-only model's, metric by metric."""
+    versus = [Versus(key, federated.get(key), local.metrics.get(key)) for key in COMPARED]
+    return LocalComparison(versus, local.threshold, local.error or "")
 
 
 @dataclass(frozen=True)
@@ -50,6 +82,7 @@ class SiteRow:
     cells: list[SiteCell]  # one per stored round, in order
     metrics: dict[str, float | None]  # the global model on the site's own test split: auc, accuracy, ...
     metrics_round: int | None
+    local: LocalComparison | None = None  # with baselines [local], once the site's result is stored
 
 
 def client_names(config: Mapping[str, Any]) -> dict[str, str]:
@@ -76,8 +109,11 @@ def _cell(number: int, client: ClientRoundRead | None) -> SiteCell:
     return SiteCell(number, cell_state(client), "" if client.status == "trained" else client.error or "")
 
 
-def site_rows(config: Mapping[str, Any], rounds: Sequence[RoundRead]) -> list[SiteRow]:
-    """One row per site of the run, in client order, over the rounds stored so far."""
+def site_rows(
+    config: Mapping[str, Any], rounds: Sequence[RoundRead], local_baselines: Sequence[LocalBaselineRead] = ()
+) -> list[SiteRow]:
+    """One row per site of the run, in client order, over the rounds stored so far, with its local baseline."""
+    local = {baseline.client: baseline for baseline in local_baselines}
     rows = []
     for number, ref in enumerate(config.get("federation", {}).get("sites", []), start=1):
         per_round = [(r.number, next((c for c in r.clients if c.id == str(number)), None)) for r in rounds]
@@ -85,6 +121,8 @@ def site_rows(config: Mapping[str, Any], rounds: Sequence[RoundRead]) -> list[Si
         trained = [c for _, c in seen if c.status == "trained"]
         judged = [(n, c) for n, c in seen if "global.accuracy" in c.metrics]
         last_round, last = judged[-1] if judged else (None, None)
+        metrics = {k: last.metrics.get(f"global.{k}") for k in GLOBAL_KEYS} if last else {}
+        baseline = local.get(str(number))
         rows.append(
             SiteRow(
                 client=str(number),
@@ -92,8 +130,9 @@ def site_rows(config: Mapping[str, Any], rounds: Sequence[RoundRead]) -> list[Si
                 dataset=ref["dataset"],
                 samples=trained[-1].samples if trained else None,
                 cells=[_cell(n, c) for n, c in per_round],
-                metrics={k: last.metrics.get(f"global.{k}") for k in GLOBAL_KEYS} if last else {},
+                metrics=metrics,
                 metrics_round=last_round,
+                local=compare_local(metrics, baseline) if baseline else None,
             )
         )
     return rows
@@ -105,6 +144,7 @@ class Panel:
     now: dict[str, str]  # site name -> "offline", "idle", "training round 3", "busy with another run"
     joinable: dict[str, list[str]]  # online sites outside the run -> the datasets they declare
     open: bool  # the run may still take a new site (POST /api/runs/{id}/sites says why not otherwise)
+    local_asked: bool  # the config asks for baselines [local]
 
 
 def site_panel(session: Session, run: Run, config: Mapping[str, Any]) -> Panel:
@@ -112,7 +152,9 @@ def site_panel(session: Session, run: Run, config: Mapping[str, Any]) -> Panel:
     names = [ref["site"] for ref in config["federation"]["sites"]]
     sites = {s.name: s for s in registry.list_sites(session=session)}
     return Panel(
-        rows=site_rows(config, results.load_rounds(session=session, run_id=run.id)),
+        rows=site_rows(
+            config, results.load_rounds(session=session, run_id=run.id), results.run_read(run).local_baselines or []
+        ),
         now=activity(session, run.id, [sites[n] for n in names if n in sites]),
         joinable={
             name: [d["name"] for d in site.datasets]
@@ -120,6 +162,7 @@ def site_panel(session: Session, run: Run, config: Mapping[str, Any]) -> Panel:
             if name not in names and site.datasets and site.public_key and registry.is_online(site)
         },
         open=run.status != RunStatus.SUCCEEDED and not (config.get("privacy") or {}).get("dp"),
+        local_asked="local" in config.get("baselines", []),
     )
 
 

@@ -187,6 +187,7 @@ class TaskSettings(_Message):
     model: dict[str, object] = Field(description="RunConfig.model as JSON")
     local_epochs: int
     seed: int
+    rounds: int | None = Field(None, description="local task: train rounds x local_epochs epochs, as the run did")
     class_weight: dict[int, float] | None = None
     dp: DpSettings | None = None
     secagg: SecAggTask | None = None
@@ -197,9 +198,12 @@ class SiteTask(_Message):
     run_id: uuid.UUID
     round: int
     client_id: str = Field(description="the site's client number in this run; seeds its local training")
-    kind: Literal["train", "statistics", "evaluate", "advertise", "share", "unmask"]
+    kind: Literal["train", "statistics", "evaluate", "advertise", "share", "unmask", "local"]
     dataset: str
-    weights_sha256: str = Field(description="SHA-256 of the global weights file: GET /api/site/weights/{sha256}")
+    weights_sha256: str = Field(
+        description="SHA-256 of the global weights file (local: the run's initial weights): "
+        "GET /api/site/weights/{sha256}"
+    )
     settings: TaskSettings
     deadline: datetime
 
@@ -210,7 +214,9 @@ class TaskResult(_Message):
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     num_examples: int = Field(ge=0, le=10**9)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=100)
-    validation: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists(), validation part")
+    validation: dict[str, list[int] | int] | None = Field(
+        None, description="GridCounts.as_lists(), validation part (evaluate: the global model; local: the site's own)"
+    )
     test: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists() of the test part")
     error: Text | None = Field(None, max_length=2000, description="why the site could not do the task")
     secagg: SecAggAnswer | None = None

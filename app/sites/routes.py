@@ -171,6 +171,6 @@ def result(
     if body.weights_sha256 and not blobs.blob_path(settings.artifacts, body.weights_sha256).exists():
         raise BadRequest("upload the weights file (PUT /api/site/blobs/{sha256}) before posting the result")
     task = tasks.task_of(session=session, task_id=task_id)
-    holds = tasks.declared_train_images(site, task.dataset) if task.kind == "train" else None
+    holds = tasks.declared_train_images(site, task.dataset) if task.kind in ("train", "local") else None
     late = tasks.post_result(session=session, site=site, task_id=task_id, result=body, holds=holds)
     return {"accepted": True, "late": late}

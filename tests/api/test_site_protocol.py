@@ -15,12 +15,13 @@ from httpx import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEvent, Role, Site, SiteTask, utcnow
+from app.models import AuditEvent, Role, Run, Site, SiteTask, utcnow
 from app.settings import Settings
 from app.sites.protocol import body_sha256, public_key_text, sign
 from tests.api.conftest import bearer
 from tests.api.factories import add_experiment, add_run
 from tests.api.pagetree import page
+from worker.engine.thresholds import empty_counts
 
 HEARTBEAT = {
     "agent_version": "0.1",
@@ -140,17 +141,15 @@ def test_a_disabled_site_and_a_rotated_key_are_refused(enroll: Callable[[str], A
 
 
 def _task(session: Session, site_id: str, run_id: uuid.UUID, weights: str, **fields: object) -> SiteTask:
-    fields = {"deadline": utcnow() + timedelta(minutes=5)} | fields
+    defaults = {"deadline": utcnow() + timedelta(minutes=5), "round": 1, "kind": "train"}
+    defaults["settings"] = {"image_size": 32, "model": {}, "local_epochs": 1, "seed": 1}
     task = SiteTask(
         run_id=run_id,
-        round=1,
         client_id="1",
         site_id=uuid.UUID(site_id),
-        kind="train",
         dataset="chest",
         weights_sha256=weights,
-        settings={"image_size": 32, "model": {}, "local_epochs": 1, "seed": 1},
-        **fields,
+        **(defaults | fields),
     )
     session.add(task)
     session.commit()
@@ -184,12 +183,18 @@ def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enrol
     assert "changed on the way" in changed.json()["detail"][0]["message"]
 
 
-def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_recorded_late(
-    enroll: Callable[[str], Agent], session: Session
-) -> None:
+@pytest.fixture
+def declared(enroll: Callable[[str], Agent], session: Session) -> tuple[Agent, Run]:
+    """hospital-a, enrolled, having declared 100 training images in "chest", and a run to give it tasks of."""
     agent = enroll("hospital-a")
-    agent.post("/api/site/heartbeat", HEARTBEAT)  # declares 100 training images in "chest"
-    run = add_run(session, add_experiment(session))
+    agent.post("/api/site/heartbeat", HEARTBEAT)
+    return agent, add_run(session, add_experiment(session))
+
+
+def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_recorded_late(
+    declared: tuple[Agent, Run], session: Session
+) -> None:
+    agent, run = declared
     on_time = _task(session, agent.site_id, run.id, "c" * 64, status="taken")
     late = _task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
     content = b"update"
@@ -205,6 +210,28 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     assert after_deadline.json() == {"accepted": True, "late": True}
     session.refresh(late)
     assert late.status == "late"
+
+
+def test_a_local_task_reaches_its_site_and_its_result_must_carry_both_splits_counts(
+    declared: tuple[Agent, Run], session: Session
+) -> None:
+    agent, run = declared
+    settings = {"image_size": 32, "model": {}, "local_epochs": 2, "seed": 1, "rounds": 5}
+    task = _task(session, agent.site_id, run.id, "e" * 64, kind="local", round=0, settings=settings)
+    counts = empty_counts().as_lists()
+    result = {"num_examples": 100, "validation": counts, "test": counts, "metrics": {"train.loss": 0.3}}
+
+    claimed = agent.request("GET", "/api/site/tasks/next?wait=0").json()
+    without_test = agent.post(f"/api/site/tasks/{task.id}/result", result | {"test": None})
+    too_many = agent.post(f"/api/site/tasks/{task.id}/result", result | {"num_examples": 101})
+    accepted = agent.post(f"/api/site/tasks/{task.id}/result", result)
+
+    assert (claimed["kind"], claimed["round"], claimed["settings"]["rounds"]) == ("local", 0, 5)
+    assert "needs the validation and test grid counts" in without_test.json()["detail"][0]["message"]
+    assert "exceeds the 100 training images" in too_many.json()["detail"][0]["message"]
+    assert accepted.json() == {"accepted": True, "late": False}
+    session.refresh(task)
+    assert task.status == "done" and task.result is not None and task.result["test"] == counts
 
 
 def test_the_sites_page_shows_counts_and_skew_and_only_admins_get_the_controls(

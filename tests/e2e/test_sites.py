@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import MetaData, create_engine, select, text
 
 from app.sites import blobs
+from tests.api.pagetree import page
 from tests.browser import chromium
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
 from tests.e2e.stack import ROOT, Stack, wait_for
@@ -95,7 +96,9 @@ def _online(stack: Stack) -> set[str]:
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
     federation: Stack, tmp_path: Path
 ) -> None:
-    config = three_hospitals("three hospitals")
+    """With ``baselines: [local]``: after the last round each agent also trains the model on its own images alone
+    and sends only the counts of its test and validation splits; the run page puts it beside the federated one."""
+    config = three_hospitals("three hospitals") | {"baselines": ["local"]}
 
     run_id = federation.launch(config)["federated"]["id"]
     finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
@@ -106,6 +109,14 @@ def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_rea
     for r in rounds:
         assert sorted(c["status"] for c in r["clients"]) == ["trained"] * 3
         assert 0.5 < r["metrics"]["test.auc"] <= 1  # federated evaluation on the sites' own test sets
+    local = finished["local_baselines"]
+    assert [(row["site"], row["epochs"], row["error"]) for row in local] == [(site, 2, None) for site in SITES]
+    assert all(0 <= row["metrics"]["auc"] <= 1 and 0 <= row["metrics"]["sensitivity"] <= 1 for row in local)
+    assert done_tasks(run_id)["local"] == 3
+    table = page(federation.http.get(f"/runs/{run_id}")).by_id("local-table")
+    rows = table.find("tbody").find_all("tr")
+    shown = {row.find("th").text: row.find("td", data_difference="auc").text for row in rows}
+    assert set(shown) == set(SITES) and all(text[0] in "+-" for text in shown.values())
     server_files = [p for p in (tmp_path / "server").rglob("*") if p.is_file()]
     assert not [p for p in server_files if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")]
     assert not [p for p in server_files if MARKER.encode() in p.read_bytes()]

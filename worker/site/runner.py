@@ -15,10 +15,10 @@ from app.run_config import DataConfig, FederationConfig, ModelConfig
 from app.sites.protocol import DpSettings, SiteTask, TaskResult, TaskSettings
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.client import KerasTrainer
-from worker.engine.executor import client_evaluation, client_statistics, client_update
+from worker.engine.executor import client_evaluation, client_statistics, client_update, local_only
 from worker.engine.privacy.dpsgd import DpSgdSettings
 from worker.engine.protection import change_vector, moments_vector
-from worker.engine.types import Weights
+from worker.engine.types import ClientEvaluation, Weights
 from worker.site.datasets import SiteData, TaskRefused
 from worker.site.identity import SiteError
 from worker.site.masking import MaskingSessions
@@ -72,15 +72,20 @@ class WeightsCache:
 
 
 def _checked(settings: TaskSettings) -> ModelConfig:
-    """The task's model, its image size and epochs within what a run config may ask: a server cannot make the
-    site load images at any size or train for ever."""
+    """The task's model, its image size, epochs and rounds within what a run config may ask: a server cannot make
+    the site load images at any size or train for ever."""
     try:
         DataConfig.model_validate({"image_size": settings.image_size})
-        FederationConfig.model_validate({"local_epochs": settings.local_epochs})
+        FederationConfig.model_validate({"local_epochs": settings.local_epochs, "rounds": settings.rounds or 1})
         return ModelConfig.model_validate(settings.model)
     except ValidationError as error:
         wrong = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
         raise TaskRefused(f"the task's settings are out of range: {wrong}") from None
+
+
+def _counts(evaluation: ClientEvaluation) -> dict[str, dict[str, list[int] | int]]:
+    """What an evaluation sends: the grid counts of the validation and test parts, never a prediction."""
+    return {"validation": evaluation.validation.as_lists(), "test": evaluation.test.as_lists()}
 
 
 class TaskRunner:
@@ -110,14 +115,22 @@ class TaskRunner:
             raise TaskRefused("the task's client_id must be a number (it seeds local training)")
         if task.kind in ("advertise", "share", "unmask"):
             return None, TaskResult(num_examples=0, secagg=self.masking.step(task))
+        if task.kind == "local" and task.settings.dp is not None:  # its training would escape the privacy ledger
+            raise TaskRefused("a local baseline trains without differential privacy, and this task asks for it")
         settings = task.settings
         trainer = self.trainer(settings.image_size, _checked(settings), settings.dp)
         client = self.data.client_data(task.dataset, settings.image_size, task.client_id)
         startup = trainer.warm_up(settings.class_weight)
         if task.kind == "evaluate":
             evaluation = client_evaluation(trainer, client, weights)
-            counts = {"validation": evaluation.validation.as_lists(), "test": evaluation.test.as_lists()}
-            return None, TaskResult(num_examples=len(client.test), **counts)
+            return None, TaskResult(num_examples=len(client.test), **_counts(evaluation))
+        if task.kind == "local":  # only the counts leave: the local-only model stays here
+            epochs = settings.local_epochs * (settings.rounds or 1)
+            evaluation, fitted = local_only(
+                trainer, client, weights, seed=settings.seed, epochs=epochs, class_weight=settings.class_weight
+            )
+            metrics = fitted | ({"startup.seconds": startup} if startup else {})
+            return None, TaskResult(num_examples=len(client.train), metrics=metrics, **_counts(evaluation))
         if task.kind == "statistics":
             update = client_statistics(trainer, client, weights, rnd=task.round, seed=settings.seed)
         else:
