@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,26 @@ def test_a_download_whose_content_is_not_its_name_is_refused_and_not_kept(
         client.weights(sha, target)
 
     assert list(tmp_path.glob(f"{sha}*")) == []
+
+
+def test_the_agent_holds_a_weights_file_in_memory_neither_to_upload_it_nor_to_download_it(
+    client: SiteClient, live: LiveServer, site: SiteIdentity, tmp_path: Path
+) -> None:
+    """The peaks are this process's, the server's buffers included (about 2 MiB, whatever the file's size): a
+    file of 8 MiB held whole would pass the bound alone."""
+    large = DATA * 3
+    for content in (DATA[:10], large):  # imports and buffers of the first transfers are not measured
+        path = tmp_path / f"update-{len(content)}.npz"
+        path.write_bytes(content)
+        sha = live.publish(content[::-1], site, tmp_path)
+        tracemalloc.start()
+        try:
+            client.upload(path)
+            uploading = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            client.weights(sha, tmp_path / f"{sha}.npz")
+            downloading = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert uploading < len(large) / 2 and downloading < len(large) / 2

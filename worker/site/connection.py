@@ -36,6 +36,8 @@ from worker.site.identity import (
 REQUEST_TIMEOUT_S = 120.0  # a weights file of a few MB on a slow hospital uplink
 #: an upload goes in chunks of this size (or the server's limit, if smaller): the most a broken connection loses
 CHUNK_BYTES = 8 * 2**20
+#: what the agent reads of a file at a time, to hash it or to send it
+READ_BYTES = 2**20
 #: the largest global weights file the agent writes to its disk
 MAX_DOWNLOAD_BYTES = 2**30
 #: 409 answers (another offset) in a row that an upload follows before it gives up
@@ -132,17 +134,25 @@ class SiteClient:
         self._http.close()
 
     def _send(
-        self, method: str, target: str, body: bytes, headers: dict[str, str], *, stream: bool = False
+        self,
+        method: str,
+        target: str,
+        digest: str,
+        headers: dict[str, str],
+        content: bytes | Iterator[bytes] = b"",
+        *,
+        stream: bool = False,
     ) -> httpx.Response:
-        """``target`` is the path with its query exactly as sent: the server verifies the signature over it."""
-        signed = sign(self.identity.key, self.identity.site_id, method, target, body_sha256(body)) | headers
-        request = self._http.build_request(method, target, content=body, headers=signed)
+        """``target`` is the path with its query exactly as sent and ``digest`` the body's SHA-256: the server
+        verifies the signature over both."""
+        signed = sign(self.identity.key, self.identity.site_id, method, target, digest) | headers
+        request = self._http.build_request(method, target, content=content, headers=signed)
         return send(self._http, self.identity.server, self.identity.fingerprint, request, stream=stream)
 
     def request(
         self, what: str, method: str, target: str, *, body: bytes = b"", content_type: str = "application/json"
     ) -> httpx.Response:
-        response = self._send(method, target, body, {"Content-Type": content_type} if body else {})
+        response = self._send(method, target, body_sha256(body), {"Content-Type": content_type} if body else {}, body)
         if response.status_code >= 400:
             raise refusal(what, response)
         return response
@@ -189,7 +199,7 @@ class SiteClient:
     @contextmanager
     def _stream(self, what: str, target: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
         """A signed GET whose body is read as it arrives; 416 (a range past the end) is the caller's to handle."""
-        response = self._send("GET", target, b"", headers, stream=True)
+        response = self._send("GET", target, body_sha256(b""), headers, stream=True)
         try:
             if response.status_code >= 400 and response.status_code != 416:
                 response.read()
@@ -204,36 +214,53 @@ class SiteClient:
 
     def upload(self, path: Path) -> str:
         """Store a weights file by its SHA-256 (idempotent on the server) and return that hash. The file goes in
-        chunks read from disk, each signed over its own bytes, from where the server's copy ends: calling again
-        after a broken connection resumes, and a file the server holds already is not sent at all."""
+        chunks, each signed over its own bytes, from where the server's copy ends: calling again after a broken
+        connection resumes, and a file the server holds already is not sent at all. A chunk is read from disk
+        twice, to sign it and to send it, so the agent never holds more than a read buffer of the model."""
         sha256, size = file_sha256(path), path.stat().st_size
         state = self.upload_state(sha256)
         step, offset, conflicts = min(self.chunk_bytes, state.chunk_bytes), state.offset, 0
-        with open(path, "rb") as file:
-            while not state.stored:
-                file.seek(offset)
-                try:
-                    state = self._chunk(f"/api/site/blobs/{sha256}?offset={offset}&size={size}", file.read(step))
-                except OffsetConflict as conflict:  # another request of ours got there first: go on from there
-                    conflicts += 1
-                    if conflicts > MAX_OFFSET_CONFLICTS:
-                        raise
-                    offset = conflict.offset
-                    continue
-                conflicts = 0
-                if not state.stored and state.offset <= offset:
-                    raise SiteError(f"uploading weights: the server's copy did not grow past byte {offset:,}")
-                offset = state.offset
+        while not state.stored:
+            if offset >= size:
+                raise SiteError(f"uploading weights: the server holds {offset:,} bytes of a {size:,}-byte file")
+            try:
+                state = self._chunk(path, sha256, offset, min(step, size - offset), size)
+            except OffsetConflict as conflict:  # another request of ours got there first: go on from there
+                conflicts += 1
+                if conflicts > MAX_OFFSET_CONFLICTS:
+                    raise
+                offset = conflict.offset
+                continue
+            conflicts = 0
+            if not state.stored and state.offset <= offset:
+                raise SiteError(f"uploading weights: the server's copy did not grow past byte {offset:,}")
+            offset = state.offset
         return sha256
 
-    def _chunk(self, target: str, chunk: bytes) -> UploadState:
-        response = self.request("uploading weights", "PUT", target, body=chunk, content_type="application/octet-stream")
+    def _chunk(self, path: Path, sha256: str, offset: int, length: int, size: int) -> UploadState:
+        digest = hashlib.sha256()
+        for block in file_part(path, offset, length):
+            digest.update(block)
+        target = f"/api/site/blobs/{sha256}?offset={offset}&size={size}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        response = self._send("PUT", target, digest.hexdigest(), headers, file_part(path, offset, length))
+        if response.status_code >= 400:
+            raise refusal("uploading weights", response)
         return UploadState.model_validate_json(response.content)
 
     def result(self, task_id: str, result: TaskResult) -> dict[str, object]:
         """The server's answer: whether it accepted the result, and whether it came late."""
         answer = self._post("sending a task result", f"/api/site/tasks/{task_id}/result", result).json()
         return answer if isinstance(answer, dict) else {}
+
+
+def file_part(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    """``length`` bytes of the file from ``offset``, in blocks of ``READ_BYTES``."""
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while length > 0 and (block := file.read(min(READ_BYTES, length))):
+            length -= len(block)
+            yield block
 
 
 def refusal(what: str, response: httpx.Response) -> ServerRefused:
