@@ -165,21 +165,27 @@ def test_a_stored_file_is_not_stored_again(site: Agent, small: Settings) -> None
     assert stored.stat().st_mtime_ns == written and partials(small, site) == []
 
 
-def test_a_site_keeps_at_most_two_partial_uploads_and_stale_ones_are_swept(site: Agent, small: Settings) -> None:
-    files = [bytes([i]) * len(CONTENT) for i in range(3)]
+def test_a_site_keeps_at_most_two_partial_uploads_and_stale_ones_are_swept(
+    site: Agent, enroll: Callable[[str], Agent], small: Settings
+) -> None:
+    files = [bytes([i]) * len(CONTENT) for i in range(4)]
     for i, content in enumerate(files[:2]):
         put(site, 0, content=content)
         path = blobs.partials(small.artifacts) / site.site_id / body_sha256(content)
         os.utime(path, (time.time() - 10 + i, time.time() - 10 + i))  # the first is the least recently written
+    other = dataclasses.replace(enroll("hospital-b"), http=site.http)
+    put(other, 0, content=files[3])
+    abandoned = blobs.partials(small.artifacts) / other.site_id / body_sha256(files[3])
     stray = blobs.incoming(small.artifacts) / "left-by-a-dead-process"
     stray.write_bytes(b"x")
     day_old = time.time() - uploads.STALE_AFTER_S - 1
-    os.utime(stray, (day_old, day_old))
+    for path in (abandoned, stray):
+        os.utime(path, (day_old, day_old))
 
     put(site, 0, content=files[2])
 
-    assert partials(small, site) == sorted(body_sha256(c) for c in files[1:])
-    assert not stray.exists()
+    assert partials(small, site) == sorted(body_sha256(c) for c in files[1:3])
+    assert not stray.exists() and not abandoned.exists()
 
 
 def test_a_download_resumes_with_a_range_request(site: Agent, session: Session, small: Settings) -> None:
