@@ -198,7 +198,7 @@ class SiteExecutor:
         kinds (secure aggregation's four steps) send it."""
         if self._published is not None and self._published[0] is weights:
             return self._published[1]
-        folder = self.artifacts / "blobs" / "incoming"
+        folder = blobs.incoming(self.artifacts)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
             temporary = Path(handle.name)

@@ -31,6 +31,8 @@ SITE_HEADER = "X-Fedlens-Site"
 TIMESTAMP_HEADER = "X-Fedlens-Timestamp"
 NONCE_HEADER = "X-Fedlens-Nonce"
 SIGNATURE_HEADER = "X-Fedlens-Signature"
+#: the bytes of a partial upload the server holds, on a 409 answer to a chunk sent at another offset (as in tus)
+OFFSET_HEADER = "Upload-Offset"
 REPLAY_WINDOW_S = 300
 #: counts leave a site only per split and class; these are the class names of a binary task
 CLASSES = ("negative", "positive")
@@ -206,6 +208,19 @@ class SiteTask(_Message):
     )
     settings: TaskSettings
     deadline: datetime
+
+
+class UploadState(_Message):
+    """Where an upload of a weights file stands on the server, and the limits a chunk must keep to.
+
+    A file goes up in chunks, ``PUT /api/site/blobs/{sha256}?offset=N&size=S``, each signed over its own body; after
+    a broken connection the agent asks for this state and goes on from ``offset``.
+    """
+
+    stored: bool = Field(description="the server holds this content under its name: nothing (more) to send")
+    offset: int = Field(ge=0, description="bytes of this site's partial upload the server holds")
+    max_bytes: int = Field(ge=1, description="the largest file the server accepts")
+    chunk_bytes: int = Field(ge=1, description="the largest chunk (one request's body) the server accepts")
 
 
 class TaskResult(_Message):

@@ -104,6 +104,7 @@ RULES = {
     "POST /api/site/heartbeat": "site",
     "GET /api/site/tasks/next": "site",
     "GET /api/site/weights/{sha256}": "site",
+    "GET /api/site/blobs/{sha256}/upload": "site",
     "PUT /api/site/blobs/{sha256}": "site",
     "POST /api/site/tasks/{task_id}/result": "site",
 }

@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEvent, Role, Run, Site, SiteTask, utcnow
+from app.models import AuditEvent, Role, Run, Site, utcnow
 from app.settings import Settings
 from app.sites.protocol import body_sha256, public_key_text, sign
 from tests.api.conftest import bearer
 from tests.api.factories import add_experiment, add_run
 from tests.api.pagetree import page
+from tests.api.sites import Agent, add_task
 from worker.engine.thresholds import empty_counts
 
 HEARTBEAT = {
@@ -37,40 +36,6 @@ HEARTBEAT = {
         }
     ],
 }
-
-
-@dataclass
-class Agent:
-    """A site's side of the wire, signing its requests as the real agent does."""
-
-    http: TestClient
-    site_id: str
-    key: Ed25519PrivateKey
-
-    def request(self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
-        signed = sign(self.key, self.site_id, method, target, body_sha256(body))
-        return self.http.request(method, target, content=body, headers=signed | (headers or {}))
-
-    def post(self, target: str, payload: object) -> Response:
-        return self.request("POST", target, json.dumps(payload).encode(), {"content-type": "application/json"})
-
-
-@pytest.fixture
-def anonymous(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
-    return make_client(settings, headers={})
-
-
-@pytest.fixture
-def enroll(client: TestClient, anonymous: TestClient) -> Callable[[str], Agent]:
-    def make(name: str) -> Agent:
-        invitation = client.post("/api/sites", json={"name": name}).json()
-        key = Ed25519PrivateKey.generate()
-        body = {"token": invitation["enrollment_token"], "public_key": public_key_text(key), "agent_version": "0.1"}
-        enrolled = anonymous.post("/api/site/enroll", json=body)
-        assert enrolled.status_code == 201, enrolled.text
-        return Agent(anonymous, enrolled.json()["site_id"], key)
-
-    return make
 
 
 def test_an_enrollment_token_works_once_and_only_before_it_expires(
@@ -140,27 +105,11 @@ def test_a_disabled_site_and_a_rotated_key_are_refused(enroll: Callable[[str], A
     assert len(invitation["enrollment_token"]) > 40  # a new token to enroll the new key
 
 
-def _task(session: Session, site_id: str, run_id: uuid.UUID, weights: str, **fields: object) -> SiteTask:
-    defaults = {"deadline": utcnow() + timedelta(minutes=5), "round": 1, "kind": "train"}
-    defaults["settings"] = {"image_size": 32, "model": {}, "local_epochs": 1, "seed": 1}
-    task = SiteTask(
-        run_id=run_id,
-        client_id="1",
-        site_id=uuid.UUID(site_id),
-        dataset="chest",
-        weights_sha256=weights,
-        **(defaults | fields),
-    )
-    session.add(task)
-    session.commit()
-    return task
-
-
 def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agent], session: Session) -> None:
     a, b = enroll("hospital-a"), enroll("hospital-b")
     run = add_run(session, add_experiment(session))
-    theirs = _task(session, b.site_id, run.id, "b" * 64)
-    mine = _task(session, a.site_id, run.id, "a" * 64)
+    theirs = add_task(session, b.site_id, run.id, "b" * 64)
+    mine = add_task(session, a.site_id, run.id, "a" * 64)
 
     claimed = a.request("GET", "/api/site/tasks/next?wait=0")
     nothing = a.request("GET", "/api/site/tasks/next?wait=0")
@@ -170,17 +119,20 @@ def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agen
     assert a.post(f"/api/site/tasks/{theirs.id}/result", {"num_examples": 1, "error": "x"}).status_code == 403
 
 
-def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enroll: Callable[[str], Agent]) -> None:
+def test_an_upload_in_one_request_is_stored_by_its_hash_once_and_a_changed_one_is_refused(
+    enroll: Callable[[str], Agent],
+) -> None:
     agent = enroll("hospital-a")
     content = b"weights" * 1000
     sha = body_sha256(content)
 
+    changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
     first = agent.request("PUT", f"/api/site/blobs/{sha}", content)
     again = agent.request("PUT", f"/api/site/blobs/{sha}", content)
-    changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
 
-    assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 422)
-    assert "changed on the way" in changed.json()["detail"][0]["message"]
+    assert (changed.status_code, first.status_code, again.status_code) == (400, 201, 200)
+    assert "changed on the way" in changed.json()["detail"]
+    assert first.json()["stored"] and again.json()["stored"]
 
 
 @pytest.fixture
@@ -195,8 +147,8 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     declared: tuple[Agent, Run], session: Session
 ) -> None:
     agent, run = declared
-    on_time = _task(session, agent.site_id, run.id, "c" * 64, status="taken")
-    late = _task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
+    on_time = add_task(session, agent.site_id, run.id, "c" * 64, status="taken")
+    late = add_task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
     content = b"update"
     agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
     result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
@@ -217,7 +169,7 @@ def test_a_local_task_reaches_its_site_and_its_result_must_carry_both_splits_cou
 ) -> None:
     agent, run = declared
     settings = {"image_size": 32, "model": {}, "local_epochs": 2, "seed": 1, "rounds": 5}
-    task = _task(session, agent.site_id, run.id, "e" * 64, kind="local", round=0, settings=settings)
+    task = add_task(session, agent.site_id, run.id, "e" * 64, kind="local", round=0, settings=settings)
     counts = empty_counts().as_lists()
     result = {"num_examples": 100, "validation": counts, "test": counts, "metrics": {"train.loss": 0.3}}
 

@@ -196,8 +196,8 @@ class _FakeClient:
         self.blob = weights
         self.results: dict[str, TaskResult] = {}
 
-    def weights(self, sha256: str) -> bytes:
-        return self.blob
+    def weights(self, sha256: str, target: Path) -> None:
+        target.write_bytes(self.blob)
 
     def result(self, task_id: str, result: TaskResult) -> dict[str, object]:
         self.results[task_id] = result

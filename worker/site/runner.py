@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +20,11 @@ from worker.engine.privacy.dpsgd import DpSgdSettings
 from worker.engine.protection import change_vector, moments_vector
 from worker.engine.types import ClientEvaluation, Weights
 from worker.site.datasets import SiteData, TaskRefused
-from worker.site.identity import SiteError
 from worker.site.masking import MaskingSessions
 
 CACHE_DIR = "cache"
 CACHED_FILES = 6  # a few rounds of global weights and the site's own last uploads
+STALE_PART_S = 24 * 3600.0  # a download broken off this long ago is not resumed: its .part file is deleted
 MAX_TRAINERS = 2  # each holds a compiled model; tasks of one run share one
 
 
@@ -38,36 +38,31 @@ class WeightsCache:
     def path(self, sha256: str) -> Path:
         return self.folder / f"{sha256}.npz"
 
-    def get(self, sha256: str, download: Callable[[str], bytes]) -> Weights:
-        """The weights with this file hash, downloaded unless a good copy is here; a wrong hash is refused."""
+    def get(self, sha256: str, download: Callable[[str, Path], None]) -> Weights:
+        """The weights with this file hash, downloaded unless a good copy is here. ``download`` streams the file to
+        the path it is given and refuses one whose hash is wrong (SiteClient.weights)."""
         path = self.path(sha256)
         if not path.is_file() or file_sha256(path) != sha256:
-            data = download(sha256)
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise SiteError(f"the global weights received do not match their SHA-256 {sha256}")
-            self._write(path, data)
+            download(sha256, path)
         path.touch()  # most recently used: kept by the pruning below
         self._prune()
         return load_checkpoint(path).weights
 
-    def store(self, rnd: int, weights: Weights) -> tuple[str, bytes]:
-        """Write the site's weights as a checkpoint file; its SHA-256 and bytes are what gets uploaded."""
+    def store(self, rnd: int, weights: Weights) -> tuple[str, Path]:
+        """Write the site's weights as a checkpoint file: its SHA-256, and the file that gets uploaded (in chunks
+        read from disk, never the whole model in memory)."""
         outgoing = self.folder / f"outgoing-{uuid.uuid4().hex}.npz"
         save_checkpoint(Checkpoint(rnd, weights), outgoing, durable=False)
-        data = outgoing.read_bytes()
-        sha256 = hashlib.sha256(data).hexdigest()
-        os.replace(outgoing, self.path(sha256))
+        sha256 = file_sha256(outgoing)
+        path = self.path(sha256)
+        os.replace(outgoing, path)
         self._prune()
-        return sha256, data
-
-    def _write(self, path: Path, data: bytes) -> None:
-        partial = path.with_name(path.name + ".part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        return sha256, path
 
     def _prune(self) -> None:
         files = sorted(self.folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[CACHED_FILES:]:
+        stale = [p for p in self.folder.glob("*.part") if p.stat().st_mtime < time.time() - STALE_PART_S]
+        for old in [*files[CACHED_FILES:], *stale]:
             old.unlink(missing_ok=True)
 
 
