@@ -21,9 +21,10 @@ MAX_LOC_CHARS = 64
 class DomainError(Exception):
     status_code = 400
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
 
 
 class NotFound(DomainError):
@@ -54,6 +55,18 @@ class ArtifactModified(DomainError):
     """A stored file's bytes differ from the SHA-256 recorded when it was written; it is not served."""
 
     status_code = 409
+
+
+class ContentMismatch(DomainError):
+    """An upload's bytes do not have the SHA-256 that names them: changed on the way, or a wrong name."""
+
+    status_code = 400
+
+
+class PayloadTooLarge(DomainError):
+    """An upload larger than the limit, refused before (or as soon as) its bytes pass it."""
+
+    status_code = 413
 
 
 class BadRequest(DomainError):
@@ -111,9 +124,9 @@ class FieldErrorList(BaseModel):
 
 
 _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
-    400: (ErrorMessage, "The body is not UTF-8 text"),
+    400: (ErrorMessage, "The body is not UTF-8 text, or an upload's content does not match its SHA-256"),
     404: (ErrorMessage, "No experiment, run, round, site, task or file with that id (or not yours to see)"),
-    409: (ErrorMessage, "The run's status does not allow this, or the name is taken"),
+    409: (ErrorMessage, "The run's status does not allow this, the name is taken, or an upload's offset is wrong"),
     413: (ErrorMessage, "The body is over the size limit; it was not read"),
     401: (ErrorMessage, "Not signed in: send 'Authorization: Bearer <token>' (or, for sites, a signed request)"),
     403: (ErrorMessage, "Signed in, but this needs another role (or a browser request failed its CSRF check)"),
@@ -162,7 +175,7 @@ def install_handlers(app: FastAPI) -> None:
             detail = [field_error(loc, error.detail, "value_error")]
         else:
             detail = error.detail
-        return JSONResponse({"detail": detail}, status_code=error.status_code)
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -279,6 +279,7 @@ def config_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
             "round_timeout_s": get("federation.round_timeout_s"),
             "min_sites": get("federation.min_sites"),
         }
+        raw["baselines"] = ["local"] if form.get("baselines") == "on" else []
     cleaned: dict[str, Any] = _drop_empty(raw)
     return cleaned, parse_errors | site_errors
 

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(SecurityHeaders)
-    uploads = {"/api/site/blobs/": site_routes.MAX_UPLOAD_BYTES}  # weights files stream to disk with their own limit
+    uploads = {"/api/site/blobs/": settings.max_chunk_bytes}  # weights files stream to disk in chunks of this size
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=uploads)
     app.state.stream_slots = StreamSlots(settings.streams_per_caller)
     install_handlers(app)

@@ -214,6 +214,9 @@ class Run(Base):
     launched_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("user_account.id", ondelete="SET NULL"), index=True
     )
+    #: over hospital sites with ``baselines: [local]``: each site's local-only model on its own test split, one
+    #: dict per site (app.schemas.LocalBaselineRead); None until the first site's result is stored
+    local_baselines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 
@@ -332,8 +335,9 @@ class Site(Base):
     busy_with: Mapped[uuid.UUID | None]
 
 
-#: what a site task asks: train, BatchNorm statistics, evaluate, and the three extra steps of secure aggregation
-SITE_TASK_KINDS = ("train", "statistics", "evaluate", "advertise", "share", "unmask")
+#: what a site task asks: train, BatchNorm statistics, evaluate, the three extra steps of secure aggregation, and
+#: local (the site's local-only baseline model, trained on its own data alone after the federated rounds)
+SITE_TASK_KINDS = ("train", "statistics", "evaluate", "advertise", "share", "unmask", "local")
 
 
 class SiteTask(Base):

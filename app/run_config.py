@@ -356,6 +356,12 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     centralized: CentralizedConfig = CentralizedConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    baselines: list[Literal["local"]] = Field(
+        [],
+        max_length=1,
+        description="over hospital sites: local, each site also trains the same model on its own data alone for "
+        "rounds x local_epochs epochs and evaluates it on its own test split",
+    )
 
     @model_validator(mode="after")
     def _threshold_needs_validation(self) -> Self:
@@ -376,6 +382,24 @@ class RunConfig(_Strict):
             message = "a centralized baseline needs pooled data, which hospital sites never share; set it to false"
             raise _invalid("RunConfig", ("centralized", "enabled"), message, True)
         self.centralized.enabled = False
+        return self
+
+    @model_validator(mode="after")
+    def _local_baseline_fits(self) -> Self:
+        """A local-only model is trained at each hospital site, without differential privacy: a simulation has no
+        sites (its baseline is the centralized one), and a DP run cannot release metrics of a model trained without
+        noise, since they are a function of the site's training images that no epsilon accounts for."""
+        if "local" not in self.baselines:
+            return self
+        if not self.federation.sites:
+            message = "a local baseline trains at each hospital site on its own data; a simulation has no sites "
+            message += "(its baseline is centralized.enabled)"
+            raise _invalid("RunConfig", ("baselines",), message, self.baselines)
+        if self.privacy.dp is not None:
+            message = "a local-only model trains without differential privacy, and its metrics, a function of each "
+            message += "site's training images, would leave the site with no epsilon accounted; remove the local "
+            message += "baseline or privacy.dp"
+            raise _invalid("RunConfig", ("baselines",), message, self.baselines)
         return self
 
     @model_validator(mode="after")

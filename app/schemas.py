@@ -31,6 +31,25 @@ class ExperimentCreate(BaseModel):
     config: RunConfig
 
 
+class LocalBaselineRead(BaseModel):
+    """One hospital site's local-only model (``baselines: [local]``): trained on the site's data alone, judged on its
+    own test split from grid counts; compare it with the global model's ``global.*`` metrics of that site."""
+
+    client: str
+    site: str
+    dataset: str
+    epochs: int = Field(description="rounds x local_epochs, as the federated model trained")
+    samples: int | None = Field(None, description="the site's training images")
+    threshold: float | None = Field(
+        None, description="the operating threshold, chosen with the run's method on the site's own validation split"
+    )
+    metrics: dict[str, float | None] = Field(
+        {}, description="on the site's own test split: auc (grid), accuracy, sensitivity, specificity, ..."
+    )
+    train: dict[str, float | None] = Field({}, description="training loss, accuracy and seconds at the site")
+    error: str | None = Field(None, description="why the site has no local baseline (offline, late, failed)")
+
+
 class RunRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -51,6 +70,9 @@ class RunRead(BaseModel):
     cancel_requested: bool
     startup_s: float = Field(0.0, description="the run's own start-up: data loading, model building, tracing")
     has_model: bool = False
+    local_baselines: list[LocalBaselineRead] | None = Field(
+        None, description="over sites with baselines [local]: each site's local-only model; null until stored"
+    )
 
 
 class ExperimentRead(BaseModel):

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "by os.pathsep; default: data_dir/datasets and ./data (resolved at start)",
     )
     max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 above it)")
+    max_upload_bytes: int = Field(
+        512 * 2**20, ge=1024, description="largest weights file a site may upload (the study's CNN is 2.2 MB)"
+    )
+    max_chunk_bytes: int = Field(
+        16 * 2**20, ge=1024, description="largest chunk of a site's upload, one request's body (413 above it)"
+    )
     max_worker_memory_gib: float = Field(
         8.0, gt=0, description="a config whose data a worker would need more memory for is refused at create"
     )

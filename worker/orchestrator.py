@@ -21,14 +21,14 @@ from app.models import FlRound, Run, RunKind, RunStatus
 from app.notify import notify
 from app.run_config import RunConfig
 from app.settings import Settings
-from worker import explain, store
+from worker import explain, site_baselines, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
 from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
-from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, run_centralized, run_federated
+from worker.engine.loop import BudgetSpent, Cancelled, Evaluate, Newcomers, run_centralized, run_federated
 from worker.engine.metrics import pooled_metrics
 from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
@@ -232,6 +232,8 @@ def _train(
             should_stop=watch.should_stop,
         )
     executor: Executor
+    newcomers: Newcomers | None = None
+    sites: SiteExecutor | None = None
     if cfg.over_sites:
         with sessions() as session:
             slots = site_slots(session, cfg)
@@ -244,7 +246,7 @@ def _train(
             should_stop=watch.should_stop,
             offline_after_s=settings.site_offline_after_s,
         )
-        samples = sites.samples()
+        samples, newcomers = sites.samples(), sites.newcomers
         if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets
             evaluate = _federated_evaluation(sites)
     else:
@@ -260,9 +262,9 @@ def _train(
         )
     strategy = strategy_with_privacy(cfg, len(samples))
     secure = None
-    if cfg.over_sites and cfg.privacy.secure_aggregation is not None:
+    if sites is not None and cfg.privacy.secure_aggregation is not None:
         secure = SecureSites(sites, cfg, trainer.batchnorm_slots)  # the agents mask; the server only unmasks sums
-    return run_federated(
+    weights = run_federated(
         cfg,
         executor,
         evaluate,
@@ -271,6 +273,7 @@ def _train(
         privacy=RunPrivacy.for_run(cfg, samples, strategy),
         pool_moments=moments_pooling(strategy),
         secure=secure,
+        newcomers=newcomers,
         presence=presence_for(cfg),
         samples=samples,
         batchnorm_slots=trainer.batchnorm_slots,
@@ -278,3 +281,7 @@ def _train(
         start=start,
         should_stop=watch.should_stop,
     )
+    if sites is not None and "local" in cfg.baselines:  # after the last round: it never delays a round
+        site_baselines.collect(sessions, run_id, sites, initial)
+        notify(settings, run_id)
+    return weights

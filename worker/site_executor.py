@@ -23,8 +23,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.digest import file_sha256
-from app.models import Site, SiteTask, utcnow
-from app.run_config import RunConfig
+from app.models import Run, Site, SiteTask, utcnow
+from app.run_config import RunConfig, SiteRef
 from app.sites import blobs, registry
 from app.sites.protocol import DpSettings, SecAggTask, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
@@ -59,17 +59,23 @@ def site_slots(session: Session, cfg: RunConfig) -> list[SiteSlot]:
 
     Raises DataError naming a site that does not exist or a dataset its agent has not declared.
     """
-    slots = []
-    for number, ref in enumerate(cfg.federation.sites, start=1):
-        site = session.scalar(select(Site).where(Site.name == ref.site))
-        if site is None:
-            raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
-        summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
-        if summary is None:
-            message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
-            raise DataError(message, "federation.sites")
-        slots.append(SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"]))
-    return slots
+    return [site_slot(session, number, ref) for number, ref in enumerate(cfg.federation.sites, start=1)]
+
+
+def site_slot(session: Session, number: int, ref: SiteRef) -> SiteSlot:
+    """Client ``number`` of a run is site ``ref``; raises DataError as ``site_slots`` does."""
+    site = session.scalar(select(Site).where(Site.name == ref.site))
+    if site is None:
+        raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
+    summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
+    if summary is None:
+        message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
+        raise DataError(message, "federation.sites")
+    return SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"])
+
+
+def _train_images(slot: SiteSlot) -> int:
+    return sum(slot.counts.get("train", {}).values())
 
 
 def class_weight(cfg: RunConfig, slots: Sequence[SiteSlot]) -> dict[int, float] | None:
@@ -118,7 +124,30 @@ class SiteExecutor:
         self._published: tuple[Weights, str] | None = None  # the last weights published and their blob's SHA-256
 
     def samples(self) -> dict[str, int]:
-        return {cid: sum(s.counts.get("train", {}).values()) for cid, s in self.slots.items()}
+        return {cid: _train_images(s) for cid, s in self.slots.items()}
+
+    def newcomers(self, rnd: int) -> dict[str, tuple[int, int]]:
+        """Sites added to the run while it trains (``POST /api/runs/{id}/sites``) since the last look, as the loop's
+        ``Newcomers``: client id to (join round, training images). A site that cannot join yet is asked again next
+        round; the class weights stay those chosen at launch."""
+        with self.sessions() as session:
+            run = session.get(Run, self.run_id)
+            if run is None:
+                return {}
+            cfg = RunConfig.model_validate(run.experiment.config)
+            joined = {e.client: e.joins for e in cfg.federation.intermittent.events if e.joins is not None}
+            fresh = []
+            for number, ref in enumerate(cfg.federation.sites, start=1):
+                if str(number) in self.slots:
+                    continue
+                try:
+                    fresh.append(site_slot(session, number, ref))
+                except DataError as error:  # e.g. its agent stopped declaring the dataset: asked again next round
+                    logger.warning("run %s: site %s cannot join round %d yet: %s", self.run_id, ref.site, rnd, error)
+        for slot in fresh:
+            self.slots[slot.client_id] = slot
+            logger.info("run %s: site %s joins at round %d", self.run_id, slot.name, rnd)
+        return {s.client_id: (joined.get(int(s.client_id), rnd), _train_images(s)) for s in fresh}
 
     def train(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientUpdate | ClientFailure]:
         outcomes: list[ClientUpdate | ClientFailure] = []
@@ -174,7 +203,7 @@ class SiteExecutor:
         kinds (secure aggregation's four steps) send it."""
         if self._published is not None and self._published[0] is weights:
             return self._published[1]
-        folder = self.artifacts / "blobs" / "incoming"
+        folder = blobs.incoming(self.artifacts)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
             temporary = Path(handle.name)
@@ -191,11 +220,29 @@ class SiteExecutor:
         client_ids: Sequence[str],
         secagg: Mapping[str, SecAggTask] | None = None,
     ) -> dict[str, TaskResult | ClientFailure]:
-        """Queue one task per online site, wait for their answers until the round's deadline, expire the rest.
+        """One task of round ``rnd`` per online site, answered within ``federation.round_timeout_s``.
 
         ``secagg`` gives each site its step of secure aggregation (``worker.site_secure``)."""
+        settings = {
+            cid: self.settings.model_copy(update={"secagg": secagg[cid] if secagg else None}) for cid in client_ids
+        }
+        return self.send(kind, rnd, weights, settings, timeout_s=self.cfg.federation.round_timeout_s)
+
+    def send(
+        self,
+        kind: str,
+        rnd: int,
+        weights: Weights,
+        settings: Mapping[str, TaskSettings],
+        *,
+        timeout_s: float,
+        stage: str | None = None,
+    ) -> dict[str, TaskResult | ClientFailure]:
+        """Queue one task per online site of ``settings`` (client id to its task's settings), wait for their
+        answers for ``timeout_s``, expire the rest. ``stage`` names the step in messages (default: the round)."""
+        stage = stage or f"round {rnd}"
         sha = self._publish(rnd, weights)
-        deadline = utcnow() + timedelta(seconds=self.cfg.federation.round_timeout_s)
+        deadline = utcnow() + timedelta(seconds=timeout_s)
         answers: dict[str, TaskResult | ClientFailure] = {}
         tasks: dict[uuid.UUID, str] = {}
         with self.sessions() as session:
@@ -203,11 +250,11 @@ class SiteExecutor:
             session.execute(
                 update(SiteTask).where(*stale, SiteTask.status.in_(["queued", "taken"])).values(status="expired")
             )
-            for cid in client_ids:
+            for cid, task_settings in settings.items():
                 slot = self.slots[cid]
                 site = session.get(Site, slot.site_id)
                 if site is None or not registry.is_online(site, self.offline_after_s):
-                    answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when round {rnd} started")
+                    answers[cid] = ClientFailure(cid, f"site {slot.name} was offline when {stage} started")
                     continue
                 task = SiteTask(
                     run_id=self.run_id,
@@ -217,27 +264,25 @@ class SiteExecutor:
                     kind=kind,
                     dataset=slot.dataset,
                     weights_sha256=sha,
-                    settings=self.settings.model_copy(update={"secagg": secagg[cid] if secagg else None}).model_dump(
-                        mode="json"
-                    ),
+                    settings=task_settings.model_dump(mode="json"),
                     deadline=deadline,
                 )
                 session.add(task)
                 session.flush()
                 tasks[task.id] = cid
             session.commit()
-        answers |= self._wait(kind, rnd, tasks, deadline)
-        return {cid: answers[cid] for cid in client_ids}
+        answers |= self._wait(kind, stage, tasks, deadline, timeout_s)
+        return {cid: answers[cid] for cid in settings}
 
     def _wait(
-        self, kind: str, rnd: int, tasks: dict[uuid.UUID, str], deadline: datetime
+        self, kind: str, stage: str, tasks: dict[uuid.UUID, str], deadline: datetime, timeout_s: float
     ) -> dict[str, TaskResult | ClientFailure]:
         answers: dict[str, TaskResult | ClientFailure] = {}
         pending = dict(tasks)
         while pending:
             if self.should_stop():
                 self._expire(list(pending))
-                raise Cancelled(f"cancelled during round {rnd}")
+                raise Cancelled(f"cancelled during {stage}")
             with self.sessions() as session:
                 rows = session.execute(
                     select(SiteTask.id, SiteTask.status, SiteTask.result).where(SiteTask.id.in_(list(pending)))
@@ -253,16 +298,15 @@ class SiteExecutor:
                 cid = pending.pop(task_id)
                 answers[cid] = ClientFailure(
                     cid,
-                    f"site {self.slots[cid].name} went offline during round {rnd}: no heartbeat for "
+                    f"site {self.slots[cid].name} went offline during {stage}: no heartbeat for "
                     f"{silent[task_id]:.0f} s, so its {kind} task was given up",
                 )
             if pending and utcnow() >= deadline:
                 self._expire(list(pending))
-                seconds = self.cfg.federation.round_timeout_s
                 for cid in pending.values():
                     name = self.slots[cid].name
                     answers[cid] = ClientFailure(
-                        cid, f"site {name} did not answer the {kind} task within {seconds:.0f} s"
+                        cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
                     )
                 break
             if pending:

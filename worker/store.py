@@ -6,6 +6,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -157,6 +158,23 @@ def privacy_spends(run_id: uuid.UUID, cfg: RunConfig, rnd: int, privacy: RoundPr
         )
         for i, ref in enumerate(cfg.federation.sites, start=1)
     ]
+
+
+def local_baselines_done(session: Session, run_id: uuid.UUID) -> set[str]:
+    """The client ids whose local baseline is stored without an error: a resumed run does not train them again."""
+    stored = session.scalar(select(Run.local_baselines).where(Run.id == run_id)) or []
+    return {row["client"] for row in stored if not row.get("error")}
+
+
+def save_local_baselines(session: Session, run_id: uuid.UUID, rows: Sequence[dict[str, Any]]) -> None:
+    """Merge sites' local baselines into the run's, one per client (a new row replaces that client's), in client
+    order."""
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None:
+        return
+    merged = {row["client"]: row for row in [*(run.local_baselines or []), *rows]}
+    run.local_baselines = [merged[cid] for cid in sorted(merged, key=int)]
+    session.commit()
 
 
 def add_startup(session: Session, run_id: uuid.UUID, worker: str, seconds: float) -> None:

@@ -17,7 +17,9 @@ from app.errors import BadRequest, documented
 from app.limits.bounds import MAX_INT32
 from app.limits.quota import RunQuota
 from app.rounds_http import rounds_response
+from app.run_config import SiteRef
 from app.schemas import CompareRow, RocRead, RunRead, RunRounds
+from app.sites.join import Joined, join_run
 from app.streams.events import run_events
 from app.streams.limits import StreamSlots
 
@@ -60,6 +62,13 @@ def get_roc(
 def cancel(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> RunRead:
     """409 if the run has finished; a running run stops before its next client task."""
     return results.run_read(runs.cancel_run(session=session, run_id=run_id, stale_after_s=settings.stale_after_s))
+
+
+@router.post("/runs/{run_id}/sites", responses=documented(404, 409), dependencies=[CanWriteRun])
+def add_site(run_id: uuid.UUID, body: SiteRef, session: SessionDep, settings: SettingsDep) -> Joined:
+    """A hospital site joins the run at the first round that has not started (the study's new clients); it must be
+    online and declare the dataset."""
+    return join_run(session=session, run_id=run_id, ref=body, offline_after_s=settings.site_offline_after_s)
 
 
 @router.post("/runs/{run_id}/resume", responses=documented(404, 409, 429, 503), dependencies=[CanWriteRun])

@@ -213,23 +213,34 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings:
     central = next((r for r in siblings if r.kind == RunKind.CENTRALIZED), None)
     config = run.experiment.config
     over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
-    rounds = results.load_rounds(session=session, run_id=run.id) if over_sites else []
+    read = results.run_read(run)
     return templates.TemplateResponse(
         request,
         "run.html",
         {
-            "run": results.run_read(run),
+            "run": read,
             "experiment": run.experiment,
             "config": config,
             "central": central,
             "siblings": siblings,
             "approach": config["federation"]["intermittent"]["approach"],
             "client_names": panel.client_names(config),
-            "site_rows": panel.site_rows(config, rounds) if over_sites else [],
+            "sites": panel.site_panel(session, run, config, settings.site_offline_after_s) if over_sites else None,
             "privacy": config.get("privacy") or {},  # experiments stored before privacy existed have none
             "tls": settings.tls_enabled or request.url.scheme == "https",  # behind a TLS proxy, the request says so
         },
     )
+
+
+@router.get("/runs/{run_id}/site-panel", response_class=HTMLResponse, dependencies=[CanReadRun])
+def site_panel(request: Request, run_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> Response:
+    """The run page's per-site panel alone, which the page fetches again while the run is open."""
+    run = runs.get_run(session=session, run_id=run_id)
+    config = run.experiment.config
+    if not (run.kind == RunKind.FEDERATED and config["federation"].get("sites")):
+        raise NotFound("this run is not over hospital sites: it has no site panel")
+    sites = panel.site_panel(session, run, config, settings.site_offline_after_s)
+    return templates.TemplateResponse(request, "site_panel.html", {"sites": sites})
 
 
 @router.get("/compare", response_class=HTMLResponse)

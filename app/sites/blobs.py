@@ -10,18 +10,33 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from app.digest import file_sha256
+from app.errors import PayloadTooLarge
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobError(ValueError):
-    """An upload that is too large or whose content does not match its name."""
+    """A blob name that is not a SHA-256."""
+
+
+def check_name(sha256: str) -> None:
+    if not SHA256.fullmatch(sha256):
+        raise BlobError("a blob is named by the SHA-256 of its content: 64 lowercase hex characters")
 
 
 def blob_path(artifacts: Path, sha256: str) -> Path:
-    if not SHA256.fullmatch(sha256):
-        raise BlobError("a blob is named by the SHA-256 of its content: 64 lowercase hex characters")
+    check_name(sha256)
     return artifacts / "blobs" / sha256[:2] / sha256
+
+
+def incoming(artifacts: Path) -> Path:
+    """Files being received or written, before they are checked and moved under their name."""
+    return artifacts / "blobs" / "incoming"
+
+
+def partials(artifacts: Path) -> Path:
+    """Sites' partial uploads, a folder per site (app.sites.uploads)."""
+    return artifacts / "blobs" / "partial"
 
 
 def put_file(artifacts: Path, source: Path) -> str:
@@ -35,12 +50,12 @@ def put_file(artifacts: Path, source: Path) -> str:
 
 
 async def receive(artifacts: Path, chunks: AsyncIterator[bytes], *, max_bytes: int) -> tuple[str, Path]:
-    """Stream an upload to a temporary file beside the store, hashing as it arrives: (sha256, temporary path).
+    """Stream a request body to a temporary file beside the store, hashing as it arrives: (sha256, temporary path).
 
-    The caller checks the hash against the name and the signature, then calls ``keep``; nothing half-written or
-    unverified ever appears under a blob name.
+    The caller checks the signature over that hash, then appends the file to an upload or keeps it under its name
+    (app.sites.uploads); nothing half-written or unverified ever appears under a blob name.
     """
-    folder = artifacts / "blobs" / "incoming"
+    folder = incoming(artifacts)
     folder.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     handle = tempfile.NamedTemporaryFile(dir=folder, delete=False)  # noqa: SIM115 - closed below, renamed by keep()
@@ -48,7 +63,7 @@ async def receive(artifacts: Path, chunks: AsyncIterator[bytes], *, max_bytes: i
         async for chunk in chunks:
             size += len(chunk)
             if size > max_bytes:
-                raise BlobError(f"the upload exceeds {max_bytes // 2**20} MiB")
+                raise PayloadTooLarge(f"the request body is over the {max_bytes:,}-byte limit")
             digest.update(chunk)
             handle.write(chunk)
     except BaseException:

@@ -72,11 +72,12 @@ def site_choices(sites: Sequence[SiteRead], values: Mapping[str, str]) -> list[S
 
 
 def site_values(cfg: RunConfig) -> dict[str, str]:
-    """The form fields of a config's sites, in the config's order."""
+    """The form fields of a config's sites, in the config's order, and of its local baseline."""
     values: dict[str, str] = {
         "mode": "sites" if cfg.over_sites else "simulation",
         "federation.round_timeout_s": f"{cfg.federation.round_timeout_s:g}",
         "federation.min_sites": str(cfg.federation.min_sites),
+        "baselines": "on" if "local" in cfg.baselines else "",
     }
     for ref in cfg.federation.sites:
         values |= {pick_field(ref.site): "on", dataset_field(ref.site): ref.dataset}

@@ -31,6 +31,8 @@ SITE_HEADER = "X-Fedlens-Site"
 TIMESTAMP_HEADER = "X-Fedlens-Timestamp"
 NONCE_HEADER = "X-Fedlens-Nonce"
 SIGNATURE_HEADER = "X-Fedlens-Signature"
+#: the bytes of a partial upload the server holds, on a 409 answer to a chunk sent at another offset (as in tus)
+OFFSET_HEADER = "Upload-Offset"
 REPLAY_WINDOW_S = 300
 #: counts leave a site only per split and class; these are the class names of a binary task
 CLASSES = ("negative", "positive")
@@ -187,6 +189,7 @@ class TaskSettings(_Message):
     model: dict[str, object] = Field(description="RunConfig.model as JSON")
     local_epochs: int
     seed: int
+    rounds: int | None = Field(None, description="local task: train rounds x local_epochs epochs, as the run did")
     class_weight: dict[int, float] | None = None
     dp: DpSettings | None = None
     secagg: SecAggTask | None = None
@@ -197,11 +200,27 @@ class SiteTask(_Message):
     run_id: uuid.UUID
     round: int
     client_id: str = Field(description="the site's client number in this run; seeds its local training")
-    kind: Literal["train", "statistics", "evaluate", "advertise", "share", "unmask"]
+    kind: Literal["train", "statistics", "evaluate", "advertise", "share", "unmask", "local"]
     dataset: str
-    weights_sha256: str = Field(description="SHA-256 of the global weights file: GET /api/site/weights/{sha256}")
+    weights_sha256: str = Field(
+        description="SHA-256 of the global weights file (local: the run's initial weights): "
+        "GET /api/site/weights/{sha256}"
+    )
     settings: TaskSettings
     deadline: datetime
+
+
+class UploadState(_Message):
+    """Where an upload of a weights file stands on the server, and the limits a chunk must keep to.
+
+    A file goes up in chunks, ``PUT /api/site/blobs/{sha256}?offset=N&size=S``, each signed over its own body; after
+    a broken connection the agent asks for this state and goes on from ``offset``.
+    """
+
+    stored: bool = Field(description="the server holds this content under its name: nothing (more) to send")
+    offset: int = Field(ge=0, description="bytes of this site's partial upload the server holds")
+    max_bytes: int = Field(ge=1, description="the largest file the server accepts")
+    chunk_bytes: int = Field(ge=1, description="the largest chunk (one request's body) the server accepts")
 
 
 class TaskResult(_Message):
@@ -210,7 +229,9 @@ class TaskResult(_Message):
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     num_examples: int = Field(ge=0, le=10**9)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=100)
-    validation: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists(), validation part")
+    validation: dict[str, list[int] | int] | None = Field(
+        None, description="GridCounts.as_lists(), validation part (evaluate: the global model; local: the site's own)"
+    )
     test: dict[str, list[int] | int] | None = Field(None, description="GridCounts.as_lists() of the test part")
     error: Text | None = Field(None, max_length=2000, description="why the site could not do the task")
     secagg: SecAggAnswer | None = None

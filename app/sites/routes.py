@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
 from app.auth.deps import Admin, Viewer
 from app.db import SessionDep, SettingsDep
 from app.errors import BadRequest, Forbidden, NotFound, documented
 from app.models import Site, utcnow
 from app.settings import Settings
-from app.sites import blobs, ledger, registry, tasks
-from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult
+from app.sites import blobs, ledger, registry, tasks, uploads
+from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult, UploadState
 from app.sites.schemas import LedgerEntry, SiteCreate, SiteInvitation, SiteRead
 from app.sites.signed import SignedSite, authenticate_site, precheck_site
 from app.tls.certs import served_fingerprint
@@ -24,7 +26,8 @@ from app.tls.certs import served_fingerprint
 admin = APIRouter(prefix="/api/sites", tags=["sites"])
 protocol = APIRouter(prefix="/api/site", tags=["site protocol"])
 POLL_S = 0.5  # how often a long poll looks for a new task
-MAX_UPLOAD_BYTES = 512 * 2**20  # the study's CNN is 2.2 MB; even a large model fits
+
+logger = logging.getLogger(__name__)
 
 
 def site_read(site: Site, settings: Settings) -> SiteRead:
@@ -126,11 +129,14 @@ async def next_task(site: SignedSite, session: SessionDep, wait: Annotated[float
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {"description": "the bytes a `Range: bytes=N-` header asked for: a broken download resumed"},
+        416: {"description": "the range starts past the end of the file"},
         **documented(404),
     },
 )
 def weights(sha256: str, site: SignedSite, session: SessionDep, settings: SettingsDep) -> FileResponse:
-    """A global weights file by its SHA-256, only for a site with a task that starts from it."""
+    """A global weights file by its SHA-256, only for a site with a task that starts from it; a ``Range`` header
+    resumes a broken download (the signature covers the request, not the range)."""
     if not tasks.may_download(session=session, site=site, sha256=sha256):
         raise Forbidden("these weights belong to no task of this site")
     path = blobs.blob_path(settings.artifacts, sha256)
@@ -139,28 +145,64 @@ def weights(sha256: str, site: SignedSite, session: SessionDep, settings: Settin
     return FileResponse(path, media_type="application/octet-stream")
 
 
+def _blob_name(sha256: str) -> None:
+    try:
+        blobs.check_name(sha256)
+    except blobs.BlobError as error:
+        raise BadRequest(str(error), "sha256") from error
+
+
+@protocol.get("/blobs/{sha256}/upload", responses=documented())
+def upload_state(sha256: str, site: SignedSite, settings: SettingsDep) -> UploadState:
+    """How many bytes of this file the server holds from this site (an upload resumes there), or that the file is
+    stored already (nothing to send); with the server's limits on a file and on a chunk."""
+    _blob_name(sha256)
+    return uploads.Upload.of(settings, site.id, sha256).state()
+
+
+_STATE = {"model": UploadState}
+
+
 @protocol.put(
     "/blobs/{sha256}",
-    status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "this content was stored already"}, **documented(413)},
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadState,
+    responses={
+        200: _STATE | {"description": "this content was stored already: the chunk was not needed"},
+        201: _STATE | {"description": "this chunk completed the file, whose SHA-256 matched; it is stored"},
+        202: {"description": "the chunk was appended; send the next one at `offset`"},
+        **documented(400, 409, 413),
+    },
 )
-async def upload(sha256: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    """A site's weights file, streamed and hashed as it arrives; stored under its SHA-256 once (idempotent)."""
+async def upload(
+    sha256: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, description="where this chunk starts in the file")] = 0,
+    size: Annotated[int | None, Query(ge=1, description="the whole file's bytes; omitted: this chunk ends it")] = None,
+) -> Response:
+    """One chunk of a site's weights file, streamed to disk and hashed as it arrives, signed over its own SHA-256,
+    appended at exactly ``offset`` (else 409 with the offset to use, in ``Upload-Offset``). The chunk that ends the
+    file has the whole file checked against its name: stored once under it (idempotent), or discarded with a 400.
+    A file that fits in one chunk goes up in one request."""
     await run_in_threadpool(precheck_site, request, session)
+    _blob_name(sha256)
+    if max(offset, size or 0) > settings.max_upload_bytes:  # refused before a byte is read
+        raise uploads.too_large(max(offset, size or 0), settings.max_upload_bytes)
     try:
-        blobs.blob_path(settings.artifacts, sha256)
-        digest, temporary = await blobs.receive(settings.artifacts, request.stream(), max_bytes=MAX_UPLOAD_BYTES)
-    except blobs.BlobError as error:
-        raise BadRequest(str(error)) from error
+        digest, chunk = await blobs.receive(settings.artifacts, request.stream(), max_bytes=settings.max_chunk_bytes)
+    except ClientDisconnect:  # a broken connection: the part that came is gone, the agent resumes before this chunk
+        logger.info("an upload's chunk at offset %d broke off; the agent will send it again", offset)
+        return Response(status_code=status.HTTP_400_BAD_REQUEST)  # read by no one
     try:
-        await run_in_threadpool(authenticate_site, request, session, settings, digest)
-        if digest != sha256:
-            raise BadRequest(f"the uploaded content has SHA-256 {digest}, not {sha256}: it was changed on the way")
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    created = blobs.keep(settings.artifacts, sha256, temporary)
-    return Response(status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        site = await run_in_threadpool(authenticate_site, request, session, settings, digest)
+        target = uploads.Upload.of(settings, site.id, sha256)
+        state, created = await run_in_threadpool(target.add, offset, size, chunk, digest)
+    finally:
+        chunk.unlink(missing_ok=True)
+    answer = (status.HTTP_201_CREATED if created else status.HTTP_200_OK) if state.stored else status.HTTP_202_ACCEPTED
+    return JSONResponse(state.model_dump(mode="json"), status_code=answer)
 
 
 @protocol.post("/tasks/{task_id}/result", responses=documented(400, 404))
@@ -171,6 +213,6 @@ def result(
     if body.weights_sha256 and not blobs.blob_path(settings.artifacts, body.weights_sha256).exists():
         raise BadRequest("upload the weights file (PUT /api/site/blobs/{sha256}) before posting the result")
     task = tasks.task_of(session=session, task_id=task_id)
-    holds = tasks.declared_train_images(site, task.dataset) if task.kind == "train" else None
+    holds = tasks.declared_train_images(site, task.dataset) if task.kind in ("train", "local") else None
     late = tasks.post_result(session=session, site=site, task_id=task_id, result=body, holds=holds)
     return {"accepted": True, "late": late}

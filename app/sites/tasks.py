@@ -99,8 +99,9 @@ def post_result(*, session: Session, site: Site, task_id: uuid.UUID, result: Tas
         raise BadRequest(f"task {task_id} has a result already")
     if result.error is None and task.kind in ("train", "statistics") and result.weights_sha256 is None:
         raise BadRequest("a train or statistics result needs weights_sha256 (upload the file first)")
-    if result.error is None and task.kind == "evaluate" and (result.validation is None or result.test is None):
-        raise BadRequest("an evaluate result needs the validation and test grid counts")
+    counted = task.kind in ("evaluate", "local")
+    if result.error is None and counted and (result.validation is None or result.test is None):
+        raise BadRequest("an evaluate or local result needs the validation and test grid counts")
     if holds is not None and result.num_examples > holds:
         raise BadRequest(f"num_examples {result.num_examples} exceeds the {holds} training images this site declared")
     late = utcnow() > task.deadline or task.status == "expired"

@@ -259,6 +259,29 @@
     rocChart().catch((e) => console.warn("ROC:", e.message));
   }
 
+  // The per-site panel is rendered by the server: fetch it again every few seconds while the run is open, so that
+  // what each site is doing now, and each new round's states, show without a reload.
+  const SITE_PANEL_S = 5;
+  async function refreshSites() {
+    const panel = document.getElementById("site-panel");
+    if (!panel || document.hidden) return;
+    const response = await fetch(`/runs/${runId}/site-panel`, { headers: { Accept: "text/html" } });
+    if (response.ok) panel.outerHTML = await response.text();
+  }
+
+  async function addSite(form) {
+    const [site, dataset] = form.elements.choice.value.split("/");
+    const said = document.getElementById("add-site-result");
+    try {
+      const joined = await FL.json(`/api/runs/${runId}/sites`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ site, dataset }),
+      });
+      said.textContent = `${site} joins as client ${joined.client} from round ${joined.joins}`;
+      siteNames[String(joined.client)] = site;
+      setTimeout(() => refreshSites().catch(() => {}), 1500);
+    } catch (e) { said.textContent = `Could not add ${site}: ${e.message}`; }
+  }
+
   function follow(id, since, onRound, onStatus) {
     const source = new EventSource(`/api/runs/${id}/events?since=${since}`);
     source.addEventListener("round", (e) => onRound(JSON.parse(e.data)));
@@ -278,6 +301,12 @@
     showRun(data.run);
     if (centralId) state.central = (await FL.json(`/api/runs/${centralId}/rounds`)).rounds;
     render();
+    if (!finished(data.run.status) && overSites) {
+      const timer = setInterval(() => {
+        if (state.run && finished(state.run.status)) clearInterval(timer);
+        refreshSites().catch((e) => console.warn("site panel:", e.message));
+      }, SITE_PANEL_S * 1000);
+    }
     if (!finished(data.run.status)) {
       const last = state.rounds.length ? state.rounds[state.rounds.length - 1].number : 0;
       follow(runId, last, (r) => { if (!state.rounds.some((x) => x.number === r.number)) { state.rounds.push(r); render(); } }, showRun);
@@ -292,6 +321,7 @@
     }
   }
 
+  document.addEventListener("submit", (e) => { if (e.target.id === "add-site") { e.preventDefault(); addSite(e.target); } });
   document.getElementById("cancel").addEventListener("click", () => action("cancel"));
   document.getElementById("resume").addEventListener("click", () => action("resume"));
   document.getElementById("roc-round").addEventListener("change", (e) => { state.rocRound = Number(e.target.value); rocChart(); });

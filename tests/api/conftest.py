@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.orm import Session
@@ -19,6 +20,8 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.models import Role
 from app.settings import Settings
+from app.sites.protocol import public_key_text
+from tests.api.sites import Agent
 from tests.services import database_name, ensure_database, postgres_url, redis_url
 
 DATABASE_URL = os.environ.get("FEDLENS_TEST_DATABASE_URL") or postgres_url(database_name("test"))
@@ -120,3 +123,23 @@ def make_client(session: Session, broker: redis.Redis, admin_headers: dict[str, 
 @pytest.fixture
 def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
     return make_client(settings)
+
+
+@pytest.fixture
+def anonymous(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
+    return make_client(settings, headers={})
+
+
+@pytest.fixture
+def enroll(client: TestClient, anonymous: TestClient) -> Callable[[str], Agent]:
+    """Enroll a new site of that name through the API: its agent, signing with a fresh key."""
+
+    def make(name: str) -> Agent:
+        invitation = client.post("/api/sites", json={"name": name}).json()
+        key = Ed25519PrivateKey.generate()
+        body = {"token": invitation["enrollment_token"], "public_key": public_key_text(key), "agent_version": "0.1"}
+        enrolled = anonymous.post("/api/site/enroll", json=body)
+        assert enrolled.status_code == 201, enrolled.text
+        return Agent(anonymous, enrolled.json()["site_id"], key)
+
+    return make

@@ -39,7 +39,7 @@ def launched_experiment(session: Session, location: str) -> Experiment:
     return run.experiment
 
 
-# The new-experiment form's 56 config fields (no site registered) as a browser submits them for each preset, written
+# The new-experiment form's 57 config fields (no site registered) as a browser submits them for each preset, written
 # out by hand from the example files in examples/ that the presets are.
 QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
     "name": "quickstart-synthetic",
@@ -47,6 +47,7 @@ QUICKSTART_FORM = {  # examples/quickstart-synthetic.yaml
     "mode": "simulation",
     "federation.round_timeout_s": "3600",
     "federation.min_sites": "1",
+    "baselines": "",
     "data.train.format": "synthetic",
     "data.train.path": "",
     "data.train.split": "",
@@ -165,6 +166,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
     "evaluation": {"threshold": {"method": "youden", "target_sensitivity": 0.9, "value": 0.5}},
     "centralized": {"enabled": True, "epochs": 5},
     "privacy": {},
+    "baselines": [],
 }
 
 

@@ -30,14 +30,14 @@ from tests.api.pagetree import form_state, page
 NOT_CONFIG = {"description": "", "shared": "", "csrf_token": ""}
 
 
-def test_new_experiment_form_has_the_quick_start_values_in_56_config_fields_and_a_description(
+def test_new_experiment_form_has_the_quick_start_values_in_57_config_fields_and_a_description(
     client: TestClient,
 ) -> None:
     form = page(client.get("/experiments/new")).by_id("experiment-form")
 
     fields = [e for e in form.iter() if e.tag in ("input", "select", "textarea") and "name" in e.attrs]
-    # 56 config fields (10 for csv sources, 3 for hospital sites, 8 for privacy), description, sharing, CSRF token
-    assert len(fields) == 59
+    # 57 config fields (10 for csv sources, 4 for hospital sites, 8 for privacy), description, sharing, CSRF token
+    assert len(fields) == 60
     assert form_state(form) == QUICKSTART_FORM | NOT_CONFIG
 
 
@@ -46,7 +46,7 @@ def test_every_field_of_the_new_experiment_page_has_a_label(client: TestClient) 
 
     fields = [e for e in root.iter() if e.tag in ("input", "select", "textarea") and e.attrs.get("type") != "hidden"]
     labels = {label.attrs.get("for"): label.text for label in root.find_all("label")}
-    assert len(fields) == 58
+    assert len(fields) == 59
     for element in fields:
         assert labels.get(element.attrs.get("id")), element.attrs
 

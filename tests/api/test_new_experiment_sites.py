@@ -169,3 +169,44 @@ def test_edit_and_relaunch_of_a_sites_experiment_ticks_its_sites_in_order(
     assert state["site:hospital-a"] == ""
     assert _rows(root)[0].attrs["data-site"] == "hospital-b"
     assert client.post("/experiments/preview", data=state).json()["errors"] == {}
+
+
+def test_the_local_baseline_box_sits_in_sites_mode_and_sends_baselines_local(client: TestClient) -> None:
+    picked = {"site:hospital-a": "on", "site:hospital-a:dataset": "chest"}
+    root = page(client.get("/experiments/new"))
+
+    ticked = client.post("/experiments/preview", data=sites_form(picked, baselines="on")).json()
+    unticked = client.post("/experiments/preview", data=sites_form(picked)).json()
+    simulation = client.post("/experiments/preview", data=quickstart_form(baselines="on")).json()
+
+    assert "mode=sites" in _shown_when(root.find("input", name="baselines"))
+    assert root.by_id("baselines").attrs["type"] == "checkbox"
+    assert ticked["errors"] == {} and json.loads(ticked["json"])["baselines"] == ["local"]
+    assert json.loads(unticked["json"])["baselines"] == []
+    assert json.loads(simulation["json"])["baselines"] == []  # hidden with the sites: a simulation ignores it
+
+
+def test_a_local_baseline_with_differential_privacy_is_an_error_at_the_box(
+    client: TestClient, sites: list[Site]
+) -> None:
+    sent = sites_form({"site:hospital-a": "on", "site:hospital-a:dataset": "chest"}, baselines="on")
+    sent |= {"privacy.dp.level": "sample"}
+
+    root = page(client.post("/experiments/new", data=sent))
+
+    note = root.find(data_error_for="baselines")
+    assert note.text.startswith("a local-only model trains without differential privacy")
+    assert note.parent is root.by_id("baselines").parent
+    assert root.by_id("baselines").attrs["aria-invalid"] == "true"
+    assert root.by_id("form-errors").find("a", data_field="baselines").attrs["href"] == "#baselines"
+    assert form_state(root.by_id("experiment-form"))["baselines"] == "on"
+
+
+def test_edit_and_relaunch_keeps_the_local_baseline_ticked(client: TestClient, sites: list[Site]) -> None:
+    config = {"federation": {"sites": [{"site": "hospital-b", "dataset": "rsna"}]}, "baselines": ["local"]}
+    created = client.post("/api/experiments", json={"config": config}).json()
+
+    state = form_state(page(client.get(f"/experiments/new?from={created['id']}")).by_id("experiment-form"))
+
+    assert state["baselines"] == "on"
+    assert json.loads(client.post("/experiments/preview", data=state).json()["json"])["baselines"] == ["local"]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run, RunStatus
+from app.models import Experiment, Run, RunStatus, Site, SiteTask, utcnow
 from app.run_config import RunConfig
-from app.schemas import ClientRoundRead
-from app.sites.panel import cell_state
+from app.schemas import ClientRoundRead, LocalBaselineRead
+from app.sites.panel import Versus, cell_state, compare_local
 from tests.api.factories import add_experiment, add_run, round_result
 from tests.api.pages import NO_VALUE as NA
 from tests.api.pagetree import Element, page
 from worker.engine.types import ClientRound, ClientStatus
-from worker.store import save_round
+from worker.store import save_local_baselines, save_round
 
 SITES = [
     {"site": "hospital-b", "dataset": "rsna"},
@@ -35,9 +36,9 @@ def _failed(client_id: str, error: str) -> ClientRound:
     return ClientRound(client_id, ClientStatus.FAILED, 0, error=error)
 
 
-def _run_over_sites(session: Session) -> Run:
+def _run_over_sites(session: Session, **extra: object) -> Run:
     """Round 1: b and a train, c is late. Round 2: b trains, a is offline, c's agent reports an error."""
-    config = RunConfig.model_validate({"name": "over sites", "federation": {"sites": SITES, "rounds": 3}})
+    config = RunConfig.model_validate({"name": "over sites", "federation": {"sites": SITES, "rounds": 3}} | extra)
     experiment = Experiment(name="over sites", config=config.model_dump(mode="json"))
     session.add(experiment)
     session.commit()
@@ -72,15 +73,16 @@ def test_the_site_panel_shows_each_sites_state_per_round_samples_and_own_test_me
     panel = page(client.get(f"/runs/{run.id}")).by_id("site-table")
 
     head = [th.text for th in panel.find("thead").find_all("th")]
-    assert head[:6] == ["Site", "Client", "Dataset", "Images", "Round 1", "Round 2"]
-    assert head[6:] == ["Global AUC", "Accuracy", "Sens. / spec."]
+    assert head[:7] == ["Site", "Client", "Dataset", "Now", "Images", "Round 1", "Round 2"]
+    assert head[7:] == ["Global AUC", "Accuracy", "Sens. / spec."]
     rows = panel.find("tbody").find_all("tr")
     assert [r.find("th").text for r in rows] == ["hospital-b", "hospital-a", "hospital-c"]
     b, a, c = rows
-    assert _cells(b) == ["1", "rsna", "130", "trained", "trained", "0.850", "0.800", "0.750 / 0.900"]
-    assert _cells(a) == ["2", "chest", "80", "trained", f"offline {OFFLINE}", NA, NA, f"{NA} / {NA}"]
+    unknown = "unknown site"  # no site of these names is registered
+    assert _cells(b) == ["1", "rsna", unknown, "130", "trained", "trained", "0.850", "0.800", "0.750 / 0.900"]
+    assert _cells(a) == ["2", "chest", unknown, "80", "trained", f"offline {OFFLINE}", NA, NA, f"{NA} / {NA}"]
     out_of_memory = "failed the site reported: out of memory"
-    assert _cells(c) == ["3", "chest", NA, f"late {LATE}", out_of_memory, NA, NA, f"{NA} / {NA}"]
+    assert _cells(c) == ["3", "chest", unknown, NA, f"late {LATE}", out_of_memory, NA, NA, f"{NA} / {NA}"]
     assert c.find("td", data_round="1").find("span").classes == ["badge", "state-late"]
 
 
@@ -100,6 +102,155 @@ def test_a_run_over_sites_says_its_updates_are_signed(client: TestClient, sessio
     root = page(client.get(f"/runs/{run.id}"))
 
     assert "signed with the site's Ed25519 key" in root.by_id("privacy-signed").text
+
+
+def _register(session: Session, name: str, *, online: bool = True, busy_with: SiteTask | None = None) -> Site:
+    counts = {"train": {"negative": 5, "positive": 5}}
+    site = Site(
+        name=name,
+        public_key="A" * 44,
+        last_seen_at=utcnow() if online else None,
+        datasets=[{"name": "chest", "counts": counts}],
+        busy_with=busy_with.id if busy_with else None,
+    )
+    session.add(site)
+    session.commit()
+    return site
+
+
+def _task(session: Session, run: Run, site: Site, kind: str, number: int) -> SiteTask:
+    task = SiteTask(
+        run_id=run.id,
+        round=number,
+        client_id="1",
+        site_id=site.id,
+        kind=kind,
+        dataset="chest",
+        weights_sha256="0" * 64,
+        settings={},
+        deadline=utcnow(),
+    )
+    session.add(task)
+    session.commit()
+    return task
+
+
+def test_the_panel_says_what_each_site_does_now_and_is_served_alone_for_the_page_to_refresh(
+    client: TestClient, session: Session
+) -> None:
+    run = _run_over_sites(session)
+    other = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    b = _register(session, "hospital-b")
+    c = _register(session, "hospital-c")
+    _register(session, "hospital-a", online=False)
+    b.busy_with = _task(session, run, b, "train", 3).id
+    c.busy_with = _task(session, other, c, "evaluate", 1).id
+    session.commit()
+
+    fragment = client.get(f"/runs/{run.id}/site-panel")
+
+    assert fragment.status_code == 200
+    now = {r.find("th").text: r.find("td", class_="site-now").text for r in page(fragment).find_all("tr")[1:]}
+    assert now == {"hospital-b": "training, round 3", "hospital-a": "offline", "hospital-c": "busy with another run"}
+    assert not page(fragment).has_id("add-site"), "no site outside the run is online"
+    assert client.get(f"/runs/{other.id}/site-panel").status_code == 404
+
+
+def test_an_online_site_outside_an_open_run_is_offered_to_join(client: TestClient, session: Session) -> None:
+    run = _run_over_sites(session)
+    _register(session, "hospital-d")
+    _register(session, "hospital-e", online=False)
+
+    form = page(client.get(f"/runs/{run.id}")).by_id("add-site")
+
+    assert [o.text for o in form.find_all("option")] == ["hospital-d: chest"]
+    run.status = RunStatus.SUCCEEDED
+    session.commit()
+    assert not page(client.get(f"/runs/{run.id}")).has_id("add-site"), "a finished run takes no new site"
+
+
+LOCAL_B = {"auc": 0.8, "accuracy": 0.82, "sensitivity": 0.7, "specificity": 0.95, "tp": 7.0}
+LOCAL_ROWS = [
+    {"client": "1", "site": "hospital-b", "dataset": "rsna", "epochs": 6, "samples": 130, "threshold": 0.615}
+    | {"metrics": LOCAL_B, "train": {"train.loss": 0.2}},
+    {"client": "2", "site": "hospital-a", "dataset": "chest", "epochs": 6}
+    | {"error": "site hospital-a was offline when the local baseline started"},
+]
+
+
+def test_compare_local_puts_each_metric_beside_the_federated_one_with_the_difference() -> None:
+    local = LocalBaselineRead.model_validate(LOCAL_ROWS[0])
+    federated = {"auc": 0.85, "accuracy": 0.8, "sensitivity": 0.6, "specificity": None}
+
+    compared = compare_local(federated, local)
+
+    assert [(v.key, v.federated, v.local) for v in compared.versus] == [
+        ("auc", 0.85, 0.8),
+        ("sensitivity", 0.6, 0.7),
+        ("specificity", None, 0.95),
+    ]
+    assert [v.difference for v in compared.versus] == [pytest.approx(0.05), pytest.approx(-0.1), None]
+    assert (compared.threshold, compared.error) == (0.615, "")
+    assert Versus("auc", 0.9, None).difference is None
+
+
+def test_the_site_panel_shows_federated_against_local_only_per_site_with_the_difference(
+    client: TestClient, session: Session
+) -> None:
+    run = _run_over_sites(session, baselines=["local"])
+    save_local_baselines(session, run.id, LOCAL_ROWS)
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    assert root.by_id("local-title").text == "Federated vs local-only"
+    table = root.by_id("local-table")
+    groups = [th.text for th in table.find("thead").find_all("th", scope="colgroup")]
+    assert groups == ["AUC", "Sensitivity", "Specificity"]
+    assert [th.text for th in table.find("thead").find_all("th", scope="col")][-3:] == [
+        "Federated",
+        "Local only",
+        "Difference",
+    ]
+    b, a = table.find("tbody").find_all("tr")
+    assert (b.find("th").text, a.find("th").text) == ("hospital-b", "hospital-a")
+    assert _cells(b) == ["0.850", "0.800", "+0.050", "0.750", "0.700", "+0.050", "0.900", "0.950", "-0.050", "0.615"]
+    assert b.find("td", data_difference="specificity").text == "-0.050"
+    offline = "site hospital-a was offline when the local baseline started"
+    assert _cells(a) == [NA, NA, NA] * 3 + [offline]
+    assert not root.has_id("local-pending")
+
+
+def test_a_run_that_asked_for_a_local_baseline_says_when_it_comes(client: TestClient, session: Session) -> None:
+    run = _run_over_sites(session, baselines=["local"])
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    assert "after the last round" in root.by_id("local-pending").text
+    assert not root.has_id("local-table")
+
+
+def test_a_run_without_a_local_baseline_shows_no_comparison(client: TestClient, session: Session) -> None:
+    run = _run_over_sites(session)
+
+    root = page(client.get(f"/runs/{run.id}"))
+
+    assert root.has_id("site-table")
+    assert not root.has_id("local-title") and not root.has_id("local-table") and not root.has_id("local-pending")
+
+
+def test_the_runs_json_carries_each_sites_local_baseline(client: TestClient, session: Session) -> None:
+    run = _run_over_sites(session, baselines=["local"])
+    simulated = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    assert client.get(f"/api/runs/{run.id}").json()["local_baselines"] is None  # not stored yet
+    save_local_baselines(session, run.id, LOCAL_ROWS)
+
+    body = client.get(f"/api/runs/{run.id}").json()
+
+    b, a = body["local_baselines"]
+    assert (b["site"], b["threshold"], b["metrics"]["auc"], b["error"]) == ("hospital-b", 0.615, 0.8, None)
+    assert (a["site"], a["metrics"], a["error"]) == ("hospital-a", {}, LOCAL_ROWS[1]["error"])
+    assert client.get(f"/api/runs/{run.id}/rounds").json()["run"]["local_baselines"] == body["local_baselines"]
+    assert client.get(f"/api/runs/{simulated.id}").json()["local_baselines"] is None
 
 
 def test_a_site_given_up_mid_round_is_offline_and_a_kept_one_stays_kept() -> None:

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEvent, Role, Site, SiteTask, utcnow
+from app.models import AuditEvent, Role, Run, Site, utcnow
 from app.settings import Settings
 from app.sites.protocol import body_sha256, public_key_text, sign
 from tests.api.conftest import bearer
 from tests.api.factories import add_experiment, add_run
 from tests.api.pagetree import page
+from tests.api.sites import Agent, add_task
+from worker.engine.thresholds import empty_counts
 
 HEARTBEAT = {
     "agent_version": "0.1",
@@ -36,40 +36,6 @@ HEARTBEAT = {
         }
     ],
 }
-
-
-@dataclass
-class Agent:
-    """A site's side of the wire, signing its requests as the real agent does."""
-
-    http: TestClient
-    site_id: str
-    key: Ed25519PrivateKey
-
-    def request(self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
-        signed = sign(self.key, self.site_id, method, target, body_sha256(body))
-        return self.http.request(method, target, content=body, headers=signed | (headers or {}))
-
-    def post(self, target: str, payload: object) -> Response:
-        return self.request("POST", target, json.dumps(payload).encode(), {"content-type": "application/json"})
-
-
-@pytest.fixture
-def anonymous(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
-    return make_client(settings, headers={})
-
-
-@pytest.fixture
-def enroll(client: TestClient, anonymous: TestClient) -> Callable[[str], Agent]:
-    def make(name: str) -> Agent:
-        invitation = client.post("/api/sites", json={"name": name}).json()
-        key = Ed25519PrivateKey.generate()
-        body = {"token": invitation["enrollment_token"], "public_key": public_key_text(key), "agent_version": "0.1"}
-        enrolled = anonymous.post("/api/site/enroll", json=body)
-        assert enrolled.status_code == 201, enrolled.text
-        return Agent(anonymous, enrolled.json()["site_id"], key)
-
-    return make
 
 
 def test_an_enrollment_token_works_once_and_only_before_it_expires(
@@ -139,29 +105,11 @@ def test_a_disabled_site_and_a_rotated_key_are_refused(enroll: Callable[[str], A
     assert len(invitation["enrollment_token"]) > 40  # a new token to enroll the new key
 
 
-def _task(session: Session, site_id: str, run_id: uuid.UUID, weights: str, **fields: object) -> SiteTask:
-    fields = {"deadline": utcnow() + timedelta(minutes=5)} | fields
-    task = SiteTask(
-        run_id=run_id,
-        round=1,
-        client_id="1",
-        site_id=uuid.UUID(site_id),
-        kind="train",
-        dataset="chest",
-        weights_sha256=weights,
-        settings={"image_size": 32, "model": {}, "local_epochs": 1, "seed": 1},
-        **fields,
-    )
-    session.add(task)
-    session.commit()
-    return task
-
-
 def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agent], session: Session) -> None:
     a, b = enroll("hospital-a"), enroll("hospital-b")
     run = add_run(session, add_experiment(session))
-    theirs = _task(session, b.site_id, run.id, "b" * 64)
-    mine = _task(session, a.site_id, run.id, "a" * 64)
+    theirs = add_task(session, b.site_id, run.id, "b" * 64)
+    mine = add_task(session, a.site_id, run.id, "a" * 64)
 
     claimed = a.request("GET", "/api/site/tasks/next?wait=0")
     a.post(f"/api/site/tasks/{mine.id}/result", {"num_examples": 0, "error": "no such dataset"})
@@ -180,8 +128,8 @@ def test_a_task_its_agent_lost_is_handed_out_again_before_its_deadline_and_takes
     agent.post("/api/site/heartbeat", HEARTBEAT)
     run = add_run(session, add_experiment(session))
     long_ago = utcnow() - timedelta(minutes=1)
-    lost = _task(session, agent.site_id, run.id, "a" * 64, status="taken", taken_at=long_ago)
-    _task(session, agent.site_id, run.id, "b" * 64, status="taken", taken_at=long_ago, deadline=long_ago)
+    lost = add_task(session, agent.site_id, run.id, "a" * 64, status="taken", taken_at=long_ago)
+    add_task(session, agent.site_id, run.id, "b" * 64, status="taken", taken_at=long_ago, deadline=long_ago)
     content = b"update"
     agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
     result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
@@ -199,27 +147,36 @@ def test_a_task_its_agent_lost_is_handed_out_again_before_its_deadline_and_takes
     assert lost.status == "done" and lost.taken_at is not None and lost.taken_at > long_ago
 
 
-def test_an_upload_is_stored_by_its_hash_once_and_a_changed_one_is_refused(enroll: Callable[[str], Agent]) -> None:
+def test_an_upload_in_one_request_is_stored_by_its_hash_once_and_a_changed_one_is_refused(
+    enroll: Callable[[str], Agent],
+) -> None:
     agent = enroll("hospital-a")
     content = b"weights" * 1000
     sha = body_sha256(content)
 
+    changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
     first = agent.request("PUT", f"/api/site/blobs/{sha}", content)
     again = agent.request("PUT", f"/api/site/blobs/{sha}", content)
-    changed = agent.request("PUT", f"/api/site/blobs/{sha}", content + b"!")
 
-    assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 422)
-    assert "changed on the way" in changed.json()["detail"][0]["message"]
+    assert (changed.status_code, first.status_code, again.status_code) == (400, 201, 200)
+    assert "changed on the way" in changed.json()["detail"]
+    assert first.json()["stored"] and again.json()["stored"]
+
+
+@pytest.fixture
+def declared(enroll: Callable[[str], Agent], session: Session) -> tuple[Agent, Run]:
+    """hospital-a, enrolled, having declared 100 training images in "chest", and a run to give it tasks of."""
+    agent = enroll("hospital-a")
+    agent.post("/api/site/heartbeat", HEARTBEAT)
+    return agent, add_run(session, add_experiment(session))
 
 
 def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_recorded_late(
-    enroll: Callable[[str], Agent], session: Session
+    declared: tuple[Agent, Run], session: Session
 ) -> None:
-    agent = enroll("hospital-a")
-    agent.post("/api/site/heartbeat", HEARTBEAT)  # declares 100 training images in "chest"
-    run = add_run(session, add_experiment(session))
-    on_time = _task(session, agent.site_id, run.id, "c" * 64, status="taken")
-    late = _task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
+    agent, run = declared
+    on_time = add_task(session, agent.site_id, run.id, "c" * 64, status="taken")
+    late = add_task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
     content = b"update"
     agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
     result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
@@ -233,6 +190,28 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     assert after_deadline.json() == {"accepted": True, "late": True}
     session.refresh(late)
     assert late.status == "late"
+
+
+def test_a_local_task_reaches_its_site_and_its_result_must_carry_both_splits_counts(
+    declared: tuple[Agent, Run], session: Session
+) -> None:
+    agent, run = declared
+    settings = {"image_size": 32, "model": {}, "local_epochs": 2, "seed": 1, "rounds": 5}
+    task = add_task(session, agent.site_id, run.id, "e" * 64, kind="local", round=0, settings=settings)
+    counts = empty_counts().as_lists()
+    result = {"num_examples": 100, "validation": counts, "test": counts, "metrics": {"train.loss": 0.3}}
+
+    claimed = agent.request("GET", "/api/site/tasks/next?wait=0").json()
+    without_test = agent.post(f"/api/site/tasks/{task.id}/result", result | {"test": None})
+    too_many = agent.post(f"/api/site/tasks/{task.id}/result", result | {"num_examples": 101})
+    accepted = agent.post(f"/api/site/tasks/{task.id}/result", result)
+
+    assert (claimed["kind"], claimed["round"], claimed["settings"]["rounds"]) == ("local", 0, 5)
+    assert "needs the validation and test grid counts" in without_test.json()["detail"][0]["message"]
+    assert "exceeds the 100 training images" in too_many.json()["detail"][0]["message"]
+    assert accepted.json() == {"accepted": True, "late": False}
+    session.refresh(task)
+    assert task.status == "done" and task.result is not None and task.result["test"] == counts
 
 
 def test_the_sites_page_shows_counts_and_skew_and_only_admins_get_the_controls(

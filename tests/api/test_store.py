@@ -72,3 +72,21 @@ def test_client_tasks_of_a_stored_round_or_a_cancelled_run_are_skipped(session: 
     run.cancel_requested = True
     session.commit()
     assert store.client_task_gate(session, run.id, 2) == "cancelled"
+
+
+def test_local_baselines_merge_per_site_in_client_order_and_a_resume_skips_those_that_succeeded(
+    session: Session,
+) -> None:
+    run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    late = {"client": "2", "site": "b", "dataset": "chest", "epochs": 4, "error": "site b did not answer"}
+    trained_10 = {"client": "10", "site": "j", "dataset": "chest", "epochs": 4, "metrics": {"auc": 0.8}}
+    trained_1 = {"client": "1", "site": "a", "dataset": "chest", "epochs": 4, "metrics": {"auc": 0.7}}
+
+    store.save_local_baselines(session, run.id, [trained_10, late])
+    assert store.local_baselines_done(session, run.id) == {"10"}
+    store.save_local_baselines(session, run.id, [trained_1, late | {"error": None, "metrics": {"auc": 0.9}}])
+
+    session.refresh(run)
+    assert [row["client"] for row in run.local_baselines or []] == ["1", "2", "10"]  # "2" before "10"
+    assert [row["metrics"]["auc"] for row in run.local_baselines or []] == [0.7, 0.9, 0.8]
+    assert store.local_baselines_done(session, run.id) == {"1", "2", "10"}

@@ -25,6 +25,8 @@ import redis
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 
 from app.sites import blobs
+from tests.api.pagetree import page
+from tests.browser import chromium
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
 from tests.e2e.stack import ROOT, Stack, wait_for
 from tests.site.images import MARKER, write_image_folder
@@ -107,7 +109,9 @@ def _online(stack: Stack) -> set[str]:
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
     federation: Stack, tmp_path: Path
 ) -> None:
-    config = three_hospitals("three hospitals")
+    """With ``baselines: [local]``: after the last round each agent also trains the model on its own images alone
+    and sends only the counts of its test and validation splits; the run page puts it beside the federated one."""
+    config = three_hospitals("three hospitals") | {"baselines": ["local"]}
 
     run_id = federation.launch(config)["federated"]["id"]
     finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
@@ -118,6 +122,14 @@ def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_rea
     for r in rounds:
         assert sorted(c["status"] for c in r["clients"]) == ["trained"] * 3
         assert 0.5 < r["metrics"]["test.auc"] <= 1  # federated evaluation on the sites' own test sets
+    local = finished["local_baselines"]
+    assert [(row["site"], row["epochs"], row["error"]) for row in local] == [(site, 2, None) for site in SITES]
+    assert all(0 <= row["metrics"]["auc"] <= 1 and 0 <= row["metrics"]["sensitivity"] <= 1 for row in local)
+    assert done_tasks(run_id)["local"] == 3
+    table = page(federation.http.get(f"/runs/{run_id}")).by_id("local-table")
+    rows = table.find("tbody").find_all("tr")
+    shown = {row.find("th").text: row.find("td", data_difference="auc").text for row in rows}
+    assert set(shown) == set(SITES) and all(text[0] in "+-" for text in shown.values())
     server_files = [p for p in (tmp_path / "server").rglob("*") if p.is_file()]
     assert not [p for p in server_files if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")]
     assert not [p for p in server_files if MARKER.encode() in p.read_bytes()]
@@ -167,6 +179,44 @@ def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_
         assert ledger[name]["epsilon_spent"] == pytest.approx(last["sites"][str(i)])
         own = json.loads((tmp_path / name / "privacy.json").read_text())
         assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
+
+
+def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_follows_live(
+    federation: Stack, tmp_path: Path
+) -> None:
+    """The study's new clients over real agents: hospital-c is added from the run page of a running two-site run
+    and trains from the first round that had not started, counted by FedAvg with the others; the page's site panel
+    shows its rounds as they finish, without a reload."""
+    config = three_hospitals("two hospitals, then three")
+    federation_config = config["federation"]
+    assert isinstance(federation_config, dict)
+    federation_config |= {"rounds": 3, "sites": [{"site": s, "dataset": "chest"} for s in SITES[:2]]}
+    run_id = federation.launch(config)["federated"]["id"]
+    wait_for(lambda: sum(queued_tasks(run_id).values()), 180, "round 1's site tasks")
+
+    with chromium(tmp_path / "chromium-home") as browser:
+        headers = {"Authorization": federation.http.headers["Authorization"]}
+        context = browser.new_context(ignore_https_errors=True, extra_http_headers=headers)
+        tab = context.new_page()
+        tab.goto(f"{federation.url}/runs/{run_id}")
+        now = tab.locator("#site-table .site-now").all_text_contents()
+        assert len(now) == 2 and all(n == "idle" or n.endswith(("round 1", "round 2")) for n in now), now
+        tab.select_option("#add-site-choice", f"{SITES[2]}/chest")
+        tab.click("#add-site button")
+        said = tab.wait_for_selector("#add-site-result:has-text('joins as client 3')", timeout=30_000)
+        joins = int(said.text_content().rsplit(" ", 1)[-1])  # type: ignore[union-attr]
+        assert joins in (2, 3)  # round 1 (or 2, on a fast machine) was training
+        cell = f"#site-table tr[data-site='{SITES[2]}'] td[data-round='{joins}'] .state-trained"
+        tab.wait_for_selector(cell, timeout=300_000)  # the panel refreshes itself
+        context.close()
+
+    finished = federation.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout_s=600)
+    assert finished["status"] == "succeeded", (finished["error"], federation.logs())
+    rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+    newcomer = {r["number"]: next((c for c in r["clients"] if c["id"] == "3"), None) for r in rounds}
+    assert all(newcomer[n] is None or newcomer[n]["status"] == "absent" for n in range(1, joins))
+    assert [newcomer[n]["status"] for n in range(joins, 4)] == ["trained"] * (4 - joins)  # type: ignore[index]
+    assert done_tasks(run_id)["train"] == 2 * 3 + (4 - joins)
 
 
 def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoins_once_restarted(
@@ -276,11 +326,15 @@ def site_tasks(database: Engine, run_id: str) -> dict[tuple[int, str, str], list
 
 
 def done_tasks(run_id: str) -> Counter[str]:
+    return queued_tasks(run_id, status="done")
+
+
+def queued_tasks(run_id: str, status: str | None = None) -> Counter[str]:
+    """The run's site tasks by kind, of any status or of ``status``."""
     engine = create_engine(PG_E2E)
+    where = "run_id = :run" + (" AND status = :status" if status else "")
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT kind FROM site_task WHERE run_id = :run AND status = 'done'"), {"run": run_id}
-        ).all()
+        rows = conn.execute(text(f"SELECT kind FROM site_task WHERE {where}"), {"run": run_id, "status": status}).all()
     engine.dispose()
     return Counter(kind for (kind,) in rows)
 

@@ -383,3 +383,34 @@ def test_a_fixed_threshold_is_used_as_given() -> None:
     cfg = RunConfig.model_validate(config().model_dump() | fixed)
     run(cfg, FakeExecutor(), recorder)
     assert set(recorder.thresholds) == {0.3}
+
+
+@pytest.mark.parametrize("announced", [{3: (4, 60)}, {4: (2, 60)}], ids=["before its round", "after its round"])
+def test_a_client_that_joins_the_open_run_trains_from_its_join_round_and_counts_from_then(
+    announced: dict[int, tuple[int, int]],
+) -> None:
+    """Client 3 joins at round 4: announced before round 3 (a site added while round 3 trains), or announced late
+    for a round that has passed, when it trains from the round it is seen."""
+    cfg = config(events=[])
+    cfg.federation.clients = 2
+    recorder, executor = Recorder(), FakeExecutor()
+    samples = {"1": 10, "2": 30}
+    run_federated(
+        cfg,
+        executor,
+        recorder.evaluate,
+        initial=[np.zeros(2)],
+        strategy=strategy_for("drop"),
+        presence=presence_for(cfg),
+        samples=samples,
+        batchnorm_slots=(),
+        on_round=recorder.on_round,
+        newcomers=lambda rnd: {"3": announced[rnd]} if rnd in announced else {},
+    )
+
+    assert [ids for _, ids in executor.trained] == [["1", "2"]] * 3 + [["1", "2", "3"]] * 3
+    assert samples == SAMPLES
+    by_round = {r.round: {c.client_id: (c.status, c.event) for c in r.clients} for r in recorder.results}
+    assert by_round[2] == {"1": (T, None), "2": (T, None)}
+    assert by_round[4]["3"] == (T, ClientEvent.JOINED)
+    assert recorder.checkpoints[3].weights[0][0] == pytest.approx((1 * 10 + 2 * 30 + 3 * 60) / 100)

@@ -83,3 +83,15 @@ def test_client_joining_after_round_one_reports_joined_on_its_first_round() -> N
 
 def test_client_there_from_round_one_reports_no_join() -> None:
     assert [Membership("x").event(rnd) for rnd in range(1, 4)] == [None, None, None]
+
+
+def test_a_member_added_mid_run_leaves_the_others_draws_as_they_were() -> None:
+    before = presence(0.5)
+    grown = presence(0.5)
+    grown.add(Membership("e", joins=3))
+
+    for rnd in range(1, 6):
+        assert [c for c in grown.available(rnd) if c != "e"] == before.available(rnd)
+    assert "e" not in grown.present(2) and "e" in grown.present(3)
+    with pytest.raises(ValueError, match="client a is a member already"):
+        grown.add(Membership("a"))

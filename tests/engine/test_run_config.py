@@ -280,3 +280,39 @@ def test_privacy_settings_it_cannot_honour_are_refused_with_the_reason(case: tup
 def test_differential_privacy_swaps_batchnorm_for_groupnorm_unless_told_otherwise() -> None:
     assert RunConfig.model_validate({"privacy": {"dp": {"level": "client"}}}).model.normalization == "groupnorm"
     assert RunConfig.model_validate({}).model.normalization == "batchnorm"
+
+
+SITES = [{"site": "hospital-a", "dataset": "chest"}, {"site": "hospital-b", "dataset": "chest"}]
+
+
+def test_a_local_baseline_over_sites_is_kept_and_defaults_to_none() -> None:
+    over_sites = {"federation": {"sites": SITES}}
+
+    assert RunConfig.model_validate(over_sites | {"baselines": ["local"]}).baselines == ["local"]
+    assert RunConfig.model_validate(over_sites).baselines == []
+    assert RunConfig().baselines == []
+
+
+def test_a_local_baseline_in_a_simulation_is_refused_pointing_at_the_centralized_one() -> None:
+    line = only_error({"baselines": ["local"]})
+
+    assert line.startswith("baselines: a local baseline trains at each hospital site on its own data")
+    assert "centralized.enabled" in line
+
+
+@pytest.mark.parametrize("level", ["sample", "client"])
+def test_a_local_baseline_with_differential_privacy_is_refused_with_the_reason(level: str) -> None:
+    raw = {"federation": {"sites": SITES}, "baselines": ["local"], "privacy": {"dp": {"level": level}}}
+
+    line = only_error(raw)
+
+    assert line.startswith("baselines: a local-only model trains without differential privacy")
+    assert "no epsilon accounted" in line
+
+
+def test_baselines_name_only_local_and_only_once() -> None:
+    over_sites = {"federation": {"sites": SITES}}
+
+    assert only_error(over_sites | {"baselines": ["centralized"]}).startswith("baselines.0: Input should be 'local'")
+    twice = only_error(over_sites | {"baselines": ["local", "local"]})
+    assert twice.startswith("baselines: List should have at most 1")

@@ -1,4 +1,7 @@
-"""A stand-in for the server's /api/site/ routes: HTTPS on loopback with certificates made here, recording requests."""
+"""A stand-in for the server's /api/site/ routes: HTTPS on loopback with certificates made here, recording requests.
+
+Its uploads take chunks and its weights downloads take a Range header as the real API does, in few lines; the tests
+of broken transfers run against the real API (test_transfer.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -85,6 +89,8 @@ class SiteServerState:
     requests: list[Recorded] = field(default_factory=list)
     tasks: queue.Queue[dict[str, object]] = field(default_factory=queue.Queue)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    partials: dict[str, bytes] = field(default_factory=dict)  # uploads under way, by SHA-256
+    chunk_bytes: int = 2**20
     results: dict[str, dict[str, object]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,19 +101,60 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # quiet: the test reads the recording instead
         return
 
-    def _answer(self, status: int, payload: object = None, raw: bytes | None = None) -> None:
+    def _answer(
+        self, status: int, payload: object = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _weights(self, data: bytes) -> None:
+        """The whole file, or from the byte a ``Range: bytes=N-`` header names (206)."""
+        start = int(self.headers.get("Range", "bytes=0-")[6:-1] or 0)
+        if not start:
+            self._answer(200, raw=data)
+        else:
+            self._answer(206, raw=data[start:], headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+
+    def _upload(self, sha256: str, query: dict[str, list[str]], body: bytes) -> None:
+        """A chunk of an upload, as app/sites/uploads.py takes it (one site, no limits but the chunk size)."""
+        state = self.server.state
+        offset, size = int(query["offset"][0]), int(query["size"][0])
+        with state.lock:
+            held = state.partials.get(sha256, b"")
+            if sha256 in state.blobs:
+                status = 200
+            elif offset != len(held):
+                self._answer(409, {"detail": "wrong offset"}, headers={"Upload-Offset": str(len(held))})
+                return
+            elif offset + len(body) < size:
+                state.partials[sha256] = held + body
+                status = 202
+            elif hashlib.sha256(held + body).hexdigest() == sha256:
+                state.blobs[sha256] = held + body
+                state.partials.pop(sha256, None)
+                status = 201
+            else:
+                self._answer(400, {"detail": "changed on the way"})
+                return
+            self._answer(status, self._upload_state(sha256))
+
+    def _upload_state(self, sha256: str) -> dict[str, object]:
+        state = self.server.state
+        offset = len(state.partials.get(sha256, b""))
+        return {"stored": sha256 in state.blobs, "offset": offset, "max_bytes": 2**30, "chunk_bytes": state.chunk_bytes}
 
     def _route(self, method: str) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         state = self.server.state
         with state.lock:
             state.requests.append(Recorded(method, self.path, dict(self.headers.items()), body))
-        parts = self.path.split("?")[0].strip("/").split("/")
+        path, _, query = self.path.partition("?")
+        parts = path.strip("/").split("/")
         if parts == ["api", "site", "enroll"]:
             self._answer(201, {"site_id": str(state.site_id), "name": SITE_NAME})
         elif parts == ["api", "site", "heartbeat"]:
@@ -118,12 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
             except queue.Empty:
                 self._answer(204)
         elif parts[:3] == ["api", "site", "weights"] and parts[3] in state.blobs:
-            self._answer(200, raw=state.blobs[parts[3]])
-        elif parts[:3] == ["api", "site", "blobs"] and hashlib.sha256(body).hexdigest() == parts[3]:
-            with state.lock:
-                status = 200 if parts[3] in state.blobs else 201
-                state.blobs[parts[3]] = body
-            self._answer(status, {"sha256": parts[3]})
+            self._weights(state.blobs[parts[3]])
+        elif parts[:3] == ["api", "site", "blobs"] and parts[4:] == ["upload"]:
+            self._answer(200, self._upload_state(parts[3]))
+        elif parts[:3] == ["api", "site", "blobs"] and method == "PUT":
+            self._upload(parts[3], parse_qs(query), body)
         elif parts[:3] == ["api", "site", "tasks"] and parts[-1] == "result":
             with state.lock:
                 state.results[parts[3]] = json.loads(body)

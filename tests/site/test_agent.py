@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.run_config import ModelConfig
-from app.sites.protocol import Heartbeat, SiteTask, TaskResult, TaskSettings, body_sha256, verify
+from app.sites.protocol import DpSettings, Heartbeat, SiteTask, TaskResult, TaskSettings, body_sha256, verify
 from tests.site.conftest import TOKEN
 from tests.site.fake_server import Certificate, FakeSiteServer
 from tests.site.images import MARKER, write_image_folder
@@ -37,10 +37,10 @@ from worker.site.runner import TaskRunner
 MODEL = ModelConfig(batch_size=16, calibration_samples=32, augmentation=False)
 
 
-def _task(kind: str, sha256: str, dataset: str = "chest") -> dict[str, object]:
+def _task(kind: str, sha256: str, dataset: str = "chest", **changes: object) -> dict[str, object]:
     settings = TaskSettings(
         image_size=28, model=MODEL.model_dump(mode="json"), local_epochs=1, seed=3, class_weight={0: 1.0, 1: 1.5}
-    )
+    ).model_copy(update=changes)
     deadline = datetime.now(UTC) + timedelta(minutes=10)
     task = SiteTask(
         id=uuid.uuid4(),
@@ -80,6 +80,7 @@ def test_the_agent_runs_tasks_and_reports_only_weights_counts_and_a_failure_with
     data.prepare()
     sha256 = _global_weights(server, tmp_path)
     tasks = [_task(kind, sha256) for kind in ("train", "evaluate", "statistics")] + [_task("train", sha256, "other")]
+    tasks.append(_task("local", sha256, rounds=2))
     for task in tasks:
         server.state.tasks.put(task)
     agent = Agent(enrolled, data, TaskRunner(data), heartbeat_s=0.2, wait_s=1)
@@ -93,7 +94,8 @@ def test_the_agent_runs_tasks_and_reports_only_weights_counts_and_a_failure_with
     thread.join(30)
 
     assert not thread.is_alive()
-    train, evaluate, statistics, failed = (TaskResult.model_validate(server.state.results[str(t["id"])]) for t in tasks)
+    results = (TaskResult.model_validate(server.state.results[str(t["id"])]) for t in tasks)
+    train, evaluate, statistics, failed, local = results
     split = data.prepared["chest"].parts
     assert train.error is None and train.num_examples == len(split["train"]) == 56
     assert {"train.loss", "train.accuracy", "test.loss", "test.accuracy"} <= set(train.metrics)
@@ -110,6 +112,13 @@ def test_the_agent_runs_tasks_and_reports_only_weights_counts_and_a_failure_with
     assert GridCounts.from_lists(evaluate.validation).n_positive == 4
     assert statistics.weights_sha256 in server.state.blobs and statistics.num_examples == 56
     assert failed.error == "this site has no dataset named 'other'"
+    assert local.error is None and local.weights_sha256 is None and local.num_examples == 56
+    assert local.validation is not None and local.test is not None
+    assert (GridCounts.from_lists(local.test).n_negative, GridCounts.from_lists(local.test).n_positive) == (8, 8)
+    assert {"train.loss", "train.accuracy", "train.seconds"} <= set(local.metrics)
+    puts = [r.path for r in server.state.requests if r.method == "PUT" and r.path.startswith("/api/site/blobs/")]
+    uploads = {path.split("?")[0] for path in puts}  # a file may go up in several chunks
+    assert len(uploads) == 2  # the update and the statistics: the local-only model never leaves
     assert (enrolled.folder / "cache" / f"{sha256}.npz").is_file()
     downloads = [r for r in server.state.requests if r.path.startswith("/api/site/weights/")]
     assert len(downloads) == 1  # cached by hash after the first task
@@ -118,6 +127,19 @@ def test_the_agent_runs_tasks_and_reports_only_weights_counts_and_a_failure_with
     for request in server.state.requests[1:]:
         verify(_public(enrolled), request.headers, request.method, request.path, body_sha256(request.body))
         assert MARKER.encode() not in request.body and str(tmp_path).encode() not in request.body
+
+
+def test_a_local_task_that_asks_for_differential_privacy_is_refused_before_any_training(
+    enrolled: SiteIdentity, tmp_path: Path
+) -> None:
+    """The site's privacy ledger counts DP training rounds only: a DP local model would escape it."""
+    images = write_image_folder(tmp_path / "chest", per_class=10)
+    data = SiteData(site_config(None, [f"chest=image-folder:{images}"]), enrolled.folder)
+    dp = DpSettings(level="sample", noise_multiplier=1.0, clip_norm=1.0, delta=1e-5)
+    task = SiteTask.model_validate(_task("local", "0" * 64, rounds=2, dp=dp))
+
+    with pytest.raises(TaskRefused, match="a local baseline trains without differential privacy"):
+        TaskRunner(data).run(task, [])
 
 
 def _saved(folder: Path, data: bytes) -> Path:

@@ -153,6 +153,17 @@ def test_under_a_budget_training_without_dp_and_statistics_are_refused_but_evalu
     assert not (tmp_path / LEDGER_FILE).exists()  # only DP training rounds are recorded
 
 
+def test_under_a_budget_a_local_baseline_is_refused_and_without_one_it_runs_and_spends_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(TaskRefused, match="a local baseline trains without differential privacy"):
+        _budget(tmp_path, 8.0).check(_task("local", dp=None, rnd=0))
+    budget = _budget(tmp_path, None)
+    budget.check(_task("local", dp=None, rnd=0))
+    budget.record(_task("local", dp=None, rnd=0))
+    assert not (tmp_path / LEDGER_FILE).exists()
+
+
 def test_the_refusal_names_the_dataset_and_the_numbers_but_no_path(tmp_path: Path) -> None:
     budget = _budget(tmp_path, None)
     budget.record(_task(run=RUN_A, rnd=1))
@@ -185,8 +196,8 @@ class _FakeClient:
         self.blob = weights
         self.results: dict[str, TaskResult] = {}
 
-    def weights(self, sha256: str) -> bytes:
-        return self.blob
+    def weights(self, sha256: str, target: Path) -> None:
+        target.write_bytes(self.blob)
 
     def result(self, task_id: str, result: TaskResult) -> dict[str, object]:
         self.results[task_id] = result

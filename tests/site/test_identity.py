@@ -97,31 +97,35 @@ def test_a_swapped_certificate_is_refused_on_a_later_request(
     client.close()
 
 
-def test_signed_requests_verify_and_an_upload_signs_its_files_hash(
-    server: FakeSiteServer, enrolled: SiteIdentity
+def test_signed_requests_verify_and_an_upload_signs_each_chunk(
+    server: FakeSiteServer, enrolled: SiteIdentity, tmp_path: Path
 ) -> None:
-    client = SiteClient(enrolled)
-    data = b"weights file bytes " * 1000
+    client = SiteClient(enrolled, chunk_bytes=8000)
+    data = b"weights file bytes " * 1000  # 19,000 bytes: chunks at 0, 8,000 and 16,000
+    (tmp_path / "update.npz").write_bytes(data)
 
     client.heartbeat(Heartbeat(agent_version="test", hardware=Hardware(cpus=1, memory_gb=1), datasets=[]))
     assert client.next_task(1) is None
-    sha256 = client.upload(data)
+    sha256 = client.upload(tmp_path / "update.npz")
     client.close()
 
     assert sha256 == hashlib.sha256(data).hexdigest() and server.state.blobs[sha256] == data
     signed = server.state.requests[1:]  # after the enrollment
-    assert [(r.method, r.path) for r in signed] == [
-        ("POST", "/api/site/heartbeat"),
-        ("GET", "/api/site/tasks/next?wait=1"),
-        ("PUT", f"/api/site/blobs/{sha256}"),
+    assert [(r.method, r.path, len(r.body)) for r in signed] == [
+        ("POST", "/api/site/heartbeat", len(signed[0].body)),
+        ("GET", "/api/site/tasks/next?wait=1", 0),
+        ("GET", f"/api/site/blobs/{sha256}/upload", 0),
+        ("PUT", f"/api/site/blobs/{sha256}?offset=0&size=19000", 8000),
+        ("PUT", f"/api/site/blobs/{sha256}?offset=8000&size=19000", 8000),
+        ("PUT", f"/api/site/blobs/{sha256}?offset=16000&size=19000", 3000),
     ]
     public = base64.b64encode(enrolled.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
     for request in signed:
         verify(public, request.headers, request.method, request.path, body_sha256(request.body))
-    tampered = dict(signed[2].headers)
-    tampered[SIGNATURE_HEADER] = signed[0].headers[SIGNATURE_HEADER]
+    tampered = dict(signed[3].headers)
+    tampered[SIGNATURE_HEADER] = signed[4].headers[SIGNATURE_HEADER]
     with pytest.raises(ValueError, match="wrong signature"):
-        verify(public, tampered, "PUT", signed[2].path, sha256)
+        verify(public, tampered, "PUT", signed[3].path, body_sha256(signed[3].body))
 
 
 def test_plain_http_is_refused_unless_asked_for(tmp_path: Path) -> None:

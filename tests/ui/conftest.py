@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import chromium as launch_chromium
 from tests.e2e.conftest import tiny_config
 from tests.e2e.stack import ROOT, ServiceApi, create_token, free_port, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("FEDLENS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 820, "height": 1180}
@@ -149,24 +149,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 @pytest.fixture(scope="package")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    home = tmp_path_factory.mktemp("chromium-home")
-    os.environ["HOME"] = str(home)  # chromium writes ~/.config/chromium
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    with launch_chromium(tmp_path_factory.mktemp("chromium-home")) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="package")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from worker.engine.client import KerasTrainer
-from worker.engine.experiment import CLIENT_FIT, ClientData, derive_seed
+from worker.engine.experiment import CLIENT_FIT, LOCAL_FIT, ClientData, derive_seed
 from worker.engine.metrics import loss_and_accuracy
 from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
 
@@ -54,6 +54,24 @@ def client_update(
         loss, accuracy = loss_and_accuracy(client.test.labels, trainer.predict(fit.weights, client.test.images))
         metrics |= {"test.loss": loss, "test.accuracy": accuracy}
     return ClientUpdate(client.client_id, fit.weights, len(client.train), metrics)
+
+
+def local_only(
+    trainer: KerasTrainer,
+    client: ClientData,
+    initial: Weights,
+    *,
+    seed: int,
+    epochs: int,
+    class_weight: dict[int, float] | None = None,
+) -> tuple[ClientEvaluation, dict[str, float]]:
+    """A client's local-only baseline: the run's model trained from ``initial`` on this client's data alone for
+    ``epochs`` (one optimizer throughout, as the centralized baseline), then judged as the global model is, by grid
+    counts of its validation and test parts; its training metrics. The weights never leave the client."""
+    fit_seed = derive_seed(seed, LOCAL_FIT, int(client.client_id))
+    fit = trainer.fit(initial, client.train, epochs=epochs, seed=fit_seed, class_weight=class_weight)
+    metrics = {"train.loss": fit.loss, "train.accuracy": fit.accuracy, "train.seconds": fit.seconds}
+    return client_evaluation(trainer, client, fit.weights), metrics
 
 
 def client_statistics(

@@ -21,6 +21,7 @@ def derive_seed(*parts: int) -> int:
 
 # Purposes of the random streams drawn from the run seed; each has its own so that one does not shift another.
 TEST_SPLIT, PARTITION, CLIENT_SPLIT, SYNTHETIC_TEST, INIT, CLIENT_FIT, CENTRAL_FIT, VALIDATION_SPLIT = range(8)
+LOCAL_FIT = 8  # a site's local-only baseline
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from app.run_config import RunConfig
@@ -13,7 +13,7 @@ from worker.engine.client import KerasTrainer
 from worker.engine.data import Dataset
 from worker.engine.executor import Executor
 from worker.engine.experiment import CENTRAL_FIT, derive_seed
-from worker.engine.presence import Presence
+from worker.engine.presence import Membership, Presence
 from worker.engine.strategy import Aggregate, Strategy
 from worker.engine.thresholds import GridCounts, choose_threshold, empty_counts, roc_curve, summary_at
 from worker.engine.types import (
@@ -35,6 +35,9 @@ Evaluate = Callable[[Weights, float], EvalMetrics]
 OnRound = Callable[[RoundResult, Checkpoint], None]
 #: Pools the clients' (id, BatchNorm moments, examples) of a round into the moments of their union.
 PoolMoments = Callable[[int, Sequence[tuple[str, Weights, int]]], Weights]
+#: Asked before each round: clients that joined the open run since the last call, each with its join round (the
+#: loop counts it from this round if that has passed) and its number of training images.
+Newcomers = Callable[[int], Mapping[str, tuple[int, int]]]
 
 
 def pool_in_clear(rnd: int, stats: Sequence[tuple[str, Weights, int]]) -> Weights:
@@ -184,8 +187,12 @@ def run_federated(
     privacy: PrivacyBudget | None = None,
     pool_moments: PoolMoments = pool_in_clear,
     secure: SecureAggregator | None = None,
+    newcomers: Newcomers | None = None,
 ) -> Weights:
     """FedAvg rounds from ``start`` (a checkpoint of the last completed round) or from ``initial``.
+
+    ``newcomers`` lets clients join while the run trains (hospital sites added to an open experiment); they enter
+    ``presence`` and ``samples`` before the round in which they first train.
 
     With ``privacy``, each round reports the epsilon spent so far, and the run ends with BudgetSpent before a round
     that would exceed the target.
@@ -204,6 +211,9 @@ def run_federated(
         if should_stop():
             raise Cancelled(f"cancelled before round {rnd}")
         began = time.perf_counter()
+        for cid, (joins, examples) in (newcomers(rnd) if newcomers else {}).items():
+            presence.add(Membership(cid, max(joins, rnd)))
+            samples[cid] = examples
         asked = presence.available(rnd)
         if privacy and (reason := privacy.stop_before(rnd, asked)):
             raise BudgetSpent(reason, weights)

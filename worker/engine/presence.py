@@ -9,6 +9,9 @@ import numpy as np
 
 from worker.engine.types import ClientEvent
 
+#: the most clients a run has (``federation.clients``, ``federation.sites``)
+MAX_MEMBERS = 100
+
 
 @dataclass(frozen=True)
 class Membership:
@@ -46,6 +49,14 @@ class Presence:
         A client answers when its draw in [0, 1) is below ``availability``, so availability 1 keeps every client.
         """
         present = self.present(rnd)
-        draws = np.random.default_rng([self.seed, rnd, 0xA7A1]).random(len(self.members))
-        answers = {m.client_id for m, d in zip(self.members, draws, strict=True) if d < self.availability}
+        # One draw per possible member, so that a member added mid-run (``add``) leaves the others' draws as they were.
+        draws = np.random.default_rng([self.seed, rnd, 0xA7A1]).random(max(MAX_MEMBERS, len(self.members)))
+        answers = {m.client_id for m, d in zip(self.members, draws, strict=False) if d < self.availability}
         return [cid for cid in present if cid in answers]
+
+    def add(self, member: Membership) -> None:
+        """A client that joins an open run (a hospital site added while it trains); raises ValueError if the id is
+        taken."""
+        if any(m.client_id == member.client_id for m in self.members):
+            raise ValueError(f"client {member.client_id} is a member already")
+        self.members.append(member)

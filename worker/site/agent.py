@@ -203,8 +203,8 @@ class Agent:
         self.budget.record(task)
         if new_weights is None:
             return result
-        sha256, data = self.cache.store(task.round, new_weights)
-        self._retry("uploading weights", lambda: client.upload(data), give_up_at)
+        sha256, path = self.cache.store(task.round, new_weights)
+        self._retry("uploading weights", lambda: client.upload(path), give_up_at)
         return result.model_copy(update={"weights_sha256": sha256})
 
     def _heartbeats(self) -> None:

@@ -122,8 +122,9 @@ class SiteBudget:
     """Each dataset's ``max_epsilon`` against the ledger: the hospital, not the server, has the last word.
 
     Training rounds of DP runs are recorded for every dataset, so the spend is known before a budget is set. Under a
-    budget a site refuses training without DP (its epsilon is unbounded) and statistics tasks (BatchNorm moments
-    leave without noise); evaluation releases only confusion counts and is always allowed.
+    budget a site refuses training without DP (its epsilon is unbounded), statistics tasks (BatchNorm moments
+    leave without noise) and local baselines (metrics of a model trained here without noise); evaluation of a
+    global model releases only confusion counts and is always allowed.
     """
 
     def __init__(self, folder: Path, datasets: Mapping[str, DatasetBudget]) -> None:
@@ -150,6 +151,11 @@ class SiteBudget:
         has = f"dataset {task.dataset!r} has a privacy budget (max_epsilon {limit:g}) and"
         if task.kind == "statistics":
             raise TaskRefused(f"{has} a statistics task releases BatchNorm moments without noise: this site refuses it")
+        if task.kind == "local":
+            raise TaskRefused(
+                f"{has} a local baseline trains without differential privacy and sends the metrics of that model, "
+                "whose epsilon is unbounded: this site refuses it"
+            )
         if dp is None:
             raise TaskRefused(
                 f"{has} this run trains without differential privacy, whose epsilon is unbounded: "
