@@ -192,6 +192,25 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     assert late.status == "late"
 
 
+def test_an_answer_to_a_task_given_up_before_its_deadline_is_late_and_the_task_is_not_handed_out_again(
+    declared: tuple[Agent, Run], session: Session
+) -> None:
+    """A round gives up the task of a site whose heartbeats stopped; the agent, back, may still deliver it."""
+    agent, run = declared
+    given_up = add_task(session, agent.site_id, run.id, "e" * 64, status="expired")  # deadline still 5 min away
+    content = b"update"
+    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
+    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+
+    polled = agent.request("GET", "/api/site/tasks/next?wait=0")
+    answered = agent.post(f"/api/site/tasks/{given_up.id}/result", result)
+
+    assert polled.status_code == 204
+    assert answered.json() == {"accepted": True, "late": True}
+    session.refresh(given_up)
+    assert given_up.status == "late"
+
+
 def test_a_local_task_reaches_its_site_and_its_result_must_carry_both_splits_counts(
     declared: tuple[Agent, Run], session: Session
 ) -> None:
