@@ -9,8 +9,6 @@ server's data directory and every table of its database after the run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from sqlalchemy import MetaData, create_engine, select, text
 
 from app.sites import blobs
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
-from tests.e2e.stack import ROOT, Stack, wait_for
+from tests.e2e.stack import Stack, wait_for
 from tests.site.images import MARKER, write_image_folder
 from worker.engine.checkpoint import load_checkpoint
 
@@ -46,26 +44,8 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
         stack.start_api(tls=True)
         stack.start_worker("runs")
         for i, name in enumerate(SITES):
-            images = write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
-            invitation = stack.http.post("/api/sites", json={"name": name})
-            assert invitation.status_code == 201, invitation.text
-            folder = tmp_path / name
-            site = [sys.executable, "-m", "worker.cli", "site"]
-            fingerprint = invitation.json()["fingerprint"]
-            assert fingerprint, "an API served over HTTPS hands out its certificate's fingerprint"
-            enroll = [*site, "enroll", "--server", stack.url, "--dir", str(folder), "--fingerprint", fingerprint]
-            enrolled = subprocess.run(
-                enroll,
-                env=stack.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert enrolled.returncode == 0, enrolled.stderr
-            run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}"]
-            stack._spawn(name, run)
-        wait_for(lambda: _online(stack) == set(SITES), 120, "the three agents' first heartbeats")
+            stack.start_site(name, write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i))
+        wait_for(lambda: stack.sites_online() == set(SITES), 120, "the three agents' first heartbeats")
         yield stack
     finally:
         stack.stop()
@@ -85,10 +65,6 @@ def three_hospitals(name: str) -> dict[str, object]:
             "min_sites": 2,
         },
     }
-
-
-def _online(stack: Stack) -> set[str]:
-    return {s["name"] for s in stack.http.get("/api/sites").json() if s["online"] and s["datasets"]}
 
 
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
