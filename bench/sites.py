@@ -25,11 +25,12 @@ round's event on the dashboard's stream. The last line is ``site_overhead_ratio=
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,9 +77,14 @@ class SiteFiles:
 @dataclass(frozen=True)
 class Timed:
     wall_s: float
+    cpu_by: dict[str, float]  # user + system seconds of each process of the side (PostgreSQL's not counted)
     rounds_s: list[float]
     auc: float
     phases: str
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu_by.values())
 
 
 def experiment_config(rounds: int) -> dict[str, Any]:
@@ -149,7 +155,7 @@ class InProcess:
         )
         strategy = strategy_with_privacy(cfg, len(samples))
         log = PhaseLog(folder)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         run_federated(
             cfg,
             executor,
@@ -162,9 +168,10 @@ class InProcess:
             on_round=log.append,
             pool_moments=moments_pooling(strategy),
         )
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         records = log.records()
-        return Timed(elapsed, [r["wall_s"] for r in records], records[-1]["metrics"]["auc"], phases(records))
+        auc = records[-1]["metrics"]["auc"]
+        return Timed(elapsed, {"this process": cpu}, [r["wall_s"] for r in records], auc, phases(records))
 
 
 def start_federation(folder: Path, sites: Sequence[SiteFiles], broker: str) -> Stack:
@@ -185,41 +192,62 @@ def start_federation(folder: Path, sites: Sequence[SiteFiles], broker: str) -> S
     return stack
 
 
-def through_sites(stack: Stack, config: dict[str, Any]) -> tuple[Timed, SitesTiming]:
+def cpu_seconds(processes: Mapping[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process (name: pid) has used so far, its reaped children's included, and this
+    process's (it watches the event stream)."""
+    used = {}
+    for name, pid in processes.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    return used | {"this process": time.process_time()}
+
+
+def through_sites(stack: Stack, config: dict[str, Any], processes: Mapping[str, int]) -> tuple[Timed, SitesTiming]:
+    """``processes``: the deployment's (API, orchestrator, agents, Redis) by name, whose CPU time the run counts."""
+    before = cpu_seconds(processes)
     followed = follow(stack, config)
+    cpu = {name: used - before[name] for name, used in cpu_seconds(processes).items()}
     rounds, elapsed = followed.rounds, followed.elapsed_s
-    timed = Timed(elapsed, [r["wall_s"] for r in rounds], rounds[-1]["metrics"]["test.auc"], phases(rounds))
+    timed = Timed(elapsed, cpu, [r["wall_s"] for r in rounds], rounds[-1]["metrics"]["test.auc"], phases(rounds))
     stored = {r["number"]: datetime.fromisoformat(r["finished_at"]) for r in rounds}
     return timed, SitesTiming(followed.run["id"], followed.arrived, stored)
 
 
 def summary(runs: Sequence[Timed]) -> str:
-    """Runs, median and fastest run, median round, median final AUC."""
+    """Runs, median and fastest run, median CPU seconds, median round, median final AUC."""
     walls, rounds = [r.wall_s for r in runs], [s for r in runs for s in r.rounds_s]
     median, per_round, auc = statistics.median(walls), statistics.median(rounds), statistics.median(r.auc for r in runs)
-    return f"{len(runs):>4} {median:>9.2f} {min(walls):>10.2f} {per_round:>8.2f} {auc:>6.3f}"
+    cpu = statistics.median(r.cpu_s for r in runs)
+    return f"{len(runs):>4} {median:>9.2f} {min(walls):>10.2f} {cpu:>7.1f} {per_round:>8.2f} {auc:>6.3f}"
 
 
-def interleaved(stack: Stack, local: InProcess, config: dict[str, Any], args: argparse.Namespace, tmp: Path) -> None:
-    through_sites(stack, config)  # warm-up: each agent traces its model, the orchestrator builds its context
+def interleaved(
+    stack: Stack, processes: Mapping[str, int], local: InProcess, config: dict[str, Any], repeat: int, tmp: Path
+) -> None:
+    through_sites(stack, config, processes)  # warm-up: each agent traces its model, the orchestrator builds its context
     local.run(tmp / "warm-up")
     sites: list[Timed] = []
     in_process: list[Timed] = []
     timings: list[SitesTiming] = []
-    for block in range(args.repeat):  # ABBA: a drift in the machine's speed hits both sides alike
+    for block in range(repeat):  # ABBA: a drift in the machine's speed hits both sides alike
         for side in ("sites", "in-process", "in-process", "sites"):
             if side == "sites":
-                timed, timing = through_sites(stack, config)
+                timed, timing = through_sites(stack, config, processes)
                 sites.append(timed)
                 timings.append(timing)
             else:
                 in_process.append(local.run(tmp / f"local-{len(in_process)}"))
                 timed = in_process[-1]
-            print(f"  block {block + 1} {side:<10} {timed.wall_s:6.2f} s; rounds: {timed.phases}", flush=True)
-    print(f"\n{'mode':<11} {'runs':>4} {'median s':>9} {'fastest s':>10} {'s/round':>8} {'AUC':>6}")
+            took = f"{timed.wall_s:6.2f} s, cpu {timed.cpu_s:6.1f} s"
+            print(f"  block {block + 1} {side:<10} {took}; rounds: {timed.phases}", flush=True)
+    print(f"\n{'mode':<11} {'runs':>4} {'median s':>9} {'fastest s':>10} {'cpu s':>7} {'s/round':>8} {'AUC':>6}")
     for name, runs in (("in-process", in_process), ("sites", sites)):
         print(f"{name:<11} {summary(runs)}")
+    by_process = {name: statistics.median(r.cpu_by[name] for r in sites) for name in sites[0].cpu_by}
+    print("cpu s per sites run (median): " + ", ".join(f"{name} {used:.1f}" for name, used in by_process.items()))
     report_sites(stack, timings)
+    cpu = statistics.median(r.cpu_s for r in sites) / statistics.median(r.cpu_s for r in in_process)
+    print(f"cpu ratio {cpu:.2f} (sites / in-process, median CPU seconds of every process of a side but PostgreSQL)")
     ratio = statistics.median(r.wall_s for r in sites) / statistics.median(r.wall_s for r in in_process)
     print(f"site_overhead_ratio={ratio:.2f}")
 
@@ -245,11 +273,13 @@ def main() -> None:
         sites = write_sites(tmp / "hospitals", *kermany_sample(args.images))
         local = InProcess(RunConfig.model_validate(config), sites, tmp / "in-process")
         broker = tmp / "redis"
-        with EmbeddedRedis(broker / "redis.sock", broker):
+        with EmbeddedRedis(broker / "redis.sock", broker) as redis:
             try:
                 stack = start_federation(tmp, sites, f"redis+socket://{broker / 'redis.sock'}")
                 try:
-                    interleaved(stack, local, config, args, tmp)
+                    assert redis.process is not None  # started by the with
+                    processes = {name: p.pid for name, p in stack.processes.items()} | {"redis": redis.process.pid}
+                    interleaved(stack, processes, local, config, args.repeat, tmp)
                 finally:
                     stack.stop()
             finally:
