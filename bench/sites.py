@@ -16,10 +16,13 @@ validation / test) with its own seed from its site.yaml; the in-process clients 
 agents' own loader (worker.site.datasets.SiteData), so both sides train and evaluate the same arrays. Neither side
 has a server-held test set: the global model is evaluated on the clients' test parts, pooled as grid counts.
 
-Output: a line per run with where its time went (summed per-round phases), a table of both modes (median and
-fastest run, median round, final AUC: the two AUCs should agree within the machine's float noise), then, for the
-timed sites runs, the bytes per round on the wire, the task round trips, and the delay from a site's upload to the
-round's event on the dashboard's stream. The last line is ``site_overhead_ratio=<median sites / median in-process>``.
+Output: a line per run with its wall and CPU seconds and where its time went (summed per-round phases), a table of
+both modes (median and fastest run, median CPU seconds, median round, final AUC: the two AUCs should agree), the
+sites' CPU seconds by process, then for the timed sites runs the bytes per round on the wire, the task round trips,
+and the delay from a site's upload to the round's event on the dashboard's stream. The agents train at the same
+time, the in-process clients one after another: on a machine shared with other work the three agents also get a
+larger share of the CPU, so read the CPU ratio beside the wall-time one. The last line is
+``site_overhead_ratio=<median sites run / median in-process run>`` (wall time).
 """
 
 from __future__ import annotations
