@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from app.run_config import RunConfig
-from bench.common import shared_file
+from bench.common import kermany_sample
 from worker.engine.aggregate import pooled_moments, weighted_mean, with_batchnorm_statistics
 from worker.engine.client import KerasTrainer
 from worker.engine.executor import InProcessExecutor
@@ -89,9 +89,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1500, help="images taken from kermany_train_64.npz")
     args = parser.parse_args()
-    with np.load(shared_file("kermany_train_64.npz")) as archive:
-        pick = np.random.default_rng(0).choice(len(archive["labels"]), args.samples, replace=False)
-        images, labels = archive["images"][np.sort(pick)], archive["labels"][np.sort(pick)]
+    images, labels = kermany_sample(args.samples)
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "subset.npz"
         np.savez(npz, images=images, labels=labels)

@@ -17,7 +17,8 @@ import statistics
 import tempfile
 import threading
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from app.migrate import upgrade
 from app.models import Experiment, Run, RunKind
 from app.run_config import RunConfig
 from app.settings import Settings
-from bench.common import shared_file
+from bench.common import kermany_sample
 from tests.e2e.stack import Stack
 from worker.engine.executor import InProcessExecutor
 from worker.engine.experiment import INIT, derive_seed, prepare, presence_for
@@ -85,27 +86,46 @@ def phases(rounds: list[dict[str, Any]]) -> str:
     return " ".join(f"{k[:-2]} {sum(r[k] for r in rounds):.2f}" for k in keys) + f" all-fits {fits:.2f}"
 
 
-def through_service(stack: Stack, config: dict[str, Any], report: bool = False) -> float:
+@dataclass(frozen=True)
+class Followed:
+    """A run launched and watched to its end."""
+
+    run: dict[str, Any]  # GET /api/runs/{id} once it ended
+    elapsed_s: float  # from the POST that launched it to the end of its event stream
+    rounds: list[dict[str, Any]]  # the round events' data (RoundRead)
+    arrived: dict[int, datetime]  # when each round's event reached this process
+
+
+def follow(stack: Stack, config: dict[str, Any]) -> Followed:
+    """Launch a federated run and watch it as a script would, over server-sent events: polling the API fast enough
+    to time a run would itself take CPU from the training it measures. Exits, with the logs, unless it succeeded."""
     started = time.perf_counter()
     run_id = stack.launch(config)["federated"]["id"]
-    # Watch as a script would, over server-sent events: polling the API fast enough to time a run
-    # would itself take CPU from the training it measures.
-    for kind, _ in stack.events(run_id, timeout_s=900):
-        if kind == "end":
+    rounds, arrived = [], {}
+    for kind, data in stack.events(run_id, timeout_s=900):
+        if kind == "round":
+            arrived[data["number"]] = datetime.now(UTC)
+            rounds.append(data)
+        elif kind == "end":
             break
     elapsed = time.perf_counter() - started
     done = stack.run(run_id)
     if done["status"] != "succeeded":
-        raise SystemExit(f"service run failed: {done['error']}\n{stack.logs()}")
+        raise SystemExit(f"run {run_id} failed: {done['error']}\n{stack.logs()}")
+    return Followed(done, elapsed, rounds, arrived)
+
+
+def through_service(stack: Stack, config: dict[str, Any], report: bool = False) -> float:
+    followed = follow(stack, config)
     if report:
-        at = {k: datetime.fromisoformat(done[k]) for k in ("created_at", "started_at", "finished_at")}
-        rounds = stack.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
+        at = {k: datetime.fromisoformat(followed.run[k]) for k in ("created_at", "started_at", "finished_at")}
+        elapsed = followed.elapsed_s
         print(
             f"    service {elapsed:.2f} s; queued {(at['started_at'] - at['created_at']).total_seconds():.2f} s, "
             f"claimed to finished {(at['finished_at'] - at['started_at']).total_seconds():.2f} s, "
-            f"rounds: {phases(rounds)}"
+            f"rounds: {phases(followed.rounds)}"
         )
-    return elapsed
+    return followed.elapsed_s
 
 
 def fake_round(rnd: int, clients: int) -> RoundResult:
@@ -229,9 +249,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1200)
     args = parser.parse_args()
-    with np.load(shared_file("kermany_train_64.npz")) as archive:
-        pick = np.sort(np.random.default_rng(0).choice(len(archive["labels"]), args.samples, replace=False))
-        images, labels = archive["images"][pick], archive["labels"][pick]
+    images, labels = kermany_sample(args.samples)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npz = tmp / "subset.npz"

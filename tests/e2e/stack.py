@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,6 +81,7 @@ class ServiceApi:
 
     def __init__(self, url: str, token: str = "") -> None:
         self.url = url
+        self.verify: ssl.SSLContext | bool = True  # under TLS: a context that trusts the deployment's own CA
         self.http = httpx.Client(base_url=url, timeout=30)
         if token:
             self.authenticate(token)
@@ -126,6 +128,7 @@ class ServiceApi:
             params={"since": since},
             headers=self.http.headers,
             timeout=timeout_s,
+            verify=self.verify,
         ) as response:
             assert response.status_code == 200
             kind = None
@@ -161,7 +164,8 @@ class Stack(ServiceApi):
             self.url = self.url.replace("http://", "https://")
             ca = Path(self.env["FEDLENS_DATA_DIR"]) / "tls" / "ca.pem"
             wait_for(ca.exists, 30, "the API's certificate authority")
-            self.http = httpx.Client(base_url=self.url, timeout=30, verify=str(ca))
+            self.verify = ssl.create_default_context(cafile=str(ca))
+            self.http = httpx.Client(base_url=self.url, timeout=30, verify=self.verify)
         wait_for(self._answers, 30, "the API's /healthz")
         self.authenticate(create_token(self.env, "e2e"))
 
@@ -177,6 +181,34 @@ class Stack(ServiceApi):
     ) -> None:
         unique = f"{name or queue}-{time.monotonic_ns()}"
         self._spawn(name or queue, worker_command(queue, concurrency, unique), env)
+
+    def start_site(self, name: str, images: Path, config: Path | None = None) -> Path:
+        """Create site ``name``, enroll an agent for it in ``folder/name`` pinning the certificate fingerprint the
+        invitation gives, and start ``fedlens site run`` serving the image folder ``images`` as dataset ``chest``
+        (``config``: a site.yaml, for its split). Returns the agent's folder."""
+        invitation = self.http.post("/api/sites", json={"name": name})
+        assert invitation.status_code == 201, invitation.text
+        folder = self.folder / name
+        site = [sys.executable, "-m", "worker.cli", "site"]
+        fingerprint = invitation.json()["fingerprint"]
+        assert fingerprint, "an API served over HTTPS hands out its certificate's fingerprint"
+        enroll = [*site, "enroll", "--server", self.url, "--dir", str(folder), "--fingerprint", fingerprint]
+        enrolled = subprocess.run(
+            enroll,
+            env=self.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
+        run = [*site, "run", "--dir", str(folder), "--dataset", f"chest=image-folder:{images}"]
+        self._spawn(name, [*run, *(["--config", str(config)] if config else [])])
+        return folder
+
+    def sites_online(self) -> set[str]:
+        """The sites whose agents are online and have declared their datasets."""
+        return {s["name"] for s in self.http.get("/api/sites").json() if s["online"] and s["datasets"]}
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)

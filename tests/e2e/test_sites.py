@@ -28,7 +28,7 @@ from app.sites import blobs
 from tests.api.pagetree import page
 from tests.browser import chromium
 from tests.e2e.conftest import PG_E2E, REDIS_E2E, _fresh_postgres
-from tests.e2e.stack import ROOT, Stack, wait_for
+from tests.e2e.stack import Stack, wait_for
 from tests.site.images import MARKER, write_image_folder
 from worker.engine.checkpoint import load_checkpoint
 
@@ -63,24 +63,8 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
         stack.start_api(tls=True)
         stack.start_worker("runs")
         for i, name in enumerate(SITES):
-            write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i)
-            invitation = stack.http.post("/api/sites", json={"name": name})
-            assert invitation.status_code == 201, invitation.text
-            folder = tmp_path / name
-            fingerprint = invitation.json()["fingerprint"]
-            assert fingerprint, "an API served over HTTPS hands out its certificate's fingerprint"
-            enroll = [*SITE, "enroll", "--server", stack.url, "--dir", str(folder), "--fingerprint", fingerprint]
-            enrolled = subprocess.run(
-                enroll,
-                env=stack.env | {"FEDLENS_SITE_TOKEN": invitation.json()["enrollment_token"]},
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert enrolled.returncode == 0, enrolled.stderr
-            stack._spawn(name, agent(tmp_path, name))
-        wait_for(lambda: _online(stack) == set(SITES), 120, "the three agents' first heartbeats")
+            stack.start_site(name, write_image_folder(tmp_path / f"{name}-images", per_class=40, offset=40 * i))
+        wait_for(lambda: stack.sites_online() == set(SITES), 120, "the three agents' first heartbeats")
         yield stack
     finally:
         stack.stop()
@@ -100,10 +84,6 @@ def three_hospitals(name: str) -> dict[str, object]:
             "min_sites": 2,
         },
     }
-
-
-def _online(stack: Stack) -> set[str]:
-    return {s["name"] for s in stack.http.get("/api/sites").json() if s["online"] and s["datasets"]}
 
 
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
@@ -233,7 +213,7 @@ def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoi
         given_up_s = [kill_and_wait_until_given_up(federation, database, keep)]
         with frozen(federation.processes["runs"]):
             federation._spawn("hospital-c", agent(tmp_path, "hospital-c"))
-            wait_for(lambda: "hospital-c" in _online(federation), 120, "the restarted agent's heartbeats")
+            wait_for(lambda: "hospital-c" in federation.sites_online(), 120, "the restarted agent's heartbeats")
         kept = federation.wait_status(keep, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
         drop = federation.launch(killed_agent_config("drop", rounds=2))["federated"]["id"]
         given_up_s.append(kill_and_wait_until_given_up(federation, database, drop))

@@ -13,14 +13,20 @@ from tests.realdata import PNEUMONIAMNIST, require_real_data
 MARKER = "patient-name"
 
 
-def write_image_folder(root: Path, per_class: int, offset: int = 0) -> Path:
-    """``root/{NORMAL,PNEUMONIA}/<MARKER>-<i>.png``: ``per_class`` real images of each class, from ``offset``."""
-    require_real_data()
-    with np.load(PNEUMONIAMNIST) as archive:
-        images, labels = archive["train_images"], archive["train_labels"].reshape(-1)
+def save_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> Path:
+    """``root/{NORMAL,PNEUMONIA}/<MARKER>-<id>.png``: each uint8 image in its class's folder, named by its id."""
     for label, cls in enumerate(("NORMAL", "PNEUMONIA")):
         folder = root / cls
         folder.mkdir(parents=True)
-        for i in np.flatnonzero(labels == label)[offset : offset + per_class]:
-            Image.fromarray(images[i]).save(folder / f"{MARKER}-{i}.png")
+        for i in np.flatnonzero(labels == label):
+            Image.fromarray(images[i]).save(folder / f"{MARKER}-{ids[i]}.png")
     return root
+
+
+def write_image_folder(root: Path, per_class: int, offset: int = 0) -> Path:
+    """``per_class`` real images of each class, from ``offset``, named by their index in PneumoniaMNIST."""
+    require_real_data()
+    with np.load(PNEUMONIAMNIST) as archive:
+        images, labels = archive["train_images"], archive["train_labels"].reshape(-1)
+    picked = np.concatenate([np.flatnonzero(labels == label)[offset : offset + per_class] for label in (0, 1)])
+    return save_image_folder(root, images[picked], labels[picked], picked)
