@@ -125,7 +125,9 @@ class CeleryExecutor:
     def _fan_out(self, task: str, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[Outcome]:
         ref = self.folder / f"round-{rnd:04d}" / f"{task.rsplit('.', 1)[-1]}-global.npz"
         digest = save_checkpoint(Checkpoint(rnd, weights), ref, durable=False)
-        fan_out = FanOut(self.celery, task, [str(self.run_id), rnd], ref, digest, client_ids)
+        fan_out = FanOut(
+            self.celery, task, [str(self.run_id), rnd], ref, digest, client_ids, broker_wait_s=self.timeout_s
+        )
         try:
             values = self._wait(fan_out, rnd)
         finally:
@@ -174,9 +176,18 @@ class FanOut:
     """One fan-out: the task of each client, sent again (up to ``MAX_SENDS`` times) when its worker dies."""
 
     def __init__(
-        self, celery: Celery, task: str, args: list[Any], ref: Path, sha256: str, client_ids: Sequence[str]
+        self,
+        celery: Celery,
+        task: str,
+        args: list[Any],
+        ref: Path,
+        sha256: str,
+        client_ids: Sequence[str],
+        *,
+        broker_wait_s: float = 0.0,
     ) -> None:
         self.celery, self.task, self.args, self.ref, self.sha256 = celery, task, args, ref, sha256
+        self.broker_wait_s = broker_wait_s
         self.redis = celery.backend.client
         self.sends = dict.fromkeys(client_ids, 0)
         self.failed: dict[str, BaseException] = {}
@@ -184,9 +195,20 @@ class FanOut:
         self.retired: list[AsyncResult] = []
 
     def _send(self, client_id: str) -> AsyncResult:
+        """Queue the client's task, waiting up to ``broker_wait_s`` for a broker that is restarting (fedlens up
+        supervises it), so that a round that starts in that second does not fail the run."""
         self.sends[client_id] += 1
         args = [*self.args, client_id, str(self.ref), self.sha256]
-        return self.celery.signature(self.task, args=args, queue=TRAIN_QUEUE).apply_async()
+        signature = self.celery.signature(self.task, args=args, queue=TRAIN_QUEUE)
+        give_up = time.monotonic() + self.broker_wait_s
+        while True:
+            try:
+                return signature.apply_async()
+            except (RedisUnreachable, BrokerUnreachable) as error:
+                if time.monotonic() >= give_up:
+                    raise
+                logger.warning("the broker does not answer (%s); sending client %s's task again", error, client_id)
+                time.sleep(BROKER_RETRY_S)
 
     def task_id(self, client_id: str) -> str:
         """The id of the client's last attempt, whose outcome ``get`` reports."""

@@ -202,11 +202,12 @@ def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_foll
 def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoins_once_restarted(
     federation: Stack, tmp_path: Path
 ) -> None:
-    """Two runs over the same agents, hospital-c's SIGKILLed in round 2 of each while it holds its train task. Its
-    heartbeats stop, so the round gives it up long before round_timeout_s and goes on with the other two: keep-last
-    counts its round-1 update, drop leaves it out. Restarted on its folder (same key) after the first kill, it is
-    online again and trains in round 3. Its start-up takes half a minute on a busy machine, longer than a round of
-    the other two: the orchestrator is frozen meanwhile, so that round 3 starts after the agent is back."""
+    """hospital-c's agent is SIGKILLed in round 2 of a keep-last run while it holds its train task. Its heartbeats
+    stop, so the round gives it up long before round_timeout_s and goes on with the other two, counting c's round-1
+    update. Restarted on its folder (same key), it is online again and trains in round 3. Its start-up takes half a
+    minute on a busy machine, longer than a round of the other two: the orchestrator is frozen meanwhile, so that
+    round 3 starts after the agent is back. (Drop leaves a given-up site out: tests/api/test_site_executor.py and
+    the engine's intermittent tests; a second run here cost CI two minutes.)"""
     database = create_engine(PG_E2E)
     try:
         keep = federation.launch(killed_agent_config("keep-last", rounds=3))["federated"]["id"]
@@ -215,17 +216,14 @@ def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoi
             federation._spawn("hospital-c", agent(tmp_path, "hospital-c"))
             wait_for(lambda: "hospital-c" in federation.sites_online(), 120, "the restarted agent's heartbeats")
         kept = federation.wait_status(keep, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
-        drop = federation.launch(killed_agent_config("drop", rounds=2))["federated"]["id"]
-        given_up_s.append(kill_and_wait_until_given_up(federation, database, drop))
-        dropped = federation.wait_status(drop, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
-        tasks = {run_id: site_tasks(database, run_id) for run_id in (keep, drop)}
+        tasks = {keep: site_tasks(database, keep)}
     finally:
         database.dispose()
 
-    assert (kept["status"], dropped["status"]) == ("succeeded", "succeeded"), (kept, dropped, federation.logs())
+    assert kept["status"] == "succeeded", (kept, federation.logs())
     assert max(given_up_s) < 60, given_up_s  # ten seconds without a heartbeat, against a round timeout of 600
     went = "site hospital-c went offline during round 2: no heartbeat for "
-    for run_id, away, rounds in ((keep, "kept", 3), (drop, "failed", 2)):  # keep-last counts its round-1 update
+    for run_id, away, rounds in ((keep, "kept", 3),):  # keep-last counts its round-1 update
         site_c = the_rounds_of_site_c(federation, run_id, rounds)
         assert (site_c[1]["status"], site_c[2]["status"]) == ("trained", away)
         assert site_c[2]["error"].startswith(went), site_c[2]
