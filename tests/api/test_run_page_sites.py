@@ -15,6 +15,7 @@ from app.sites.panel import Versus, cell_state, compare_local
 from tests.api.factories import add_experiment, add_run, round_result
 from tests.api.pages import NO_VALUE as NA
 from tests.api.pagetree import Element, page
+from tests.api.sites import add_task
 from worker.engine.types import ClientRound, ClientStatus
 from worker.store import save_local_baselines, save_round
 
@@ -118,23 +119,6 @@ def _register(session: Session, name: str, *, online: bool = True, busy_with: Si
     return site
 
 
-def _task(session: Session, run: Run, site: Site, kind: str, number: int) -> SiteTask:
-    task = SiteTask(
-        run_id=run.id,
-        round=number,
-        client_id="1",
-        site_id=site.id,
-        kind=kind,
-        dataset="chest",
-        weights_sha256="0" * 64,
-        settings={},
-        deadline=utcnow(),
-    )
-    session.add(task)
-    session.commit()
-    return task
-
-
 def test_the_panel_says_what_each_site_does_now_and_is_served_alone_for_the_page_to_refresh(
     client: TestClient, session: Session
 ) -> None:
@@ -143,8 +127,8 @@ def test_the_panel_says_what_each_site_does_now_and_is_served_alone_for_the_page
     b = _register(session, "hospital-b")
     c = _register(session, "hospital-c")
     _register(session, "hospital-a", online=False)
-    b.busy_with = _task(session, run, b, "train", 3).id
-    c.busy_with = _task(session, other, c, "evaluate", 1).id
+    b.busy_with = add_task(session, str(b.id), run.id, "0" * 64, round=3).id
+    c.busy_with = add_task(session, str(c.id), other.id, "0" * 64, kind="evaluate").id
     session.commit()
 
     fragment = client.get(f"/runs/{run.id}/site-panel")

@@ -8,10 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run, RunStatus, Site, SiteTask, utcnow
+from app.models import Experiment, Run, RunStatus, Site, utcnow
 from app.run_config import RunConfig
 from tests.api.factories import add_run, round_result
 from tests.api.pagetree import page
+from tests.api.sites import add_task
 from worker.engine.types import ClientRound, ClientStatus
 from worker.store import save_round
 
@@ -44,19 +45,7 @@ def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, training:
         save_round(session, run.id, round_result(number, clients=clients), f"ckpt/{number}")
     if training:
         site = _site(session, "hospital-a")
-        task = SiteTask(
-            run_id=run.id,
-            round=rounds_done + 1,
-            client_id="1",
-            site_id=site.id,
-            kind="train",
-            dataset="chest",
-            weights_sha256="0" * 64,
-            settings={},
-            deadline=utcnow(),
-        )
-        session.add(task)
-        session.commit()
+        add_task(session, str(site.id), run.id, "0" * 64, round=rounds_done + 1)
     return run
 
 
