@@ -219,6 +219,9 @@ def with_tls(settings: Settings, tls: bool | None, tls_cert: Path | None, tls_ke
     return settings.model_copy(update={k: v for k, v in given.items() if v is not None})
 
 
+GRACEFUL_SHUTDOWN_S = 3
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run uvicorn on the app, over HTTPS when the settings ask for it, and say where (and which certificate)."""
     import uvicorn
@@ -250,6 +253,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
         log_config=None,
         ssl_certfile=cert.cert if cert else None,
         ssl_keyfile=cert.key if cert else None,
+        # agents' long polls do not end on shutdown by themselves: on SIGTERM open requests get a few seconds, then
+        # are closed (browsers and agents reconnect), so a stop or restart does not hang
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 

@@ -25,6 +25,13 @@ def _fresh_postgres() -> None:
     upgrade(PG_E2E)
 
 
+#: For a test of failure and recovery: the code that recovers is the same on both deployments, and the embedded
+#: one is killed child by child under ``fedlens up`` in test_self_healing, so this runs on PostgreSQL + Redis only
+#: (each embedded repeat cost CI half a minute). The main path, concurrent runs (SQLite's single writer) and the data
+#: check run on both.
+POSTGRES_REDIS_ONLY = pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+
+
 @pytest.fixture(params=["postgres-redis", "embedded"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """API + one orchestrator + one training worker, with fast heartbeats so a dead worker is noticed in seconds."""

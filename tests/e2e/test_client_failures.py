@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import tiny_config
+from tests.e2e.conftest import POSTGRES_REDIS_ONLY, tiny_config
 from tests.e2e.stack import ClientTask, Stack, wait_for
 
 pytestmark = pytest.mark.slow
 
 
+@POSTGRES_REDIS_ONLY
 def test_training_worker_killed_mid_task_is_replaced_and_its_client_trains(stack: Stack) -> None:
     """The dead worker's task is sent again once its lease lapses, not after the broker's ten-minute redelivery."""
     run_id = stack.launch(tiny_config(rounds=4))["federated"]["id"]
@@ -40,7 +41,7 @@ def updates_of(stack: Stack, run_id: str, rnd: int, client: str) -> list[ClientT
     return [t for t in stack.client_tasks(run_id) if (t.round, t.client, t.kind) == (rnd, client, "update")]
 
 
-@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)  # leases and resends live in Redis alike
+@POSTGRES_REDIS_ONLY
 def test_a_client_whose_worker_dies_three_times_fails_its_round_and_the_run_goes_on(stack: Stack) -> None:
     run_id = stack.launch(tiny_config(rounds=3))["federated"]["id"]
 
@@ -70,7 +71,7 @@ def seconds_between(earlier: str, later: str) -> float:
     return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
 
 
-@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+@POSTGRES_REDIS_ONLY
 def test_the_client_timeout_bounds_each_round_and_fails_the_run_whose_clients_stop_answering(stack: Stack) -> None:
     timeout_s = 20  # above a first round's cold start of the training worker on a loaded 2-core machine (10 s was not)
     stack.kill("runs", signal.SIGTERM)

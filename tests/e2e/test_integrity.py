@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import tiny_config
+from tests.e2e.conftest import POSTGRES_REDIS_ONLY, tiny_config
 from tests.e2e.stack import Stack
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+@POSTGRES_REDIS_ONLY
 def test_a_checkpoint_overwritten_while_the_orchestrator_was_down_is_refused_on_resume(stack: Stack) -> None:
     run_id = stack.launch(tiny_config(rounds=6))["federated"]["id"]
     stack.wait_round(run_id, 2)

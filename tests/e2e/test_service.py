@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import tiny_config
+from tests.e2e.conftest import POSTGRES_REDIS_ONLY, tiny_config
 from tests.e2e.stack import Stack, wait_for
 from worker.engine.checkpoint import load_checkpoint
 from worker.engine.digest import weights_sha256
@@ -50,6 +50,7 @@ def test_launched_experiment_trains_streams_rounds_and_compares(stack: Stack) ->
     assert model.status_code == 200 and len(model.content) > 1_000_000
 
 
+@POSTGRES_REDIS_ONLY
 def test_orchestrator_killed_after_round_k_resumes_at_round_k_plus_1_from_the_stored_checkpoint(
     stack: Stack,
 ) -> None:
@@ -81,6 +82,7 @@ def test_orchestrator_killed_after_round_k_resumes_at_round_k_plus_1_from_the_st
             assert task.weights_sha256 == stored[task.round - 1].weights_sha256, task
 
 
+@POSTGRES_REDIS_ONLY
 def test_a_run_whose_orchestrator_died_recovers_with_no_api_running(stack: Stack) -> None:
     """Orchestrators run the stale-run watchdog too: recovery does not wait on an API process."""
     run_id = stack.launch(tiny_config(rounds=5))["federated"]["id"]
@@ -96,6 +98,7 @@ def test_a_run_whose_orchestrator_died_recovers_with_no_api_running(stack: Stack
     assert (status, rounds) == ("succeeded", [1, 2, 3, 4, 5])
 
 
+@POSTGRES_REDIS_ONLY
 def test_api_restart_during_a_run_loses_nothing(stack: Stack) -> None:
     run_id = stack.launch(tiny_config(rounds=5))["federated"]["id"]
     stack.wait_round(run_id, 1)
@@ -110,6 +113,7 @@ def test_api_restart_during_a_run_loses_nothing(stack: Stack) -> None:
     assert replayed == [1, 2, 3, 4, 5]
 
 
+@POSTGRES_REDIS_ONLY
 def test_cancel_stops_a_running_run_and_resume_finishes_it(stack: Stack) -> None:
     run_id = stack.launch(tiny_config(rounds=8))["federated"]["id"]
     stack.wait_round(run_id, 1)
@@ -127,7 +131,7 @@ def test_cancel_stops_a_running_run_and_resume_finishes_it(stack: Stack) -> None
     assert round_numbers(stack, run_id) == list(range(1, 9))
 
 
-@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+@POSTGRES_REDIS_ONLY
 def test_final_gallery_is_written_and_a_kept_round_is_explained_on_request(stack: Stack) -> None:
     run_id = stack.launch(tiny_config())["federated"]["id"]
     done = stack.wait_status(run_id, {"succeeded", "failed"})
@@ -150,6 +154,7 @@ def test_final_gallery_is_written_and_a_kept_round_is_explained_on_request(stack
     assert (second["status"], second["round"], second["rounds"]) == ("ready", 2, [2, 3]), second["error"]
 
 
+@POSTGRES_REDIS_ONLY
 def test_a_private_run_trains_through_celery_and_stops_at_its_epsilon_target(stack: Stack) -> None:
     """DP-SGD in the training workers, the secure sum in the orchestrator, and the budget's stop as a note."""
     smallest = PrivacyAccountant(1.0, 32 / 65, 3)  # the smallest client (65 examples) has the largest epsilon

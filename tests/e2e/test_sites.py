@@ -24,6 +24,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 
+from app.models import Run, RunStatus
 from app.sites import blobs
 from tests.api.pagetree import page
 from tests.browser import chromium
@@ -38,15 +39,18 @@ ROUND_TIMEOUT_S = 600
 SITE = [sys.executable, "-m", "worker.cli", "site"]
 
 
-def agent(tmp_path: Path, name: str) -> list[str]:
+def agent(folder: Path, name: str) -> list[str]:
     """``fedlens site run`` of site ``name``: its own folder (key, pinned certificate) and its own images."""
-    images = tmp_path / f"{name}-images"
-    return [*SITE, "run", "--dir", str(tmp_path / name), "--dataset", f"chest=image-folder:{images}"]
+    images = folder / f"{name}-images"
+    return [*SITE, "run", "--dir", str(folder / name), "--dataset", f"chest=image-folder:{images}"]
 
 
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[Stack]:
-    """API (HTTPS) + orchestrator on PostgreSQL and Redis, and three enrolled site agents running."""
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API (HTTPS) + orchestrator on PostgreSQL and Redis, and three enrolled site agents running, shared by this
+    module's tests (starting them takes half a minute): each test's runs are its own, and a test that stops an
+    agent starts it again."""
+    tmp_path = tmp_path_factory.mktemp("federation")
     _fresh_postgres()
     redis.Redis.from_url(REDIS_E2E).flushdb()
     env = {
@@ -70,6 +74,16 @@ def federation(tmp_path: Path) -> Iterator[Stack]:
         stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_run_left_running(federation: Stack) -> Iterator[None]:
+    """A test that fails mid-run cancels what it left, so that the next test's runs find the agents idle."""
+    yield
+    with federation.database() as session:
+        unfinished = session.scalars(select(Run.id).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+        for run_id in list(unfinished):
+            federation.http.post(f"/api/runs/{run_id}/cancel")
+
+
 def three_hospitals(name: str) -> dict[str, object]:
     """Two rounds over the three agents at 28 px; a round goes on with two of them."""
     return {
@@ -87,7 +101,7 @@ def three_hospitals(name: str) -> dict[str, object]:
 
 
 def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_reaches_the_server(
-    federation: Stack, tmp_path: Path
+    federation: Stack,
 ) -> None:
     """With ``baselines: [local]``: after the last round each agent also trains the model on its own images alone
     and sends only the counts of its test and validation splits; the run page puts it beside the federated one."""
@@ -110,7 +124,7 @@ def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_rea
     rows = table.find("tbody").find_all("tr")
     shown = {row.find("th").text: row.find("td", data_difference="auc").text for row in rows}
     assert set(shown) == set(SITES) and all(text[0] in "+-" for text in shown.values())
-    server_files = [p for p in (tmp_path / "server").rglob("*") if p.is_file()]
+    server_files = [p for p in (federation.folder / "server").rglob("*") if p.is_file()]
     assert not [p for p in server_files if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")]
     assert not [p for p in server_files if MARKER.encode() in p.read_bytes()]
     engine = create_engine(PG_E2E)
@@ -122,9 +136,7 @@ def test_three_site_agents_train_a_federated_model_and_no_image_or_file_name_rea
     assert MARKER not in dump
 
 
-def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_still_learns(
-    federation: Stack, tmp_path: Path
-) -> None:
+def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_still_learns(federation: Stack) -> None:
     """The agents run SecAgg+: the server relays keys and sealed shares, stores one masked uint32 vector per site
     and round (for the updates and for the BatchNorm statistics), and unmasks only their sum."""
     secure = {"privacy": {"secure_aggregation": {"threshold": 2}}}
@@ -138,10 +150,10 @@ def test_with_secure_aggregation_the_server_receives_only_masked_vectors_and_sti
     assert all(0.5 < r["metrics"]["test.auc"] <= 1 for r in rounds)
     steps = {k: 2 * 2 * 3 for k in ("advertise", "share", "unmask")}  # two sums a round: updates and statistics
     assert done_tasks(run_id) == steps | {"train": 6, "statistics": 6, "evaluate": 6}
-    assert received_dtypes(run_id, tmp_path) == {np.dtype(np.uint32)}, "only masked vectors reach the server"
+    assert received_dtypes(run_id, federation.folder) == {np.dtype(np.uint32)}, "only masked vectors reach the server"
 
 
-def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_path: Path) -> None:
+def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack) -> None:
     """DP-SGD in each agent under secure aggregation: every round reports each site's epsilon, the server's ledger
     holds one row per (site, dataset) of the run, and each hospital's own privacy.json agrees with it."""
     privacy = {"secure_aggregation": {"threshold": 2}, "dp": {"level": "sample", "noise_multiplier": 1.0}}
@@ -157,7 +169,7 @@ def test_sample_level_dp_at_the_sites_fills_both_ledgers(federation: Stack, tmp_
     assert set(ledger) == set(SITES)
     for i, name in enumerate(SITES, start=1):
         assert ledger[name]["epsilon_spent"] == pytest.approx(last["sites"][str(i)])
-        own = json.loads((tmp_path / name / "privacy.json").read_text())
+        own = json.loads((federation.folder / name / "privacy.json").read_text())
         assert json.dumps(own).count(run_id) == 1, "the hospital keeps its own account of the run"
 
 
@@ -199,8 +211,20 @@ def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_foll
     assert done_tasks(run_id)["train"] == 2 * 3 + (4 - joins)
 
 
+def test_the_api_stops_at_once_while_agents_long_poll_and_they_come_back_online_when_it_is_up_again(
+    federation: Stack,
+) -> None:
+    """An operator restarts the server: the agents' open long polls do not hold the stop up, and the agents
+    reconnect by themselves."""
+    began = time.monotonic()
+    federation.kill("api", signal.SIGTERM)
+    assert time.monotonic() - began < 10, "the agents' long polls held the API's stop up"
+    federation.start_api(tls=True)
+    wait_for(lambda: federation.sites_online() == set(SITES), 60, "the agents back online")
+
+
 def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoins_once_restarted(
-    federation: Stack, tmp_path: Path
+    federation: Stack,
 ) -> None:
     """hospital-c's agent is SIGKILLed in round 2 of a keep-last run while it holds its train task. Its heartbeats
     stop, so the round gives it up long before round_timeout_s and goes on with the other two, counting c's round-1
@@ -213,7 +237,7 @@ def test_an_agent_killed_mid_round_is_given_up_counted_by_the_approach_and_rejoi
         keep = federation.launch(killed_agent_config("keep-last", rounds=3))["federated"]["id"]
         given_up_s = [kill_and_wait_until_given_up(federation, database, keep)]
         with frozen(federation.processes["runs"]):
-            federation._spawn("hospital-c", agent(tmp_path, "hospital-c"))
+            federation._spawn("hospital-c", agent(federation.folder, "hospital-c"))
             wait_for(lambda: "hospital-c" in federation.sites_online(), 120, "the restarted agent's heartbeats")
         kept = federation.wait_status(keep, {"succeeded", "failed", "cancelled"}, timeout_s=ROUND_TIMEOUT_S)
         tasks = {keep: site_tasks(database, keep)}
@@ -317,7 +341,7 @@ def queued_tasks(run_id: str, status: str | None = None) -> Counter[str]:
     return Counter(kind for (kind,) in rows)
 
 
-def received_dtypes(run_id: str, tmp_path: Path) -> set[np.dtype]:
+def received_dtypes(run_id: str, folder: Path) -> set[np.dtype]:
     """The dtypes of every array the sites uploaded for the run's train and statistics tasks."""
     engine = create_engine(PG_E2E)
     with engine.connect() as conn:
@@ -329,6 +353,6 @@ def received_dtypes(run_id: str, tmp_path: Path) -> set[np.dtype]:
     dtypes = set()
     for (result,) in rows:
         answer = result if isinstance(result, dict) else json.loads(result)
-        received = load_checkpoint(blobs.blob_path(tmp_path / "server" / "artifacts", answer["weights_sha256"]))
+        received = load_checkpoint(blobs.blob_path(folder / "server" / "artifacts", answer["weights_sha256"]))
         dtypes |= {w.dtype for w in received.weights}
     return dtypes
