@@ -7,36 +7,25 @@ from __future__ import annotations
 
 import logging
 import uuid
-from functools import lru_cache
-from pathlib import Path
 
 import redis
 
 from app.settings import Settings
-from app.tls.redis import redis_ssl
+from app.tls.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "fedlens:run:"
+PUBLISH_TIMEOUT_S = 2  # best effort: a stalled broker must not hold a round up
 
 
 def channel(run_id: uuid.UUID) -> str:
     return f"{CHANNEL_PREFIX}{run_id}"
 
 
-def redis_url(broker: str) -> str:
-    """Celery spells a Redis unix socket ``redis+socket://PATH``; redis-py spells it ``unix://PATH``."""
-    return broker.replace("redis+socket://", "unix://", 1)
-
-
-@lru_cache
-def _publisher(broker: str, ca_file: Path | None) -> redis.Redis:
-    return redis.Redis.from_url(redis_url(broker), socket_timeout=2, **(redis_ssl(broker, ca_file) or {}))
-
-
 def notify(settings: Settings, run_id: uuid.UUID) -> None:
     """Tell the run's watchers that it changed (a round stored, a status set); best effort."""
     try:
-        _publisher(settings.broker, settings.redis_ca_file).publish(channel(run_id), b"changed")
+        redis_client(settings.broker, settings.redis_ca_file, PUBLISH_TIMEOUT_S).publish(channel(run_id), b"changed")
     except redis.RedisError as exc:
         logger.warning("could not notify the watchers of run %s: %s", run_id, exc)

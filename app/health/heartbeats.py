@@ -9,13 +9,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 
 import redis
 
-from app.notify import redis_url
-from app.tls.redis import redis_ssl
+from app.tls.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +27,9 @@ def key(queue: str) -> str:
     return KEY_PREFIX + queue
 
 
-@lru_cache
 def client_for(broker: str, ca_file: Path | None) -> redis.Redis:
-    """Short timeouts: a health check must answer quickly when the broker does not; a ``rediss://`` broker is
-    verified against ``ca_file`` as every other client does."""
-    options = redis_ssl(broker, ca_file) or {}
-    return redis.Redis.from_url(redis_url(broker), socket_connect_timeout=1, socket_timeout=1, **options)
+    """Short timeouts: a health check must answer quickly when the broker does not."""
+    return redis_client(broker, ca_file, timeout_s=1)
 
 
 def last_beats(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[str, float]]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated
 
-import redis
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -18,15 +15,9 @@ from app.auth.deps import client_ip
 from app.db import SessionDep, SettingsDep
 from app.errors import Unauthenticated
 from app.models import Site
-from app.notify import redis_url
 from app.settings import Settings
 from app.sites.protocol import REPLAY_WINDOW_S, SITE_HEADER, SignatureError, body_sha256, verify
-from app.tls.redis import redis_ssl
-
-
-@lru_cache
-def _nonces(broker: str, ca_file: Path | None) -> redis.Redis:
-    return redis.Redis.from_url(redis_url(broker), socket_timeout=5, **(redis_ssl(broker, ca_file) or {}))
+from app.tls.redis import redis_client
 
 
 def target(request: Request) -> str:
@@ -72,7 +63,9 @@ def authenticate_site(request: Request, session: Session, settings: Settings, di
         try:
             nonce = verify(site.public_key, request.headers, request.method, target(request), digest)
             key = f"fedlens:site-nonce:{site.id}:{nonce}"
-            if not _nonces(settings.broker, settings.redis_ca_file).set(key, b"1", nx=True, ex=2 * REPLAY_WINDOW_S):
+            if not redis_client(settings.broker, settings.redis_ca_file, timeout_s=5).set(
+                key, b"1", nx=True, ex=2 * REPLAY_WINDOW_S
+            ):
                 why = "replayed request"
         except SignatureError as error:
             why = str(error)

@@ -22,9 +22,9 @@ import redis
 from redis import asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
-from app.notify import CHANNEL_PREFIX, redis_url
+from app.notify import CHANNEL_PREFIX
 from app.settings import Settings
-from app.tls.redis import redis_ssl
+from app.tls.redis import redis_ssl, redis_url
 
 logger = logging.getLogger(__name__)
 
