@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.orm import Session
 
-from app.models import SiteTask, utcnow
+from app.models import Site, SiteTask, utcnow
 from app.sites.protocol import body_sha256, sign
 
 
@@ -50,3 +50,27 @@ def add_task(session: Session, site_id: str, run_id: uuid.UUID, weights: str, **
     session.add(task)
     session.commit()
     return task
+
+
+#: what an agent declares for its dataset: images per split and class
+COUNTS = {"train": {"negative": 30, "positive": 30}, "test": {"negative": 10, "positive": 10}}
+
+
+def add_site(
+    session: Session,
+    name: str,
+    *,
+    online: bool = True,
+    datasets: tuple[str, ...] = ("chest",),
+    counts: dict[str, dict[str, int]] = COUNTS,
+) -> Site:
+    """An enrolled site whose agent has declared ``datasets`` and, if ``online``, was heard from just now."""
+    site = Site(
+        name=name,
+        public_key="A" * 44,
+        last_seen_at=utcnow() if online else None,
+        datasets=[{"name": d, "counts": counts} for d in datasets],
+    )
+    session.add(site)
+    session.commit()
+    return site

@@ -8,14 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run, RunStatus, Site, SiteTask, utcnow
+from app.models import Experiment, Run, RunStatus
 from app.run_config import RunConfig
 from app.schemas import ClientRoundRead, LocalBaselineRead
 from app.sites.panel import Versus, cell_state, compare_local
 from tests.api.factories import add_experiment, add_run, round_result
 from tests.api.pages import NO_VALUE as NA
 from tests.api.pagetree import Element, page
-from tests.api.sites import add_task
+from tests.api.sites import add_site, add_task
 from worker.engine.types import ClientRound, ClientStatus
 from worker.store import save_local_baselines, save_round
 
@@ -105,28 +105,14 @@ def test_a_run_over_sites_says_its_updates_are_signed(client: TestClient, sessio
     assert "signed with the site's Ed25519 key" in root.by_id("privacy-signed").text
 
 
-def _register(session: Session, name: str, *, online: bool = True, busy_with: SiteTask | None = None) -> Site:
-    counts = {"train": {"negative": 5, "positive": 5}}
-    site = Site(
-        name=name,
-        public_key="A" * 44,
-        last_seen_at=utcnow() if online else None,
-        datasets=[{"name": "chest", "counts": counts}],
-        busy_with=busy_with.id if busy_with else None,
-    )
-    session.add(site)
-    session.commit()
-    return site
-
-
 def test_the_panel_says_what_each_site_does_now_and_is_served_alone_for_the_page_to_refresh(
     client: TestClient, session: Session
 ) -> None:
     run = _run_over_sites(session)
     other = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
-    b = _register(session, "hospital-b")
-    c = _register(session, "hospital-c")
-    _register(session, "hospital-a", online=False)
+    b = add_site(session, "hospital-b")
+    c = add_site(session, "hospital-c")
+    add_site(session, "hospital-a", online=False)
     b.busy_with = add_task(session, str(b.id), run.id, "0" * 64, round=3).id
     c.busy_with = add_task(session, str(c.id), other.id, "0" * 64, kind="evaluate").id
     session.commit()
@@ -142,8 +128,8 @@ def test_the_panel_says_what_each_site_does_now_and_is_served_alone_for_the_page
 
 def test_an_online_site_outside_an_open_run_is_offered_to_join(client: TestClient, session: Session) -> None:
     run = _run_over_sites(session)
-    _register(session, "hospital-d")
-    _register(session, "hospital-e", online=False)
+    add_site(session, "hospital-d")
+    add_site(session, "hospital-e", online=False)
 
     form = page(client.get(f"/runs/{run.id}")).by_id("add-site")
 

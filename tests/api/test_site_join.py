@@ -8,27 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.models import Experiment, Run, RunStatus, Site, utcnow
+from app.models import Experiment, Run, RunStatus
 from app.run_config import RunConfig
 from tests.api.factories import add_run, round_result
 from tests.api.pagetree import page
-from tests.api.sites import add_task
+from tests.api.sites import add_site, add_task
 from worker.engine.types import ClientRound, ClientStatus
 from worker.store import save_round
-
-COUNTS = {"train": {"negative": 30, "positive": 30}, "test": {"negative": 10, "positive": 10}}
-
-
-def _site(session: Session, name: str, *, online: bool = True, datasets: tuple[str, ...] = ("chest",)) -> Site:
-    site = Site(
-        name=name,
-        public_key="A" * 44,
-        last_seen_at=utcnow() if online else None,
-        datasets=[{"name": d, "counts": COUNTS} for d in datasets],
-    )
-    session.add(site)
-    session.commit()
-    return site
 
 
 def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, training: bool = False, **config: Any) -> Run:
@@ -44,7 +30,7 @@ def _run(session: Session, status: RunStatus, *, rounds_done: int = 0, training:
         clients = [ClientRound(c, ClientStatus.TRAINED, 60) for c in ("1", "2")]
         save_round(session, run.id, round_result(number, clients=clients), f"ckpt/{number}")
     if training:
-        site = _site(session, "hospital-a")
+        site = add_site(session, "hospital-a")
         add_task(session, str(site.id), run.id, "0" * 64, round=rounds_done + 1)
     return run
 
@@ -56,7 +42,7 @@ def _join(client: TestClient, run: Run, headers: dict[str, str], site: str = "ho
 def test_a_site_joins_a_running_run_at_the_first_round_that_has_not_started(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
-    _site(session, "hospital-c")
+    add_site(session, "hospital-c")
     run = _run(session, RunStatus.RUNNING, rounds_done=1, training=True)  # round 2 is training now
 
     answer = _join(client, run, admin_headers)
@@ -75,7 +61,7 @@ def test_a_site_joins_a_running_run_at_the_first_round_that_has_not_started(
 def test_a_run_between_rounds_takes_the_site_from_the_next_one(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
-    _site(session, "hospital-c")
+    add_site(session, "hospital-c")
     run = _run(session, RunStatus.RUNNING, rounds_done=2)  # round 2 stored, round 3's tasks not queued yet
 
     assert _join(client, run, admin_headers).json() == {"client": 3, "joins": 3}
@@ -84,7 +70,7 @@ def test_a_run_between_rounds_takes_the_site_from_the_next_one(
 def test_a_queued_run_takes_the_site_from_its_first_round(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
-    _site(session, "hospital-c")
+    add_site(session, "hospital-c")
     run = _run(session, RunStatus.QUEUED)
 
     assert _join(client, run, admin_headers).json() == {"client": 3, "joins": 1}
@@ -114,7 +100,7 @@ def test_a_join_that_cannot_work_is_refused_with_the_reason(
     expected: int,
     words: str,
 ) -> None:
-    _site(session, "hospital-c", **site)
+    add_site(session, "hospital-c", **site)
     run = _run(session, status, rounds_done=rounds_done, **config)
     before = session.get(Experiment, run.experiment_id).config  # type: ignore[union-attr]
 
@@ -129,7 +115,7 @@ def test_a_join_that_cannot_work_is_refused_with_the_reason(
 def test_a_site_cannot_join_twice_and_an_unknown_site_is_named(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
-    _site(session, "hospital-a")
+    add_site(session, "hospital-a")
     run = _run(session, RunStatus.RUNNING)
 
     twice = _join(client, run, admin_headers, site="hospital-a")
@@ -140,7 +126,7 @@ def test_a_site_cannot_join_twice_and_an_unknown_site_is_named(
 
 
 def test_a_simulated_run_takes_no_sites(client: TestClient, session: Session, admin_headers: dict[str, str]) -> None:
-    _site(session, "hospital-c")
+    add_site(session, "hospital-c")
     cfg = RunConfig.model_validate({"name": "simulation"})
     experiment = Experiment(name="simulation", config=cfg.model_dump(mode="json"))
     session.add(experiment)

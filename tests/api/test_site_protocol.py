@@ -120,6 +120,13 @@ def test_a_site_sees_only_its_own_tasks_and_weights(enroll: Callable[[str], Agen
     assert a.post(f"/api/site/tasks/{theirs.id}/result", {"num_examples": 1, "error": "x"}).status_code == 403
 
 
+def uploaded_update(agent: Agent) -> dict[str, object]:
+    """A train task's result whose weights the agent has uploaded: 100 images, one metric."""
+    content = b"update"
+    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
+    return {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+
+
 def test_a_task_its_agent_lost_is_handed_out_again_before_its_deadline_and_takes_one_result(
     enroll: Callable[[str], Agent], session: Session
 ) -> None:
@@ -130,9 +137,7 @@ def test_a_task_its_agent_lost_is_handed_out_again_before_its_deadline_and_takes
     long_ago = utcnow() - timedelta(minutes=1)
     lost = add_task(session, agent.site_id, run.id, "a" * 64, status="taken", taken_at=long_ago)
     add_task(session, agent.site_id, run.id, "b" * 64, status="taken", taken_at=long_ago, deadline=long_ago)
-    content = b"update"
-    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
-    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+    result = uploaded_update(agent)
 
     again = agent.request("GET", "/api/site/tasks/next?wait=0")
     answered = agent.post(f"/api/site/tasks/{lost.id}/result", result)
@@ -177,9 +182,7 @@ def test_a_result_too_large_for_the_declared_data_is_refused_and_a_late_one_is_r
     agent, run = declared
     on_time = add_task(session, agent.site_id, run.id, "c" * 64, status="taken")
     late = add_task(session, agent.site_id, run.id, "d" * 64, status="taken", deadline=utcnow() - timedelta(seconds=1))
-    content = b"update"
-    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
-    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+    result = uploaded_update(agent)
 
     too_many = agent.post(f"/api/site/tasks/{on_time.id}/result", result | {"num_examples": 101})
     accepted = agent.post(f"/api/site/tasks/{on_time.id}/result", result)
@@ -198,9 +201,7 @@ def test_an_answer_to_a_task_given_up_before_its_deadline_is_late_and_the_task_i
     """A round gives up the task of a site whose heartbeats stopped; the agent, back, may still deliver it."""
     agent, run = declared
     given_up = add_task(session, agent.site_id, run.id, "e" * 64, status="expired")  # deadline still 5 min away
-    content = b"update"
-    agent.request("PUT", f"/api/site/blobs/{body_sha256(content)}", content)
-    result = {"weights_sha256": body_sha256(content), "num_examples": 100, "metrics": {"train.loss": 0.5}}
+    result = uploaded_update(agent)
 
     polled = agent.request("GET", "/api/site/tasks/next?wait=0")
     answered = agent.post(f"/api/site/tasks/{given_up.id}/result", result)
