@@ -64,13 +64,10 @@ def site_slots(session: Session, cfg: RunConfig) -> list[SiteSlot]:
 
 def site_slot(session: Session, number: int, ref: SiteRef) -> SiteSlot:
     """Client ``number`` of a run is site ``ref``; raises DataError as ``site_slots`` does."""
-    site = session.scalar(select(Site).where(Site.name == ref.site))
-    if site is None:
-        raise DataError(f"no site named {ref.site!r}; add it on the Sites page", "federation.sites")
-    summary = next((d for d in site.datasets if d.get("name") == ref.dataset), None)
-    if summary is None:
-        message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
-        raise DataError(message, "federation.sites")
+    try:
+        site, summary = registry.declared_dataset(session, ref.site, ref.dataset)
+    except registry.Undeclared as missing:
+        raise DataError(str(missing), "federation.sites") from None
     return SiteSlot(str(number), site.id, site.name, ref.dataset, summary["counts"])
 
 

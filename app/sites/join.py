@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import BadRequest, Conflict, InvalidTransition, NotFound
-from app.models import Experiment, FlRound, Run, RunKind, RunStatus, Site, SiteTask
+from app.models import Experiment, FlRound, Run, RunKind, RunStatus, SiteTask
 from app.run_config import RunConfig, SiteRef, describe_errors
 from app.sites import registry
 
@@ -88,13 +88,12 @@ def _append(session: Session, experiment_id: uuid.UUID, ref: SiteRef, joins: int
 
 
 def _check_site(session: Session, ref: SiteRef, offline_after_s: float) -> None:
-    site = session.scalar(select(Site).where(Site.name == ref.site))
-    if site is None:
-        raise NotFound(f"no site named {ref.site!r}; add it on the Sites page")
+    try:
+        site, _counts = registry.declared_dataset(session, ref.site, ref.dataset)
+    except registry.Undeclared as missing:
+        error = NotFound(str(missing)) if missing.field == "site" else BadRequest(str(missing), field="dataset")
+        raise error from None
     if site.disabled or site.public_key is None:
         raise BadRequest(f"site {ref.site!r} is disabled or not enrolled; its agent cannot take tasks", field="site")
-    if not any(d.get("name") == ref.dataset for d in site.datasets):
-        message = f"site {ref.site!r} declares no dataset {ref.dataset!r} (has its agent run yet?)"
-        raise BadRequest(message, field="dataset")
     if not registry.is_online(site, offline_after_s):
         raise BadRequest(f"site {ref.site!r} is offline; start its agent first", field="site")

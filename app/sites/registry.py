@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -91,6 +92,27 @@ def record_heartbeat(*, session: Session, site: Site, beat: Heartbeat) -> None:
 def silent_s(site: Site) -> float:
     """Seconds since the site's last heartbeat; infinite for a site never heard from."""
     return (utcnow() - site.last_seen_at).total_seconds() if site.last_seen_at else float("inf")
+
+
+class Undeclared(LookupError):
+    """A run names a site that does not exist, or a dataset its agent has not declared; ``field`` is which."""
+
+    def __init__(self, message: str, field: Literal["site", "dataset"]) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def declared_dataset(session: Session, site_name: str, dataset: str) -> tuple[Site, dict[str, Any]]:
+    """The site and what its agent declared of ``dataset`` (its images per split and class).
+
+    Raises Undeclared, with the words to show a user, for an unknown site or an undeclared dataset."""
+    site = session.scalar(select(Site).where(Site.name == site_name))
+    if site is None:
+        raise Undeclared(f"no site named {site_name!r}; add it on the Sites page", "site")
+    summary = next((d for d in site.datasets if d.get("name") == dataset), None)
+    if summary is None:
+        raise Undeclared(f"site {site_name!r} declares no dataset {dataset!r} (has its agent run yet?)", "dataset")
+    return site, summary
 
 
 def is_online(site: Site, offline_after_s: float) -> bool:
