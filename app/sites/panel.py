@@ -156,7 +156,9 @@ def site_panel(session: Session, run: Run, config: Mapping[str, Any], offline_af
     sites = {s.name: s for s in registry.list_sites(session=session)}
     return Panel(
         rows=site_rows(
-            config, results.load_rounds(session=session, run_id=run.id), results.run_read(run).local_baselines or []
+            config,
+            results.load_rounds(session=session, run_id=run.id),
+            [LocalBaselineRead.model_validate(row) for row in run.local_baselines or []],
         ),
         now=activity(session, run.id, [sites[n] for n in names if n in sites], offline_after_s),
         joinable={
