@@ -217,6 +217,9 @@ class Run(Base):
     #: over hospital sites with ``baselines: [local]``: each site's local-only model on its own test split, one
     #: dict per site (app.schemas.LocalBaselineRead); None until the first site's result is stored
     local_baselines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    #: what the worker's data loaders saw when the run last started, per config source (app.schemas.SourceReport):
+    #: images per class, sizes, bit depths and the files skipped and why; None over sites (each agent keeps its own)
+    data_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 

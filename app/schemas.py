@@ -50,6 +50,13 @@ class LocalBaselineRead(BaseModel):
     error: str | None = Field(None, description="why the site has no local baseline (offline, late, failed)")
 
 
+class SourceReport(BaseModel):
+    classes: dict[str, int] = Field(description="images per class")
+    sizes: dict[str, int] = Field(description="images per stored size, 'WxH'")
+    bit_depths: dict[str, int] = Field(description="images per stored bit depth")
+    skipped: dict[str, int] = Field(description="files skipped, per reason (hidden files are not counted)")
+
+
 class RunRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -72,6 +79,11 @@ class RunRead(BaseModel):
     has_model: bool = False
     local_baselines: list[LocalBaselineRead] | None = Field(
         None, description="over sites with baselines [local]: each site's local-only model; null until stored"
+    )
+    data_report: dict[str, SourceReport] | None = Field(
+        None,
+        description="per data source, what the worker's loaders read when the run started: images per class, "
+        "sizes, bit depths and every file skipped and why; null before it starts and over hospital sites",
     )
 
 
@@ -185,13 +197,6 @@ class Launch(BaseModel):
 class DataProblem(BaseModel):
     field: str = Field(description="the config field to change, e.g. data.train or federation.partition")
     message: str
-
-
-class SourceReport(BaseModel):
-    classes: dict[str, int] = Field(description="images per class")
-    sizes: dict[str, int] = Field(description="images per stored size, 'WxH'")
-    bit_depths: dict[str, int] = Field(description="images per stored bit depth")
-    skipped: dict[str, int] = Field(description="files skipped, per reason (hidden files are not counted)")
 
 
 class ClientCounts(BaseModel):

@@ -177,9 +177,13 @@ def save_local_baselines(session: Session, run_id: uuid.UUID, rows: Sequence[dic
     session.commit()
 
 
-def add_startup(session: Session, run_id: uuid.UUID, worker: str, seconds: float) -> None:
-    """Count a claim's start-up (data, model, tracing) to the run; a resume pays it again, so it adds up."""
-    session.execute(update(Run).where(Run.id == run_id, Run.worker == worker).values(startup_s=Run.startup_s + seconds))
+def add_startup(
+    session: Session, run_id: uuid.UUID, worker: str, seconds: float, data_report: dict[str, Any] | None
+) -> None:
+    """Count a claim's start-up (data, model, tracing) to the run (a resume pays it again, so it adds up) and keep
+    what the data loaders saw, so that a skipped file is on record with the run, not only in a worker's log."""
+    values = {"startup_s": Run.startup_s + seconds, "data_report": data_report}
+    session.execute(update(Run).where(Run.id == run_id, Run.worker == worker).values(**values))
     session.commit()
 
 

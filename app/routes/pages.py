@@ -214,6 +214,7 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings:
     config = run.experiment.config
     over_sites = run.kind == RunKind.FEDERATED and bool(config["federation"].get("sites"))
     read = results.run_read(run)
+    skipped_files = sum(sum(source.skipped.values()) for source in (read.data_report or {}).values())
     return templates.TemplateResponse(
         request,
         "run.html",
@@ -225,6 +226,7 @@ def run_page(request: Request, run_id: uuid.UUID, session: SessionDep, settings:
             "siblings": siblings,
             "approach": config["federation"]["intermittent"]["approach"],
             "client_names": panel.client_names(config),
+            "skipped_files": skipped_files,
             "sites": panel.site_panel(session, run, config, settings.site_offline_after_s) if over_sites else None,
             "privacy": config.get("privacy") or {},  # experiments stored before privacy existed have none
             "tls": settings.tls_enabled or request.url.scheme == "https",  # behind a TLS proxy, the request says so

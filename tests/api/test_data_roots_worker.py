@@ -12,8 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
+from PIL import Image
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.broker import client_for
 from app.models import Experiment, Run, RunKind, RunStatus
 from app.run_config import OutsideDataRoots, RunConfig
+from app.schemas import RunRead
 from app.settings import Settings, get_settings
 from tests.api.conftest import BROKER_URL, DATABASE_URL
 from worker import context, orchestrator, tasks
@@ -162,3 +165,37 @@ def test_the_check_task_refuses_a_config_sent_straight_to_the_broker(worker_sett
 
     message = f"this path is {OutsideDataRoots(worker_settings.roots)}"
     assert report == {"ok": False, "errors": [{"field": "data.train", "message": message}]}
+
+
+def test_a_run_keeps_what_its_data_loaders_skipped_even_when_it_fails_later(
+    worker_settings: Settings,
+    stored_run: Callable[[dict[str, Any]], uuid.UUID],
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files a loader skipped are on record with the run (API, run page), not only in a worker's log."""
+    folder = tmp_path / "root" / "chest"
+    rng = np.random.default_rng(0)
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (folder / "train" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(folder / "train" / cls / f"{i}.png")
+    (folder / "train" / "NORMAL" / "notes.txt").write_text("not an image")
+    (folder / "train" / "NORMAL" / "._0.png").write_bytes(b"AppleDouble")  # hidden: ignored, not counted
+    run_id = stored_run({"format": "image-folder", "path": str(folder)})
+
+    def lost(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the training worker went away")
+
+    monkeypatch.setattr(orchestrator, "_train", lost)
+    assert orchestrator.execute_run(run_id, worker_settings, client_for(worker_settings.broker, None)) == "failed"
+
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        report = RunRead.model_validate(run).data_report
+    assert report is not None and list(report) == ["data.train"]
+    train = report["data.train"]
+    assert (train.classes, train.sizes, train.bit_depths) == ({"NORMAL": 6, "PNEUMONIA": 6}, {"24x20": 12}, {"8": 12})
+    assert train.skipped == {"unsupported file type '.txt'": 1}

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.models import RunKind, RunStatus
 from tests.api.factories import add_experiment, add_run, new_id
 from tests.api.pages import experiment_names, queued_run_ids, save_aucs
-from tests.api.pagetree import form_state, page
+from tests.api.pagetree import Element, form_state, page
 
 LATER = datetime.now(UTC) + timedelta(days=1)  # explicit creation times, newer than anything stored
 SECOND = timedelta(seconds=1)
@@ -204,6 +204,31 @@ def test_a_run_without_rounds_says_what_will_appear_and_why_nothing_has_yet(
     assert why == [line]
     assert root.by_id("roc-card").hidden, "no ROC box and no round picker before a round"
     assert all(figure.hidden for figure in root.find_all("figure"))
+
+
+def test_the_run_page_says_what_the_worker_read_and_opens_the_list_of_skipped_files(
+    client: TestClient, session: Session
+) -> None:
+    run = add_run(session, add_experiment(session), status=RunStatus.RUNNING)
+    seen = {"classes": {"NORMAL": 1200, "PNEUMONIA": 3400}, "sizes": {"64x64": 4600}, "bit_depths": {"8": 4600}}
+    run.data_report = {
+        "data.train": seen | {"skipped": {"unsupported file type '.txt'": 2, "file directly in train/": 1}},
+        "data.test": seen | {"skipped": {}},
+    }
+    session.commit()
+
+    report = page(client.get(f"/runs/{run.id}")).by_id("data-report")
+
+    assert "open" in report.attrs
+    assert report.find("summary").text == "What the worker read: 3 file(s) skipped"
+    sources = report.find_all("ul")[0]
+    train, test = [li for li in sources.children if isinstance(li, Element) and li.tag == "li"]
+    assert train.text.startswith("data.train: 1,200 NORMAL, 3,400 PNEUMONIA; sizes 64x64 (4,600); 8-bit")
+    assert [li.text for li in train.find("ul").find_all("li")] == [
+        "2 file(s) skipped: unsupported file type '.txt'",
+        "1 file(s) skipped: file directly in train/",
+    ]
+    assert test.find_all("ul") == []
 
 
 def test_a_run_with_a_round_shows_its_roc_box_and_no_waiting_text(client: TestClient, session: Session) -> None:
