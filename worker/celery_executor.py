@@ -28,6 +28,7 @@ from worker.failures import Reported, user_message
 CANCEL_CHECK_S = 0.5  # how often a round that waits on its clients checks for a cancel and for dead workers
 BROKER_RETRY_S = 1.0  # how often a round whose broker is down tries it again
 MAX_SENDS = 3  # a client whose worker dies this often in one round counts as failed for that round
+MAX_STARTUP_S = 24 * 3600.0  # an evaluation reply claiming a longer (or negative) start-up is malformed
 logger = logging.getLogger(__name__)
 
 
@@ -93,10 +94,13 @@ class CeleryExecutor:
                 if isinstance(out, BaseException):
                     raise out
                 validation, test = GridCounts.from_lists(out["validation"]), GridCounts.from_lists(out["test"])
+                startup_s = float(out.get("startup_s", 0.0))
+                if not 0 <= startup_s < MAX_STARTUP_S:
+                    raise ValueError(f"a start-up of {startup_s} s")
             except Exception as error:  # whatever the task raised, or a reply that fails validation
                 logger.warning("round %d: no evaluation from client %s (%s)", rnd, cid, error)
                 continue
-            evaluations.append(ClientEvaluation(cid, validation, test))
+            evaluations.append(ClientEvaluation(cid, validation, test, startup_s))
         return evaluations
 
     def _updates(

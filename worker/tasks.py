@@ -16,7 +16,7 @@ from app.run_config import RunConfig
 from app.settings import get_settings
 from worker import explain, integrity, store
 from worker.celery_app import celery_app
-from worker.context import RunContext, run_context, warm_run_context
+from worker.context import RunContext, warm_run_context
 from worker.datacheck import check_data
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from worker.engine.digest import weights_sha256
@@ -159,9 +159,9 @@ def evaluate_client(self: Task, run_id: str, rnd: int, client_id: str, weights_r
     travel in the reply itself."""
 
     def leased() -> dict[str, Any]:
-        ctx = run_context(uuid.UUID(run_id))
+        ctx, startup = warm_run_context(uuid.UUID(run_id))
         result = client_evaluation(ctx.trainer, ctx.client(client_id), _global_weights(weights_ref, digest, rnd))
-        return {"validation": result.validation.as_lists(), "test": result.test.as_lists()}
+        return {"validation": result.validation.as_lists(), "test": result.test.as_lists(), "startup_s": startup}
 
     return _gated(self, uuid.UUID(run_id), rnd, leased)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -414,3 +416,20 @@ def test_a_client_that_joins_the_open_run_trains_from_its_join_round_and_counts_
     assert by_round[2] == {"1": (T, None), "2": (T, None)}
     assert by_round[4]["3"] == (T, ClientEvent.JOINED)
     assert recorder.checkpoints[3].weights[0][0] == pytest.approx((1 * 10 + 2 * 30 + 3 * 60) / 100)
+
+
+class ColdEvaluations(FakeExecutor):
+    """Each evaluation lands on a worker that had not run this run yet and pays its start-up there."""
+
+    def evaluate(self, rnd: int, weights: Weights, client_ids: Sequence[str]) -> list[ClientEvaluation]:
+        time.sleep(0.2)
+        return [replace(e, startup_s=0.2 if rnd == 1 else 0.0) for e in super().evaluate(rnd, weights, client_ids)]
+
+
+def test_an_evaluations_start_up_is_counted_as_start_up_not_as_evaluation() -> None:
+    recorder = Recorder()
+    run(config(events=[]), ColdEvaluations(), recorder)
+
+    first, second = recorder.results[:2]
+    assert first.startup_s == pytest.approx(0.2) and first.evaluation_s < 0.1
+    assert second.startup_s == 0.0 and second.evaluation_s >= 0.2

@@ -240,7 +240,8 @@ def run_federated(
         pooled = sum((e.validation for e in evaluations), empty_counts()) if evaluations else None
         threshold = operating_threshold(cfg, pooled, threshold)
         metrics = evaluate(new, threshold)
-        evaluation_s = time.perf_counter() - evaluated
+        evaluation_startup_s = max((e.startup_s for e in evaluations), default=0.0)  # the clients evaluate at once
+        evaluation_s = max(0.0, time.perf_counter() - evaluated - evaluation_startup_s)
         weights = new
         round_result = RoundResult(
             round=rnd,
@@ -249,7 +250,8 @@ def run_federated(
             wall_s=time.perf_counter() - began,
             train_s=train_s,
             calibration_s=max((s.metrics.get("seconds", 0.0) for s in stats), default=0.0),
-            startup_s=max((u.metrics.get("startup.seconds", 0.0) for u in [*updates, *stats]), default=0.0),
+            startup_s=max((u.metrics.get("startup.seconds", 0.0) for u in [*updates, *stats]), default=0.0)
+            + evaluation_startup_s,
             aggregation_s=aggregation_s,
             evaluation_s=evaluation_s,
             bytes_sent=weights_nbytes(weights) * (len(asked) + len(stats)),

@@ -43,11 +43,14 @@ class ClientFailure:
 
 @dataclass(frozen=True)
 class ClientEvaluation:
-    """The global model on one client's validation and own test parts, as grid counts (no predictions)."""
+    """The global model on one client's validation and own test parts, as grid counts (no predictions).
+    ``startup_s``: the worker's one-off start-up (data, model, tracing) when this was its first task of the run,
+    which the round counts as start-up, not as evaluation."""
 
     client_id: str
     validation: GridCounts
     test: GridCounts
+    startup_s: float = 0.0
 
 
 @dataclass(frozen=True)
