@@ -2,7 +2,8 @@
 
 ``FEDLENS_TEST_SLOT`` (0, the default, to 4) lets several checkouts run their suites side by side on one machine
 without sharing a database or a Redis db: slot s uses PostgreSQL databases suffixed ``_s<s>`` (created on first use)
-and Redis dbs 15 - 3s (api), 14 - 3s (e2e) and 13 - 3s (worker).
+and Redis dbs 15 - 3s (api), 14 - 3s (e2e) and 13 - 3s (worker). Under pytest-xdist, worker gw<i> takes slot
+``FEDLENS_TEST_SLOT + i``, so the workers of one run never share one either.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import psycopg
 
 PG_SERVER = os.environ.get("FEDLENS_TEST_PG_SERVER", "postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("FEDLENS_TEST_REDIS_SERVER", "127.0.0.1:6379")
-SLOT = int(os.environ.get("FEDLENS_TEST_SLOT", "0"))
+SLOT = int(os.environ.get("FEDLENS_TEST_SLOT", "0")) + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
 if not 0 <= SLOT <= 4:
-    raise ValueError(f"FEDLENS_TEST_SLOT must be 0..4 (Redis has 16 databases), got {SLOT}")
+    raise ValueError(f"FEDLENS_TEST_SLOT plus the xdist worker number must be 0..4 (Redis has 16 dbs), got {SLOT}")
 _SUITE_OFFSET = {"api": 0, "e2e": 1, "worker": 2}
 
 
