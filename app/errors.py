@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 
 from app.run_config import allowed_fields
 
@@ -180,6 +182,14 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_details(error)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        """A body that is not UTF-8 is a 422 like any other malformed body (FastAPI says 400 for it alone)."""
+        if error.status_code == 400 and error.detail == "There was an error parsing the body":
+            detail = [field_error(["body"], "the body is not valid UTF-8 JSON", "json_invalid")]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(OperationalError)
     async def database_busy(_request: Request, error: OperationalError) -> JSONResponse:

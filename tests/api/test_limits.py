@@ -84,11 +84,13 @@ def test_a_422_names_the_field_but_never_echoes_the_input(client: TestClient) ->
     assert "s3cr3t-s3cr3t-" in response.text  # the unknown key is named, cut to a few dozen characters
 
 
-def test_malformed_json_is_a_422_list(client: TestClient) -> None:
-    response = client.post("/api/experiments", content=b'{"config": ', headers={"content-type": "application/json"})
+@pytest.mark.parametrize("body", [b'{"config": ', b"t\xe9\xff"], ids=["cut short", "not UTF-8"])
+def test_malformed_json_is_a_422_list(client: TestClient, body: bytes) -> None:
+    response = client.post("/api/experiments", content=body, headers={"content-type": "application/json"})
 
     assert response.status_code == 422
     assert isinstance(response.json()["detail"], list)
+    assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
 @pytest.mark.parametrize(
