@@ -8,10 +8,11 @@ from celery import Celery
 from fastapi import Depends
 
 from app.broker import client_for
-from app.settings import Settings, get_settings
+from app.db import SettingsDep
 
 
-def get_celery(settings: Annotated[Settings, Depends(get_settings)]) -> Celery:
+async def get_celery(settings: SettingsDep) -> Celery:
+    """Async: the client is cached (no I/O), so no trip through the thread pool."""
     return client_for(settings.broker, settings.redis_ca_file)
 
 

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # app.db.app_settings: what every route reads
     app.add_middleware(SecurityHeaders)
     uploads = {"/api/site/blobs/": settings.max_chunk_bytes}  # weights files stream to disk in chunks of this size
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=uploads)

@@ -110,10 +110,12 @@ def watch_streams(url: str, run_id: str, count: int, until: float, arrivals: Any
 
 
 async def poll(
-    client: httpx.AsyncClient, path: str, last_round: int, until: float, samples: dict[str, list[float]]
+    client: httpx.AsyncClient, path: str, last_round: int, until: float, samples: dict[str, list[float]], phase: float
 ) -> None:
-    """One dashboard: the rounds once in full, then increments after the last round it holds, every half second."""
+    """One dashboard: the rounds once in full, then increments after the last round it holds, every half second,
+    starting ``phase`` seconds in (independent browsers do not poll in the same millisecond)."""
     errors = samples.setdefault("errors", [])
+    await asyncio.sleep(phase)
     while time.time() < until:
         began = time.perf_counter()
         full = await client.get(path)
@@ -139,13 +141,16 @@ async def probe_health(client: httpx.AsyncClient, until: float, samples: list[fl
 
 
 async def dashboards(
-    url: str, path: str, viewers: int, until: float, headers: dict[str, str]
+    url: str, path: str, viewers: int, until: float, headers: dict[str, str], lockstep: bool
 ) -> dict[str, list[float]]:
+    """``lockstep``: every viewer polls at the same instant (a burst of ``viewers`` requests every half second, a
+    worst case); otherwise each starts at its own seeded random phase within the half second."""
     samples: dict[str, list[float]] = {"full": [], "increment": [], "healthz": [], "errors": [], "health_errors": []}
     limits = httpx.Limits(max_connections=viewers + 5)
+    phases = np.zeros(viewers) if lockstep else np.random.default_rng(0).uniform(0, 0.5, viewers)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
         await asyncio.gather(
-            *(poll(client, path, BIG_ROUNDS, until, samples) for _ in range(viewers)),
+            *(poll(client, path, BIG_ROUNDS, until, samples, float(phase)) for phase in phases),
             probe_health(client, until, samples["healthz"], samples["health_errors"]),
         )
     return samples
@@ -160,7 +165,7 @@ def auth_cost(settings: Settings, url: str, path: str, token: str, requests: int
     with httpx.Client(base_url=url, timeout=30, headers=bearer) as client, session_factory(settings)() as session:
         for _ in range(requests):
             began = time.perf_counter()
-            user, _why = accounts.token_user(session=session, secret=token)
+            user, _why, _expires = accounts.token_user(session=session, secret=token)
             assert user is not None
             lookup.append(time.perf_counter() - began)
             session.rollback()
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--round-every", type=float, default=2.0, help="seconds between rounds of the live run")
+    parser.add_argument("--lockstep", action="store_true", help="all viewers poll at the same instant (worst case)")
     args = parser.parse_args()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS fedlens_load WITH (FORCE)")
@@ -221,7 +227,7 @@ def report(
     httpx.get(
         f"{url}{path}", headers=headers, timeout=60
     )  # the first viewer of a run fills the cache; the others are measured
-    samples = asyncio.run(dashboards(url, path, args.viewers, until, headers))
+    samples = asyncio.run(dashboards(url, path, args.viewers, until, headers, args.lockstep))
     received, stream_errors = arrivals.get(timeout=120)
     streams.join(60)
     writer.join(60)
@@ -230,7 +236,8 @@ def report(
     expected = len(out) * args.streams
     size = len(httpx.get(f"{url}{path}", headers=headers).content) / 1e3
     print(
-        f"{args.viewers} viewers of a 10-client x 100-round run ({size:.0f} kB), {args.streams} event streams of a "
+        f"{args.viewers} viewers of a 10-client x 100-round run ({size:.0f} kB), "
+        f"{'in lockstep' if args.lockstep else 'each at its own phase'}, {args.streams} event streams of a "
         f"live run storing a round every {args.round_every:.1f} s, {args.seconds:.0f} s"
     )
     print(latency("rounds full (gzip)", samples["full"]))

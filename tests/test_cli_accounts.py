@@ -33,7 +33,7 @@ def test_token_create_prints_only_a_working_token_and_creates_the_user(tmp_path:
     assert result.returncode == 0, result.stderr
     (token,) = result.stdout.splitlines()
     with session_factory(Settings(data_dir=tmp_path))() as session:
-        user, why = accounts.token_user(session=session, secret=token)
+        user, why, _expires = accounts.token_user(session=session, secret=token)
         assert why == "ok" and user is not None
         assert (user.name, user.role) == ("ci-bot", Role.RESEARCHER)
 

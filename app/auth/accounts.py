@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.credentials import hash_password, new_secret, secret_digest, verify_password
+from app.auth.recent import changes
 from app.errors import BadRequest, Conflict, NotFound
 from app.models import ApiToken, Role, TokenKind, User, WebSession, utcnow
 
@@ -24,6 +26,12 @@ class Issued:
 
     token: ApiToken
     secret: str
+
+
+class TokenCheck(NamedTuple):
+    user: User | None
+    why: str  # "ok", or why the token is refused
+    expires_at: datetime | None = None  # of a token that is accepted
 
 
 def get_user(*, session: Session, user_id: uuid.UUID) -> User:
@@ -53,6 +61,7 @@ def ensure_user(*, session: Session, name: str, role: Role) -> User:
         return create_user(session=session, name=name, role=role)
     user.role = role
     session.commit()
+    changes.bump()
     return user
 
 
@@ -66,6 +75,7 @@ def update_user(*, session: Session, user_id: uuid.UUID, role: Role | None, disa
         if disabled:
             session.query(WebSession).filter(WebSession.user_id == user.id).delete()
     session.commit()
+    changes.bump()
     return user
 
 
@@ -110,27 +120,28 @@ def revoke_token(*, session: Session, token_id: uuid.UUID, owner: User | None) -
         raise NotFound(f"no token with id {token_id}")
     token.revoked_at = token.revoked_at or utcnow()
     session.commit()
+    changes.bump()
     return token
 
 
-def token_user(*, session: Session, secret: str, now: datetime | None = None) -> tuple[User | None, str]:
+def token_user(*, session: Session, secret: str, now: datetime | None = None) -> TokenCheck:
     """The user a bearer token stands for, or None and why not ("unknown", "expired", "revoked", "disabled")."""
     now = now or utcnow()
     token = session.scalar(
         select(ApiToken).where(ApiToken.secret_sha256 == secret_digest(secret), ApiToken.kind == TokenKind.API)
     )
     if token is None:
-        return None, "unknown token"
+        return TokenCheck(None, "unknown token")
     if token.revoked_at is not None:
-        return None, "revoked token"
+        return TokenCheck(None, "revoked token")
     if token.expires_at <= now:
-        return None, "expired token"
+        return TokenCheck(None, "expired token")
     if token.user.disabled:
-        return None, "disabled user"
+        return TokenCheck(None, "disabled user")
     if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
         session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
         session.commit()
-    return token.user, "ok"
+    return TokenCheck(token.user, "ok", token.expires_at)
 
 
 def password_user(*, session: Session, name: str, password: str) -> User | None:
@@ -178,6 +189,7 @@ def session_of(*, session: Session, secret: str, lifetime: timedelta) -> WebSess
 def end_session(*, session: Session, secret: str) -> None:
     session.query(WebSession).filter(WebSession.secret_sha256 == secret_digest(secret)).delete()
     session.commit()
+    changes.bump()
 
 
 def bootstrap_admin(*, session: Session) -> Issued | None:

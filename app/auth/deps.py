@@ -8,7 +8,7 @@ browser on its own, so they need neither.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -19,14 +19,19 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.auth import accounts, audit
+from app.auth.credentials import secret_digest
+from app.auth.recent import RecentCallers, changes
 from app.db import SessionDep, SettingsDep
 from app.errors import DomainError, Forbidden, Unauthenticated
 from app.models import Role, User
+from app.settings import Settings
 
 SESSION_COOKIE = "fedlens_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_recent = RecentCallers()
 
 
 @dataclass(frozen=True)
@@ -54,27 +59,43 @@ async def _csrf_token_sent(request: Request) -> str:
     return ""
 
 
-def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
-    """Who sent the request. A plain ``def``: FastAPI runs it in its thread pool, so its database work never
-    blocks the event loop (hundreds of event streams opening at once would otherwise stall the whole API)."""
+def _credentials(request: Request) -> tuple[Literal["token", "session"], str]:
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
-        user, why = (
-            accounts.token_user(session=session, secret=secret.strip())
-            if scheme.lower() == "bearer"
-            else (None, "not a bearer token")
+        return "token", secret.strip() if scheme.lower() == "bearer" else ""
+    return "session", request.cookies.get(SESSION_COOKIE, "")
+
+
+async def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+    """Who sent the request: from app.auth.recent when the secret was checked in the last few seconds (no database
+    and no thread), else looked up in the thread pool, so that database work never blocks the event loop."""
+    via, secret = _credentials(request)
+    key = f"{via}:{secret_digest(secret)}"
+    if secret and (known := _recent.get(key)) is not None:
+        return Principal(user=known.user, via=via, csrf_token=known.csrf_token)
+    return await run_in_threadpool(_looked_up, request, session, settings, via, secret, key)
+
+
+def _looked_up(
+    request: Request, session: Session, settings: Settings, via: Literal["token", "session"], secret: str, key: str
+) -> Principal:
+    generation = changes.value
+    if via == "token":
+        user, why, expires_at = (
+            accounts.token_user(session=session, secret=secret) if secret else (None, "not a bearer token", None)
         )
-        if user is None:
+        if user is None or expires_at is None:
             action = f"{request.method} {request.url.path}"
             audit.record(session=session, user=None, action=action, outcome=why, client_ip=client_ip(request))
             raise Unauthenticated(f"{why}: send 'Authorization: Bearer <token>' with a valid token from Settings")
+        _recent.put(key, user, expires_at, generation)
         return _released(session, Principal(user=user, via="token", csrf_token=""))
-    secret = request.cookies.get(SESSION_COOKIE, "")
     lifetime = timedelta(hours=settings.session_hours)
     web = accounts.session_of(session=session, secret=secret, lifetime=lifetime) if secret else None
     if web is None:
         raise Unauthenticated("sign in first")
+    _recent.put(key, web.user, web.expires_at, generation, web.csrf_token)
     return _released(session, Principal(user=web.user, via="session", csrf_token=web.csrf_token))
 
 
@@ -108,10 +129,11 @@ async def _csrf_checked(
     raise Forbidden(f"{outcome}: {advice}; reload the page and try again")
 
 
-def authenticate(
+async def authenticate(
     principal: Annotated[Principal, Depends(_csrf_checked)], request: Request, session: SessionDep
-) -> Iterator[Principal]:
-    """The caller; every state-changing request is written to the audit log with its outcome."""
+) -> AsyncIterator[Principal]:
+    """The caller; every state-changing request is written to the audit log with its outcome. Async, so that a
+    read goes through without a trip to the thread pool; the audit write goes there."""
     request.state.principal = principal
     if request.method in SAFE_METHODS:
         yield principal
@@ -126,7 +148,8 @@ def authenticate(
         outcome = f"error: {type(error).__name__}"
         raise
     finally:
-        audit.record(
+        await run_in_threadpool(
+            audit.record,
             session=session,
             user=principal.user,
             action=f"{request.method} {request.url.path}",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.auth import accounts
+from app.auth import accounts, deps
 from app.auth.deps import SESSION_COOKIE
+from app.auth.recent import RecentCallers, changes
 from app.models import ApiToken, AuditEvent, Experiment, Role, User, WebSession, utcnow
 from app.settings import Settings
 from tests.api.conftest import bearer
@@ -231,3 +234,61 @@ def test_responses_forbid_framing_and_foreign_scripts(browser: TestClient) -> No
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "script-src 'self';" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("change", ["revoke the token", "disable the user", "sign out"])
+def test_a_caller_recalled_from_the_last_seconds_is_refused_at_once_after_an_account_change(
+    change: str, make_client: Callable[..., TestClient], settings: Settings, session: Session, alice: User
+) -> None:
+    """Most requests skip the database for who is asking (app.auth.recent); a change made through fedlens must
+    still take effect on the very next request."""
+    issued = accounts.issue_token(session=session, user=alice, name="t", lifetime=timedelta(days=1))
+    script = make_client(settings, headers={"Authorization": f"Bearer {issued.secret}"})
+    browser = make_client(settings, headers={})
+    sign_in(browser)
+    assert script.get("/api/me").status_code == browser.get("/api/me").status_code == 200  # both now recalled
+
+    if change == "revoke the token":
+        accounts.revoke_token(session=session, token_id=issued.token.id, owner=alice)
+    elif change == "disable the user":
+        accounts.update_user(session=session, user_id=alice.id, role=None, disabled=True)
+    else:
+        accounts.end_session(session=session, secret=browser.cookies[SESSION_COOKIE])
+
+    refused = {"script": script.get("/api/me").status_code, "browser": browser.get("/api/me").status_code}
+    expected = {
+        "revoke the token": {"script": 401, "browser": 200},
+        "disable the user": {"script": 401, "browser": 401},
+        "sign out": {"script": 200, "browser": 401},
+    }
+    assert refused == expected[change]
+
+
+def test_a_change_made_outside_this_process_takes_effect_within_the_recall_time(
+    make_client: Callable[..., TestClient], settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another API process (or an operator's SQL) revokes a token: this process stops accepting it once its
+    recollection lapses, and never past the token's own expiry."""
+    monkeypatch.setattr(deps, "_recent", RecentCallers(recall_s=0.5))
+    user = accounts.create_user(session=session, name="erin", role=Role.VIEWER)
+    issued = accounts.issue_token(session=session, user=user, name="t", lifetime=timedelta(days=1))
+    client = make_client(settings, headers={"Authorization": f"Bearer {issued.secret}"})
+    assert client.get("/api/me").status_code == 200
+
+    session.execute(update(ApiToken).where(ApiToken.id == issued.token.id).values(revoked_at=utcnow()))
+    session.commit()
+    recalled = client.get("/api/me").status_code
+    time.sleep(0.6)
+
+    assert (recalled, client.get("/api/me").status_code) == (200, 401)
+
+
+def test_a_recalled_caller_does_not_outlive_its_token() -> None:
+    recent = RecentCallers(recall_s=60)
+    user = User(id=uuid.uuid4(), name="frank", role=Role.VIEWER, disabled=False)
+    recent.put("token:a", user, expires_at=utcnow() + timedelta(seconds=0.3), generation=changes.value)
+    recent.put("token:b", user, expires_at=utcnow() + timedelta(days=1), generation=changes.value - 1)
+
+    assert recent.get("token:a") is not None and recent.get("token:b") is None  # b was looked up before a change
+    time.sleep(0.4)
+    assert recent.get("token:a") is None
