@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import threading
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.auth.policy import can_see, visible_to
 from app.errors import BadRequest, NotFound
+from app.memo import SingleFlightLRU
 from app.models import GLOBAL, ClientRound, Experiment, FlRound, RoundMetric, Run, RunKind, User
 from app.runs import get_run
 from app.schedule import presence, run_schedule
@@ -99,43 +99,19 @@ def _privacy(metrics: dict[str, float | None], clients: list[dict[str, Any]]) ->
     return values | {"sites": sites}
 
 
-class _RoundsCache:
-    """Serialized rounds keyed by (database, run, since, last stored round).
-
-    Stored rounds never change, so a key is valid until the run stores another round, which
-    changes ``current_round``; dashboards that many people watch then cost one small query each.
-    """
-
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self.entries: OrderedDict[tuple[str, uuid.UUID, int, int], bytes] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: tuple[str, uuid.UUID, int, int]) -> bytes | None:
-        with self.lock:
-            if key in self.entries:
-                self.entries.move_to_end(key)
-                return self.entries[key]
-        return None
-
-    def put(self, key: tuple[str, uuid.UUID, int, int], value: bytes) -> None:
-        with self.lock:
-            self.entries[key] = value
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-
-
-_rounds_cache = _RoundsCache()
+#: serialized rounds by (database, run, since, last stored round): stored rounds never change, so a key is valid
+#: until the run stores another round (``current_round`` changes); a watched dashboard costs one small query
+_rounds_cache = SingleFlightLRU()
 
 
 def rounds_json(*, session: Session, run: Run, since: int = 0) -> bytes:
     """``load_rounds`` as JSON, served from memory while the run has stored no new round."""
     key = (str(session.get_bind().engine.url), run.id, since, run.current_round)
-    cached = _rounds_cache.get(key)
-    if cached is None:
-        cached = _ROUNDS.dump_json(load_rounds(session=session, run_id=run.id, since=since))
-        _rounds_cache.put(key, cached)
-    return cached
+
+    def serialized() -> bytes:
+        return _ROUNDS.dump_json(load_rounds(session=session, run_id=run.id, since=since))
+
+    return _rounds_cache.get(key, serialized)
 
 
 def roc(*, session: Session, run_id: uuid.UUID, round_number: int | None) -> RocRead:

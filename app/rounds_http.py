@@ -5,41 +5,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import threading
 import uuid
-from collections import OrderedDict
 
 from fastapi import Request, Response
 from sqlalchemy.orm import Session
 
 from app import results, runs
+from app.memo import SingleFlightLRU
 
 GZIP_LEVEL = 6
 MIN_GZIP_BYTES = 1024  # below this, compression costs more than it saves
 
 
-class _Compressed:
-    """Gzipped bodies by ETag, least recently used first out."""
-
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self.entries: OrderedDict[str, bytes] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, etag: str, body: bytes) -> bytes:
-        with self.lock:
-            if etag in self.entries:
-                self.entries.move_to_end(etag)
-                return self.entries[etag]
-        packed = gzip.compress(body, GZIP_LEVEL, mtime=0)
-        with self.lock:
-            self.entries[etag] = packed
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return packed
-
-
-_compressed = _Compressed()
+_compressed = SingleFlightLRU()  # gzipped bodies by ETag
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -59,6 +37,8 @@ def rounds_response(*, request: Request, session: Session, run_id: uuid.UUID, si
     body = b'{"run":' + head + b',"rounds":' + results.rounds_json(session=session, run=run, since=since) + b"}"
     if len(body) >= MIN_GZIP_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
         return Response(
-            _compressed.get(etag, body), media_type="application/json", headers=headers | {"Content-Encoding": "gzip"}
+            _compressed.get(etag, lambda: gzip.compress(body, GZIP_LEVEL, mtime=0)),
+            media_type="application/json",
+            headers=headers | {"Content-Encoding": "gzip"},
         )
     return Response(body, media_type="application/json", headers=headers)

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes behind the port (uvicorn workers); each has its own broker subscription, its "
+        "own per-user stream cap and caches, so use one per core beyond the first only under load",
+    )
     tls: bool = Field(False, description="serve HTTPS with a certificate from fedlens' own CA in data_dir/tls")
     tls_cert: Path | None = Field(None, description="serve HTTPS with this certificate (PEM chain) instead")
     tls_key: Path | None = Field(None, description="private key (PEM) of tls_cert")

@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--round-every", type=float, default=2.0, help="seconds between rounds of the live run")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes (FEDLENS_API_WORKERS)")
     parser.add_argument("--lockstep", action="store_true", help="all viewers poll at the same instant (worst case)")
     args = parser.parse_args()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -202,6 +203,7 @@ def main() -> None:
             "FEDLENS_BROKER_URL": REDIS_LOAD,
             "FEDLENS_STREAMS_PER_CALLER": str(args.streams + 10),  # every stream is the same user's
             "FEDLENS_REQUIRED_WORKERS": "[]",  # no workers here: /healthz checks the database and the broker
+            "FEDLENS_API_WORKERS": str(args.api_workers),
         }
         stack = Stack(Path(tmp), env)
         try:

@@ -8,6 +8,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,10 +64,11 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path) ->
 
 
 @contextmanager
-def fedlens_api(tmp_path: Path, *args: str) -> Iterator[tuple[int, Path]]:
-    """A `fedlens api` process on a free port, and its console log."""
+def fedlens_api(tmp_path: Path, *args: str, workers: int = 1) -> Iterator[tuple[int, Path]]:
+    """A `fedlens api` process (of ``workers`` processes) on a free port, and its console log."""
     port = free_port()
     env = os.environ | {
+        "FEDLENS_API_WORKERS": str(workers),
         "FEDLENS_DATA_DIR": str(tmp_path / "data"),
         "FEDLENS_DATABASE_URL": f"sqlite:///{tmp_path / 'fedlens.db'}",
         "FEDLENS_BROKER_URL": redis_url("api"),
@@ -133,3 +135,17 @@ def _answers(client: httpx.Client, base: str = "") -> bool:
         return client.get(f"{base}/healthz", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_api_workers_answer_keep_alive_requests_without_the_delayed_ack_wait(tmp_path: Path) -> None:
+    """Two API processes behind one port (FEDLENS_API_WORKERS=2): each keep-alive request is answered at once, not
+    after the client's 40 ms delayed ACK (uvicorn leaves Nagle on for its worker processes' sockets: app/nodelay.py)."""
+    with fedlens_api(tmp_path, workers=2) as (port, _log), httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        wait_for(lambda: _answers(http), 60, "the API")
+        seconds = []
+        for _ in range(10):
+            began = time.perf_counter()
+            http.get("/healthz")
+            seconds.append(time.perf_counter() - began)
+
+    assert min(seconds) < 0.03, seconds  # with Nagle on, every one waits about 0.04 s

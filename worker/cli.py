@@ -222,11 +222,22 @@ def with_tls(settings: Settings, tls: bool | None, tls_cert: Path | None, tls_ke
 GRACEFUL_SHUTDOWN_S = 3
 
 
+def _settings_env(settings: Settings, fields: tuple[str, ...]) -> dict[str, str]:
+    """Settings given on the command line, as the FEDLENS_* variables that other processes read them from."""
+    values = {name: getattr(settings, name) for name in fields}
+    return {
+        f"FEDLENS_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in values.items()
+        if value is not None
+    }
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run uvicorn on the app, over HTTPS when the settings ask for it, and say where (and which certificate)."""
     import uvicorn
 
     from app.main import create_app
+    from app.nodelay import NoDelayH11Protocol
     from app.tls.certs import CertificateError, default_hosts, server_cert
 
     try:
@@ -246,8 +257,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
         click.echo(f"TLS certificate SHA-256 fingerprint: {cert.fingerprint}")
         if cert.ca is not None:
             click.echo(f"TLS certificate authority (give it to clients that verify): {cert.ca}")
+    if settings.api_workers > 1:  # each worker process builds the app itself, from the environment
+        os.environ.update(_settings_env(settings, ("tls", "tls_cert", "tls_key")))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if settings.api_workers == 1 else "app.main:create_app",
+        factory=settings.api_workers > 1,
+        workers=settings.api_workers,
+        http=NoDelayH11Protocol,
         host=host,
         port=port,
         log_config=None,
