@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from celery import Celery
 from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from app.deps import CeleryDep
 from app.errors import NotFound, TooManyRuns, Unavailable
 from app.limits.cost import over_budget
 from app.limits.quota import RunQuota
-from app.models import RunKind
+from app.models import RunKind, User
 from app.run_config import RunConfig
 from app.schemas import ExperimentCreate
 from app.settings import Settings
@@ -126,6 +128,13 @@ async def create_from_form(
     request: Request, user: Researcher, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
+    # the database and the broker are blocking clients: off the event loop, which serves every event stream
+    return await run_in_threadpool(_create_and_launch, request, user, session, settings, celery, form)
+
+
+def _create_and_launch(
+    request: Request, user: User, session: Session, settings: Settings, celery: Celery, form: dict[str, str]
+) -> Response:
     cfg, _raw, errors = _validate(form, settings)
     if cfg is None:  # the page itself rendered fine: 200, so browsers log no failed request
         return _new_page(request, session, settings, form, errors, "")
@@ -176,7 +185,8 @@ async def check_form(request: Request, settings: SettingsDep, celery: CeleryDep)
     if cfg is None:
         return JSONResponse({"errors": errors, "check": None})
     try:
-        report = datacheck.check(celery=celery, config=cfg, roots=settings.roots)
+        # waits seconds for a worker's answer: off the event loop, which serves every event stream
+        report = await run_in_threadpool(datacheck.check, celery=celery, config=cfg, roots=settings.roots)
     except Unavailable as error:
         return JSONResponse({"errors": {"config": error.detail}, "check": None}, status_code=503)
     placed = {_DATA_FIELDS.get(p.field, "data.train.path"): p.message for p in report.errors}
