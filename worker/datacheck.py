@@ -52,7 +52,7 @@ def check_data(cfg: RunConfig, roots: Roots = None) -> dict[str, Any]:
     return {
         "ok": True,
         "errors": [],
-        "sources": {name: report.as_dict() for name, report in federation.reports.items()},
+        "sources": federation.report_dicts(),
         "test": _counts(federation.test),
         "clients": [
             {"id": c.client_id, "train": _counts(c.train), "validation": _counts(c.validation), "test": _counts(c.test)}

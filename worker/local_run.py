@@ -160,7 +160,7 @@ def run_local(
     results: Record = {
         "name": cfg.name,
         "config": cfg.model_dump(mode="json"),
-        "data": {name: report.as_dict() for name, report in federation.reports.items()},
+        "data": federation.report_dicts(),
         "federated": phase_summary(fed_log.records()) | {"startup_s": startup_s, "stopped": stopped},
         "centralized": None,
     }

@@ -112,7 +112,7 @@ def execute_run(run_id: uuid.UUID, settings: Settings, celery: Celery) -> str:
             if kind == RunKind.CENTRALIZED:  # it trains here: trace now, not inside epoch 1
                 ctx.trainer.warm_up(ctx.federation.class_weight(ctx.config))
             startup_s = time.perf_counter() - started
-            report = {name: loaded.as_dict() for name, loaded in ctx.federation.reports.items()} or None
+            report = ctx.federation.report_dicts() or None
             retrying(sessions, lambda session: store.add_startup(session, run_id, me, startup_s, report))
             start = _resume_point(last)
             logger.info("run %s (%s) starts after round %d on %s", run_id, kind, last.number if last else 0, me)

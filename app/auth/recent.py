@@ -2,9 +2,9 @@
 
 Under load (dashboards polling, scripts) the token or session lookup was two queries and a pooled connection per
 request. A secret seen within ``RECALL_S`` is answered from here instead. Revoking a token, ending a session or
-changing or disabling a user in this process forgets every entry at once (``accounts.changed``); another API
-process, or a change made straight in the database, takes effect within ``RECALL_S``. An entry never outlives the
-token or session it stands for.
+changing or disabling a user in this process forgets every entry at once (``changes``, which app.auth.accounts
+bumps); another API process, or a change made straight in the database, takes effect within ``RECALL_S``. An entry
+never outlives the token or session it stands for.
 """
 
 from __future__ import annotations

@@ -46,6 +46,11 @@ class Federation:
         """The union of the clients' validation parts: where the baseline chooses its threshold."""
         return _union([c.validation for c in self.clients])
 
+    def report_dicts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """What each source's loader saw, by config field (``LoadReport.as_dict``): for the API, results.json and the
+        run's record."""
+        return {name: report.as_dict() for name, report in self.reports.items()}
+
     def report_lines(self) -> list[str]:
         """What each source's loader saw, one ``field: line`` per line (counts, sizes, skipped files)."""
         return [f"{name}: {line}" for name, report in self.reports.items() for line in report.summary()]
