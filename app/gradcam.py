@@ -94,22 +94,27 @@ def gallery_file(*, session: Session, artifacts: Path, run_id: uuid.UUID, name: 
     raise NotFound(f"run {run_id} has no gallery file {name!r}")
 
 
+def _weights_kept(stored: FlRound) -> bool:
+    return Path(stored.weights_path or stored.checkpoint).is_file()
+
+
 def request_gallery(
     *, session: Session, celery: Celery, run_id: uuid.UUID, round_number: int | None
 ) -> GradcamRequested:
-    """Queue the Grad-CAM of a round's global model (default: the last completed round) from its checkpoint."""
+    """Queue the Grad-CAM of a round's global model (default: the last completed round) from its stored weights."""
     run = runs.get_run(session=session, run_id=run_id)
     rnd = round_number if round_number is not None else run.current_round
     stored = session.get(FlRound, (run_id, rnd))
     if stored is None:
         done = f"rounds 1 to {run.current_round}" if run.current_round else "none yet"
         raise NotFound(f"run {run_id} has no completed round {rnd} (completed: {done})")
-    if not Path(stored.checkpoint).is_file():
+    if not _weights_kept(stored):
         kept = session.scalars(select(FlRound).where(FlRound.run_id == run_id).order_by(FlRound.number)).all()
-        available = [r.number for r in kept if Path(r.checkpoint).is_file()]
+        available = [r.number for r in kept if _weights_kept(r)]
         raise InvalidTransition(
-            f"the checkpoint of round {rnd} is no longer kept (a run keeps its last few); "
-            f"rounds that can be explained: {', '.join(map(str, available)) or 'none'}"
+            f"the weights of round {rnd} are no longer kept (runs stored before every round's weights were kept "
+            "keep only their last checkpoints); rounds that can be explained: "
+            + (", ".join(map(str, available)) or "none")
         )
     try:
         task_id = broker.enqueue_gradcam(celery, run_id, rnd)

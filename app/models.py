@@ -246,6 +246,9 @@ class FlRound(Base):
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     #: SHA-256 of the checkpoint file as written (weights, strategy and optimizer state); a resume checks it
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: the global weights alone (worker.engine.checkpoint.save_round_weights), kept after the checkpoint is dropped;
+    #: None for rounds stored before they were kept
+    weights_path: Mapped[str | None] = mapped_column(String(500))
     finished_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (CheckConstraint("number >= 1", name="number_positive"),)

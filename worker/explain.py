@@ -1,4 +1,4 @@
-"""Grad-CAM galleries of a run's global models on a worker: the final one after success, any kept round on request."""
+"""Grad-CAM galleries of a run's global models on a worker: the final one after success, any round on request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from app.gradcam import gallery_folder
 from app.models import GLOBAL, FlRound, RoundMetric
 from app.settings import Settings
 from worker.context import RunContext, run_context
-from worker.engine.checkpoint import load_checkpoint
+from worker.engine.checkpoint import ArtifactModified, load_checkpoint
+from worker.engine.digest import weights_sha256
 from worker.engine.gallery import write_gallery, write_index
 from worker.engine.types import Weights
 from worker.failures import user_message
@@ -54,16 +55,27 @@ def compute(settings: Settings, ctx: RunContext, run_id: uuid.UUID, rnd: int, we
     return "ready"
 
 
+def stored_weights(stored: FlRound) -> Weights:
+    """A stored round's global weights, from its weights file (or, for a round stored before those were kept, its
+    checkpoint); ArtifactModified when they are not the weights recorded with the round."""
+    if stored.weights_path is None:
+        what = f"checkpoint of round {stored.number}"
+        return load_checkpoint(Path(stored.checkpoint), sha256=stored.checkpoint_sha256, what=what).weights
+    weights = load_checkpoint(Path(stored.weights_path)).weights
+    if weights_sha256(weights) != stored.weights_sha256:
+        raise ArtifactModified(f"the weights of round {stored.number} were modified after they were written")
+    return weights
+
+
 def round_gallery(run_id: uuid.UUID, rnd: int, settings: Settings) -> str:
-    """The gallery of a stored round's global model, from that round's checkpoint."""
+    """The gallery of a stored round's global model."""
     announce(settings.artifacts, run_id, rnd)
     try:
         with session_factory(settings)() as session:
             stored = session.get(FlRound, (run_id, rnd))
         if stored is None:
             raise LookupError(f"run {run_id} has no stored round {rnd}")
-        what = f"checkpoint of round {rnd}"
-        weights = load_checkpoint(Path(stored.checkpoint), sha256=stored.checkpoint_sha256, what=what).weights
+        weights = stored_weights(stored)
         ctx = run_context(run_id)
     except Exception as exc:
         return _failed(settings.artifacts, run_id, rnd, exc)

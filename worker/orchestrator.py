@@ -24,7 +24,7 @@ from app.settings import Settings
 from worker import explain, site_baselines, store
 from worker.celery_executor import CeleryExecutor
 from worker.context import RunContext, context_for
-from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint
+from worker.engine.checkpoint import ArtifactModified, Checkpoint, CheckpointDir, load_checkpoint, save_round_weights
 from worker.engine.digest import weights_sha256
 from worker.engine.executor import Executor
 from worker.engine.experiment import INIT, derive_seed, presence_for
@@ -200,12 +200,20 @@ def _train(
 
     def on_round(result: RoundResult, checkpoint: Checkpoint) -> None:
         digest = checkpoints.save(checkpoint)
+        weights_file = save_round_weights(result.round, checkpoint.weights, folder / "weights")
         path, weights_digest = str(checkpoints.path(result.round)), weights_sha256(checkpoint.weights)
         spends = store.privacy_spends(run_id, cfg, result.round, result.privacy) if result.privacy else []
         stored = retrying(
             sessions,
             lambda session: store.save_round(
-                session, run_id, result, path, weights_sha256=weights_digest, checkpoint_sha256=digest, spends=spends
+                session,
+                run_id,
+                result,
+                path,
+                weights_sha256=weights_digest,
+                checkpoint_sha256=digest,
+                weights_path=str(weights_file),
+                spends=spends,
             ),
         )
         notify(settings, run_id)

@@ -76,11 +76,13 @@ def save_round(
     *,
     weights_sha256: str | None = None,
     checkpoint_sha256: str | None = None,
+    weights_path: str | None = None,
     spends: Sequence[PrivacySpend] = (),
 ) -> bool:
     """Store a round with its client statuses and metrics in one transaction; ``weights_sha256`` is the
     digest of the global weights its checkpoint holds (the weights the next round starts from),
-    ``checkpoint_sha256`` that of the checkpoint file's bytes (what a resume verifies). ``spends`` (see
+    ``checkpoint_sha256`` that of the checkpoint file's bytes (what a resume verifies); ``weights_path`` the file of
+    those weights alone, kept for the run's life (what a Grad-CAM of an old round reads). ``spends`` (see
     ``privacy_spends``) overwrite the run's rows of the hospitals' ledger in the same transaction, so the ledger
     never lags a stored round.
 
@@ -105,6 +107,7 @@ def save_round(
             checkpoint=checkpoint,
             weights_sha256=weights_sha256,
             checkpoint_sha256=checkpoint_sha256,
+            weights_path=weights_path,
         )
     )
     try:

@@ -35,7 +35,7 @@ def get_gallery(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, r
 def request_gallery(
     run_id: uuid.UUID, session: SessionDep, celery: CeleryDep, round: RoundQuery = None
 ) -> GradcamRequested:
-    """Queue the gallery of a round's global model (from its checkpoint; a run keeps those of its last rounds)."""
+    """Queue the gallery of any stored round's global model (from the weights file every round keeps)."""
     return gradcam.request_gallery(session=session, celery=celery, run_id=run_id, round_number=round)
 
 

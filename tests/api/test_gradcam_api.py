@@ -17,11 +17,13 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from app.gradcam import gallery_folder
-from app.models import Run
+from app.models import FlRound, Run
 from app.settings import Settings
 from tests.api.factories import add_experiment, add_run, round_result
 from worker import explain
+from worker.engine.checkpoint import ArtifactModified, save_round_weights
 from worker.engine.data import Dataset
+from worker.engine.digest import weights_sha256
 from worker.engine.gallery import write_index
 from worker.store import save_round
 
@@ -143,15 +145,18 @@ def test_a_file_of_another_runs_gallery_is_not_served(client: TestClient, sessio
 
 @pytest.fixture
 def three_rounds(session: Session, tmp_path: Path) -> Run:
-    """A run with rounds 1-3 as the orchestrator stores them; round 1's checkpoint is gone (it keeps its last few)."""
+    """A run with rounds 1-3 as the orchestrator stores them: round 1 as stored before every round's weights were
+    kept (its checkpoint is gone), round 2 with only its weights file left, round 3 with both."""
     run = add_run(session, add_experiment(session))
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for number in (1, 2, 3):
-        checkpoint = folder / f"round-{number:04d}.npz"
-        if number > 1:
+        checkpoint, weights = folder / f"round-{number:04d}.npz", None
+        if number == 3:
             checkpoint.write_bytes(b"npz")
-        save_round(session, run.id, round_result(number), str(checkpoint))
+        if number > 1:
+            weights = save_round_weights(number, [np.full(2, number, np.float32)], tmp_path / "weights")
+        save_round(session, run.id, round_result(number), str(checkpoint), weights_path=weights and str(weights))
     return run
 
 
@@ -187,7 +192,7 @@ def test_request_for_a_round_without_checkpoint_or_not_stored_is_refused(
     fresh = client.post(f"/api/runs/{add_run(session, add_experiment(session)).id}/gradcam")
 
     assert dropped.status_code == 409
-    assert "round 1 is no longer kept" in dropped.json()["detail"] and "explained: 2, 3" in dropped.json()["detail"]
+    assert "round 1 are no longer kept" in dropped.json()["detail"] and "explained: 2, 3" in dropped.json()["detail"]
     assert unknown.status_code == 404 and "completed: rounds 1 to 3" in unknown.json()["detail"]
     assert fresh.status_code == 404 and "none yet" in fresh.json()["detail"]
     assert client.post(f"/api/runs/{run.id}/gradcam", params={"round": 0}).status_code == 422
@@ -214,3 +219,23 @@ def test_a_gallery_that_fails_on_the_worker_shows_a_short_error_without_its_deta
     assert (pending, outcome) == ("pending", "failed")
     assert (body["status"], body["round"]) == ("failed", 3)
     assert body["error"] == "internal error (RuntimeError); the server log has the details"
+
+
+def test_an_old_rounds_weights_are_read_from_their_own_file_and_refused_once_modified(
+    session: Session, tmp_path: Path
+) -> None:
+    weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, np.float32)]
+    run = add_run(session, add_experiment(session))
+    path = save_round_weights(1, weights, tmp_path / "weights")
+    gone = tmp_path / "checkpoints" / "round-0001.npz"  # dropped: a run keeps only its last few checkpoints
+    digest = weights_sha256(weights)
+    save_round(session, run.id, round_result(1), str(gone), weights_sha256=digest, weights_path=str(path))
+    stored = session.get(FlRound, (run.id, 1))
+    assert stored is not None
+
+    read = explain.stored_weights(stored)
+    save_round_weights(1, [w + 1 for w in weights], tmp_path / "weights")  # overwritten after it was recorded
+
+    assert [w.tolist() for w in read] == [w.tolist() for w in weights]
+    with pytest.raises(ArtifactModified, match="weights of round 1 were modified after they were written"):
+        explain.stored_weights(stored)

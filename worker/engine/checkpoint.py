@@ -83,6 +83,19 @@ def load_checkpoint(path: Path, *, sha256: str | None = None, what: str = "check
         )
 
 
+def save_round_weights(rnd: int, weights: Weights, folder: Path) -> Path:
+    """Write one round's global weights alone to ``folder/round-NNNN.npz`` and return the path.
+
+    Checkpoints also hold the strategy's per-client weights and the optimizer state, so a run keeps only its last
+    few; these files (one model's weights, 2.2 MB at 150x150) stay for the run's life, so the model of any round
+    can still be explained (Grad-CAM) once its checkpoint is gone. The reader verifies them with the round's
+    ``weights_sha256`` (``worker.engine.digest``).
+    """
+    path = folder / f"round-{rnd:04d}.npz"
+    save_checkpoint(Checkpoint(round=rnd, weights=weights), path)
+    return path
+
+
 class CheckpointDir:
     """``round-NNNN.npz`` files in one folder, keeping the newest few."""
 
