@@ -1,4 +1,5 @@
-"""Run-change notifications over the broker's Redis, so event streams wake at once instead of polling.
+"""Change notifications over the broker's Redis, so event streams and site long polls wake at once instead of
+polling.
 
 The database stays the only source of truth: a notification only says "look again" (app/streams/hub.py).
 """
@@ -6,7 +7,9 @@ The database stays the only source of truth: a notification only says "look agai
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from contextlib import suppress
 
 import redis
 
@@ -15,17 +18,71 @@ from app.tls.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "fedlens:run:"
+CHANNEL_PREFIX = "fedlens:"
 PUBLISH_TIMEOUT_S = 2  # best effort: a stalled broker must not hold a round up
 
 
 def channel(run_id: uuid.UUID) -> str:
-    return f"{CHANNEL_PREFIX}{run_id}"
+    """Where a run's changes are announced (its event streams listen)."""
+    return f"{CHANNEL_PREFIX}run:{run_id}"
+
+
+def site_channel(site_id: uuid.UUID) -> str:
+    """Where new tasks for a site are announced (its agent's long poll listens)."""
+    return f"{CHANNEL_PREFIX}site:{site_id}"
+
+
+def answers_channel(run_id: uuid.UUID) -> str:
+    """Where a site's answer to one of the run's tasks is announced (the orchestrator waiting for it listens)."""
+    return f"{CHANNEL_PREFIX}answers:{run_id}"
+
+
+def publish(settings: Settings, *channels: str) -> None:
+    """Say "look again" on each channel; best effort, a lost message only costs the listener's recheck delay."""
+    try:
+        client = redis_client(settings.broker, settings.redis_ca_file, PUBLISH_TIMEOUT_S)
+        for name in channels:
+            client.publish(name, b"changed")
+    except redis.RedisError as exc:
+        logger.warning("could not notify %s: %s", ", ".join(channels), exc)
 
 
 def notify(settings: Settings, run_id: uuid.UUID) -> None:
-    """Tell the run's watchers that it changed (a round stored, a status set); best effort."""
-    try:
-        redis_client(settings.broker, settings.redis_ca_file, PUBLISH_TIMEOUT_S).publish(channel(run_id), b"changed")
-    except redis.RedisError as exc:
-        logger.warning("could not notify the watchers of run %s: %s", run_id, exc)
+    """Tell the run's watchers that it changed (a round stored, a status set)."""
+    publish(settings, channel(run_id))
+
+
+class Subscription:
+    """A blocking wait on one channel, for a worker that polls the database: ``wait`` returns at the first
+    notification or after ``timeout_s``. Without Redis it sleeps, so the poll goes on at its own pace; either way
+    the caller looks at the database after each wait, which stays the only source of truth."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self._settings, self._name = settings, name
+        self._pubsub: redis.client.PubSub | None = None
+
+    def wait(self, timeout_s: float) -> None:
+        try:
+            if self._pubsub is None:
+                client = redis_client(
+                    self._settings.broker, self._settings.redis_ca_file, PUBLISH_TIMEOUT_S + timeout_s
+                )
+                pubsub = client.pubsub  # redis-py leaves it untyped
+                self._pubsub = pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                self._pubsub.subscribe(self._name)
+            deadline = time.monotonic() + timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                if self._pubsub.get_message(timeout=left) is not None:  # None: timed out, or a subscribe reply
+                    while self._pubsub.get_message(timeout=0) is not None:  # one look serves every message so far
+                        pass
+                    return
+        except redis.RedisError as exc:
+            logger.warning("no notifications on %s, polling: %s", self._name, exc)
+            self.close()
+            time.sleep(timeout_s)
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            with suppress(redis.RedisError):
+                self._pubsub.close()
+            self._pubsub = None

@@ -80,7 +80,10 @@ class Settings(BaseSettings):
         None, description="CA (PEM) that a rediss:// broker's certificate must chain to; default: the system's"
     )
     stream_recheck_s: float = Field(
-        5.0, gt=0, le=3600, description="an event stream re-reads its run this often even without a notification"
+        5.0,
+        gt=0,
+        le=3600,
+        description="event streams and sites' long polls look at the database this often without a notification",
     )
     stream_heartbeat_s: float = Field(15.0, gt=0, le=3600, description="a comment line on a stream idle this long")
     streams_per_caller: int = Field(50, ge=1, le=100_000, description="open event streams allowed per caller")

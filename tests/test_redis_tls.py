@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.broker import client_for, configure_broker
 from app.main import create_app
-from app.notify import notify
+from app.notify import channel, notify
 from app.settings import Settings
 from app.streams.hub import Hub
 from app.tls.certs import ensure_server
@@ -104,7 +104,7 @@ def test_run_notifications_reach_the_event_hub_over_tls(tls_redis: tuple[str, Pa
 
     async def watch() -> int:
         hub = Hub(url, ca, recheck_s=600.0)
-        async with hub.watch(run_id) as feed:
+        async with hub.watch(channel(run_id)) as feed:
             while not hub.subscribed:
                 await asyncio.sleep(0.05)
             seen = feed.version

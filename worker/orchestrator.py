@@ -33,7 +33,7 @@ from worker.engine.metrics import pooled_metrics
 from worker.engine.protection import RunPrivacy, moments_pooling, strategy_with_privacy
 from worker.engine.types import EvalMetrics, RoundResult, Weights
 from worker.failures import user_message
-from worker.site_executor import SiteExecutor, site_slots
+from worker.site_executor import Signals, SiteExecutor, site_slots
 from worker.site_secure import SecureSites
 
 logger = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ def _train(
             settings.artifacts,
             should_stop=watch.should_stop,
             offline_after_s=settings.site_offline_after_s,
+            signals=Signals(settings, run_id),
         )
         samples, newcomers = sites.samples(), sites.newcomers
         if not len(federation.test):  # no server-held test set: federated evaluation on the sites' own test sets

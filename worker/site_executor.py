@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.digest import file_sha256
 from app.models import Run, Site, SiteTask, utcnow
+from app.notify import Subscription, answers_channel, publish, site_channel
 from app.run_config import RunConfig, SiteRef
+from app.settings import Settings
 from app.sites import blobs, registry
 from app.sites.protocol import DpSettings, SecAggTask, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
@@ -35,8 +37,29 @@ from worker.engine.thresholds import GridCounts, empty_counts
 from worker.engine.types import ClientEvaluation, ClientFailure, ClientUpdate, Weights
 from worker.failures import Reported
 
-POLL_S = 0.5
+POLL_S = 0.5  # the longest the executor goes without looking at its tasks (answers, heartbeats, a cancel)
 logger = logging.getLogger(__name__)
+
+
+class Signals:
+    """Redis notifications that save a round the polling delays: the agents' long polls wake when their task is
+    queued, and the executor wakes when a site posts an answer. The database stays the source of truth, so a lost
+    notification costs at most ``POLL_S`` here and ``stream_recheck_s`` for an agent."""
+
+    def __init__(self, settings: Settings, run_id: uuid.UUID) -> None:
+        self.settings, self.run_id = settings, run_id
+
+    def queued(self, site_ids: Collection[uuid.UUID]) -> None:
+        publish(self.settings, *(site_channel(site_id) for site_id in site_ids))
+
+    @contextmanager
+    def answers(self) -> Iterator[Subscription]:
+        """Subscribed to the run's answers while the executor waits for a stage's."""
+        subscription = Subscription(self.settings, answers_channel(self.run_id))
+        try:
+            yield subscription
+        finally:
+            subscription.close()
 
 
 class TooFewSites(Reported):
@@ -103,9 +126,11 @@ class SiteExecutor:
         *,
         should_stop: Callable[[], bool],
         offline_after_s: float,
+        signals: Signals,
     ) -> None:
         """``offline_after_s``: settings.site_offline_after_s, after which a silent site counts as offline."""
         self.sessions, self.run_id, self.cfg, self.artifacts = sessions, run_id, cfg, artifacts
+        self.signals = signals
         self.slots = {s.client_id: s for s in slots}
         self.should_stop = should_stop
         self.offline_after_s = offline_after_s
@@ -268,6 +293,7 @@ class SiteExecutor:
                 session.flush()
                 tasks[task.id] = cid
             session.commit()
+        self.signals.queued({self.slots[cid].site_id for cid in tasks.values()})
         answers |= self._wait(kind, stage, tasks, deadline, timeout_s)
         return {cid: answers[cid] for cid in settings}
 
@@ -276,39 +302,50 @@ class SiteExecutor:
     ) -> dict[str, TaskResult | ClientFailure]:
         answers: dict[str, TaskResult | ClientFailure] = {}
         pending = dict(tasks)
-        while pending:
-            if self.should_stop():
-                self._expire(list(pending))
-                raise Cancelled(f"cancelled during {stage}")
-            with self.sessions() as session:
-                rows = session.execute(
-                    select(SiteTask.id, SiteTask.status, SiteTask.result).where(SiteTask.id.in_(list(pending)))
-                ).all()
-                for task_id, status, result in rows:
-                    if status in ("done", "failed"):
-                        cid = pending.pop(task_id)
-                        answer = TaskResult.model_validate(result)
-                        failed = status == "failed" or answer.error is not None
-                        answers[cid] = ClientFailure(cid, f"the site reported: {answer.error}") if failed else answer
-                silent = self._silent(session, pending)
-            for task_id in self._expire(list(silent)):  # a task answered meanwhile is read at the next look
-                cid = pending.pop(task_id)
-                answers[cid] = ClientFailure(
-                    cid,
-                    f"site {self.slots[cid].name} went offline during {stage}: no heartbeat for "
-                    f"{silent[task_id]:.0f} s, so its {kind} task was given up",
-                )
-            if pending and utcnow() >= deadline:
-                self._expire(list(pending))
-                for cid in pending.values():
-                    name = self.slots[cid].name
-                    answers[cid] = ClientFailure(
-                        cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
-                    )
-                break
-            if pending:
-                time.sleep(POLL_S)
+        with self.signals.answers() as subscription:
+            while pending:
+                if self.should_stop():
+                    self._expire(list(pending))
+                    raise Cancelled(f"cancelled during {stage}")
+                self._collect(kind, stage, pending, answers)
+                if pending and utcnow() >= deadline:
+                    self._expire(list(pending))
+                    for cid in pending.values():
+                        name = self.slots[cid].name
+                        answers[cid] = ClientFailure(
+                            cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
+                        )
+                    break
+                if pending:
+                    subscription.wait(POLL_S)
         return answers
+
+    def _collect(
+        self,
+        kind: str,
+        stage: str,
+        pending: dict[uuid.UUID, str],
+        answers: dict[str, TaskResult | ClientFailure],
+    ) -> None:
+        """Move the tasks answered so far, and those of sites gone silent, from ``pending`` to ``answers``."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(SiteTask.id, SiteTask.status, SiteTask.result).where(SiteTask.id.in_(list(pending)))
+            ).all()
+            for task_id, status, result in rows:
+                if status in ("done", "failed"):
+                    cid = pending.pop(task_id)
+                    answer = TaskResult.model_validate(result)
+                    failed = status == "failed" or answer.error is not None
+                    answers[cid] = ClientFailure(cid, f"the site reported: {answer.error}") if failed else answer
+            silent = self._silent(session, pending)
+        for task_id in self._expire(list(silent)):  # a task answered meanwhile is read at the next look
+            cid = pending.pop(task_id)
+            answers[cid] = ClientFailure(
+                cid,
+                f"site {self.slots[cid].name} went offline during {stage}: no heartbeat for "
+                f"{silent[task_id]:.0f} s, so its {kind} task was given up",
+            )
 
     def _silent(self, session: Session, pending: Mapping[uuid.UUID, str]) -> dict[uuid.UUID, float]:
         """The pending tasks whose site has sent no heartbeat for ``offline_after_s``, with its seconds of silence.

@@ -16,16 +16,17 @@ from app.auth.deps import Admin, Viewer
 from app.db import SessionDep, SettingsDep
 from app.errors import BadRequest, Forbidden, NotFound, documented
 from app.models import Site, utcnow
+from app.notify import answers_channel, publish, site_channel
 from app.settings import Settings
 from app.sites import blobs, ledger, registry, tasks, uploads
 from app.sites.protocol import Enroll, Enrolled, Heartbeat, SiteTask, TaskResult, UploadState
 from app.sites.schemas import LedgerEntry, SiteCreate, SiteInvitation, SiteRead
 from app.sites.signed import SignedSite, authenticate_site, precheck_site
+from app.streams.hub import hub_for
 from app.tls.certs import served_fingerprint
 
 admin = APIRouter(prefix="/api/sites", tags=["sites"])
 protocol = APIRouter(prefix="/api/site", tags=["site protocol"])
-POLL_S = 0.5  # how often a long poll looks for a new task
 
 logger = logging.getLogger(__name__)
 
@@ -107,21 +108,33 @@ def heartbeat(body: Heartbeat, site: SignedSite, session: SessionDep) -> dict[st
     response_model=SiteTask,
     responses={204: {"description": "no work within `wait` s"}, **documented()},
 )
-async def next_task(site: SignedSite, session: SessionDep, wait: Annotated[float, Query(ge=0, le=30)] = 25) -> Response:
-    """Long poll: this site's next task as soon as there is one, or 204 after ``wait`` seconds."""
-    deadline = asyncio.get_running_loop().time() + wait
+async def next_task(
+    site: SignedSite,
+    session: SessionDep,
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, le=30)] = 25,
+) -> Response:
+    """Long poll: this site's next task as soon as there is one, or 204 after ``wait`` seconds.
+
+    The request sleeps on the site's notification channel, which the orchestrator publishes to when it queues a task,
+    and looks at the database again at least every ``FEDLENS_STREAM_RECHECK_S`` (a lost notification costs that)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
 
     def claim() -> SiteTask | None:
         session.expire_all()  # see tasks queued since the last look
         return tasks.claim_next(session=session, site=site) if not site.disabled else None
 
-    while True:
-        task = await run_in_threadpool(claim)
-        if task is not None:
-            return JSONResponse(task.model_dump(mode="json"))
-        if asyncio.get_running_loop().time() >= deadline:
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
-        await asyncio.sleep(POLL_S)
+    async with hub_for(settings).watch(site_channel(site.id)) as feed:
+        while True:
+            seen = feed.version  # before the look: a task queued during it wakes the wait below
+            task = await run_in_threadpool(claim)
+            if task is not None:
+                return JSONResponse(task.model_dump(mode="json"))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return Response(status_code=status.HTTP_204_NO_CONTENT)
+            await feed.wait(seen, remaining)
 
 
 @protocol.get(
@@ -215,4 +228,6 @@ def result(
     task = tasks.task_of(session=session, task_id=task_id)
     holds = tasks.declared_train_images(site, task.dataset) if task.kind in ("train", "local") else None
     late = tasks.post_result(session=session, site=site, task_id=task_id, result=body, holds=holds)
+    if not late:
+        publish(settings, answers_channel(task.run_id))  # the orchestrator waiting for it looks at once
     return {"accepted": True, "late": late}

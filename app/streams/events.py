@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import session_factory
 from app.models import RunStatus
+from app.notify import channel
 from app.results import load_rounds, run_read
 from app.runs import get_run
 from app.schemas import RunRead
@@ -55,7 +56,7 @@ async def run_events(
 
     async def stream() -> AsyncIterator[str]:
         try:
-            async with hub_for(settings).watch(run_id) as feed:
+            async with hub_for(settings).watch(channel(run_id)) as feed:
                 seen = feed.version
                 run, rounds = await run_in_threadpool(load, since)  # after subscribing: no change slips between
                 last_round, last_status = since, None

@@ -1,9 +1,11 @@
-"""One subscription to run notifications per API process, fanned out to every event stream that watches a run.
+"""One subscription to change notifications per API process, fanned out to every request that waits on a channel:
+the event streams of a run, the long poll of a site's agent.
 
 A stream per Redis connection does not scale: 500 streams held 500 connections and 500 polling loops, and the API
-stopped answering. Here one pattern subscription wakes the streams of a run, and those streams share one database
-read per change. The database stays the source of truth: every watched run is re-read every ``recheck_s`` (every
-``FALLBACK_S`` while Redis does not answer), so a lost notification costs a delay, never an event.
+stopped answering. Here one pattern subscription wakes the waiters of a channel, and the streams of a run share one
+database read per change. The database stays the source of truth: every watched channel is looked at again every
+``recheck_s`` (every ``FALLBACK_S`` while Redis does not answer), so a lost notification costs a delay, never an
+event or a task.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -71,17 +72,18 @@ class Feed:
 
 
 class Hub:
-    """The notifications of one broker for the streams of one event loop; subscribed while any stream watches."""
+    """The notifications of one broker for the waiters of one event loop; subscribed while any request watches."""
 
     def __init__(self, broker: str, ca_file: Path | None, recheck_s: float) -> None:
         self.broker, self.ca_file, self.recheck_s = broker, ca_file, recheck_s
-        self.feeds: dict[uuid.UUID, Feed] = {}
+        self.feeds: dict[str, Feed] = {}
         self.subscribed = False
         self._task: asyncio.Task[None] | None = None
 
     @asynccontextmanager
-    async def watch(self, run_id: uuid.UUID) -> AsyncIterator[Feed]:
-        feed = self.feeds.setdefault(run_id, Feed())
+    async def watch(self, channel: str) -> AsyncIterator[Feed]:
+        """The feed of one channel (``app.notify.channel`` or ``site_channel``), bumped on each notification."""
+        feed = self.feeds.setdefault(channel, Feed())
         feed.watchers += 1
         if self._task is None:
             self._task = asyncio.create_task(self._listen())
@@ -90,7 +92,7 @@ class Hub:
         finally:
             feed.watchers -= 1
             if not feed.watchers:
-                del self.feeds[run_id]
+                del self.feeds[channel]
             if not self.feeds and self._task is not None:
                 self._task.cancel()
                 self._task = None
@@ -100,11 +102,7 @@ class Hub:
             feed.bump()
 
     def _bump(self, channel: bytes) -> None:
-        try:
-            run_id = uuid.UUID(channel.decode().removeprefix(CHANNEL_PREFIX))
-        except ValueError:
-            return
-        feed = self.feeds.get(run_id)
+        feed = self.feeds.get(channel.decode(errors="replace"))
         if feed is not None:
             feed.bump()
 

@@ -1,28 +1,32 @@
 """SiteExecutor.round_trip on the database: a site whose heartbeats stop is given up before the round's timeout, a
-slow site that still sends them keeps the whole timeout, and nobody is given up while no site is heard from."""
+slow site that still sends them keeps the whole timeout, and nobody is given up while no site is heard from; the
+Redis notifications that wake the agents and the executor."""
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import RunStatus, Site, SiteTask, utcnow
+from app.notify import Subscription, publish
 from app.run_config import RunConfig
+from app.settings import Settings
 from tests.api.factories import add_experiment, add_run
 from worker.engine.types import ClientFailure
-from worker.site_executor import SiteExecutor, SiteSlot
+from worker.site_executor import Signals, SiteExecutor, SiteSlot
 
 TIMEOUT_S = 5
 OFFLINE_AFTER_S = 1.0
 
 
-def _executor(session: Session, tmp_path: Path, sites: list[Site], tick: Callable[[], None]) -> SiteExecutor:
+def _executor(session: Session, settings: Settings, sites: list[Site], tick: Callable[[], None]) -> SiteExecutor:
     """An executor over ``sites`` (client i is the i-th) whose every look at the tasks first calls ``tick``."""
     federation = {"sites": [{"site": s.name, "dataset": "chest"} for s in sites], "round_timeout_s": TIMEOUT_S}
     cfg = RunConfig.model_validate({"federation": federation})
@@ -36,7 +40,14 @@ def _executor(session: Session, tmp_path: Path, sites: list[Site], tick: Callabl
         return False
 
     return SiteExecutor(
-        sessions, run.id, cfg, slots, tmp_path, should_stop=should_stop, offline_after_s=OFFLINE_AFTER_S
+        sessions,
+        run.id,
+        cfg,
+        slots,
+        settings.artifacts,
+        should_stop=should_stop,
+        offline_after_s=OFFLINE_AFTER_S,
+        signals=Signals(settings, run.id),
     )
 
 
@@ -52,7 +63,7 @@ def _status(session: Session, site: Site) -> str | None:
 
 
 def test_a_site_whose_heartbeats_stop_is_given_up_at_once_and_a_slow_one_that_sends_them_is_late(
-    session: Session, tmp_path: Path
+    session: Session, settings: Settings
 ) -> None:
     slow, dying = _site(session, "slow", 0), _site(session, "dying", OFFLINE_AFTER_S / 2)
     started = time.monotonic()
@@ -63,7 +74,7 @@ def test_a_site_whose_heartbeats_stop_is_given_up_at_once_and_a_slow_one_that_se
         session.commit()
         looks.append((time.monotonic() - started, _status(session, slow), _status(session, dying)))
 
-    answers = _executor(session, tmp_path, [slow, dying], tick).round_trip("train", 1, [np.zeros(2)], ["1", "2"])
+    answers = _executor(session, settings, [slow, dying], tick).round_trip("train", 1, [np.zeros(2)], ["1", "2"])
 
     assert answers == {
         "1": ClientFailure("1", f"site slow did not answer the train task within {TIMEOUT_S} s"),
@@ -79,12 +90,12 @@ def test_a_site_whose_heartbeats_stop_is_given_up_at_once_and_a_slow_one_that_se
 
 
 def test_no_site_is_given_up_before_the_timeout_while_the_server_hears_from_none(
-    session: Session, tmp_path: Path
+    session: Session, settings: Settings
 ) -> None:
     """Every site silent at once says more about the server (the API is down, say) than about the sites."""
     first, second = _site(session, "first", OFFLINE_AFTER_S / 2), _site(session, "second", OFFLINE_AFTER_S / 2)
 
-    answers = _executor(session, tmp_path, [first, second], lambda: None).round_trip(
+    answers = _executor(session, settings, [first, second], lambda: None).round_trip(
         "evaluate", 3, [np.zeros(2)], ["1", "2"]
     )
 
@@ -92,3 +103,24 @@ def test_no_site_is_given_up_before_the_timeout_while_the_server_hears_from_none
         cid: ClientFailure(cid, f"site {name} did not answer the evaluate task within {TIMEOUT_S} s")
         for cid, name in (("1", "first"), ("2", "second"))
     }
+
+
+def test_a_subscription_wakes_at_the_first_notification_and_sleeps_its_timeout_without_redis(
+    settings: Settings,
+) -> None:
+    name = f"fedlens:test:{uuid.uuid4()}"
+    subscription = Subscription(settings, name)
+    subscription.wait(0.1)  # subscribed from here on
+    timer = threading.Timer(0.3, lambda: publish(settings, name))
+    started = time.monotonic()
+    timer.start()
+    subscription.wait(5)
+    woke = time.monotonic() - started
+    subscription.close()
+    unreachable = Subscription(settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"}), name)
+    started = time.monotonic()
+    unreachable.wait(0.5)
+    slept = time.monotonic() - started
+
+    assert 0.25 < woke < 1.5
+    assert 0.45 <= slept < 3

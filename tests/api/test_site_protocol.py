@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -10,10 +12,12 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from httpx import Response
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from app.models import AuditEvent, Role, Run, Site, utcnow
+from app.notify import publish, site_channel
 from app.settings import Settings
 from app.sites.protocol import body_sha256, public_key_text, sign
 from tests.api.conftest import bearer
@@ -253,3 +257,64 @@ def test_the_sites_page_shows_counts_and_skew_and_only_admins_get_the_controls(
     assert viewer_page.find_all("form", action="/sites") == [] and admin_page.find_all("form", action="/sites")
     added = page(client.post("/sites", data={"name": "hospital-b"}))
     assert "fedlens site enroll --server http://testserver --token " in added.by_id("invitation").text
+
+
+def _long_poll(agent: Agent, wait_s: float) -> tuple[list[tuple[float, Response]], threading.Thread]:
+    """Start the agent's long poll in a thread; the list gets (seconds it took, response) when it answers."""
+    answers: list[tuple[float, Response]] = []
+
+    def poll() -> None:
+        started = time.monotonic()
+        response = agent.request("GET", f"/api/site/tasks/next?wait={wait_s}")
+        answers.append((time.monotonic() - started, response))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    return answers, thread
+
+
+def test_a_waiting_agent_costs_no_database_look_until_its_task_is_announced_then_gets_it_at_once(
+    enroll: Callable[[str], Agent],
+    make_client: Callable[..., TestClient],
+    settings: Settings,
+    session: Session,
+    engine: Engine,
+) -> None:
+    quiet = settings.model_copy(update={"stream_recheck_s": 30.0})  # no recheck within the test
+    enrolled = enroll("hospital-a")
+    agent = Agent(make_client(quiet, headers={}), enrolled.site_id, enrolled.key)
+    looks: list[str] = []
+    count = lambda *args: looks.append(args[2]) if "FROM site_task" in args[2] else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        answers, thread = _long_poll(agent, 10)
+        time.sleep(2.0)
+        idle_looks = len(looks)
+        task = add_task(session, enrolled.site_id, add_run(session, add_experiment(session)).id, "a" * 64)
+        announced = time.monotonic()
+        publish(quiet, site_channel(uuid.UUID(enrolled.site_id)))
+        thread.join(10)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    ((_, response),) = answers
+    assert idle_looks <= 2  # when the poll began and when its subscription opened; the old loop looked every 0.5 s
+    assert response.status_code == 200 and response.json()["id"] == str(task.id)
+    assert time.monotonic() - announced < 1.5
+
+
+def test_a_task_whose_announcement_was_lost_is_found_at_the_next_recheck(
+    enroll: Callable[[str], Agent], make_client: Callable[..., TestClient], settings: Settings, session: Session
+) -> None:
+    rechecking = settings.model_copy(update={"stream_recheck_s": 1.0})
+    enrolled = enroll("hospital-a")
+    agent = Agent(make_client(rechecking, headers={}), enrolled.site_id, enrolled.key)
+
+    answers, thread = _long_poll(agent, 10)
+    time.sleep(0.5)
+    task = add_task(session, enrolled.site_id, add_run(session, add_experiment(session)).id, "a" * 64)
+    thread.join(10)
+
+    ((took, response),) = answers
+    assert response.status_code == 200 and response.json()["id"] == str(task.id)
+    assert took < 3.0

@@ -9,6 +9,7 @@ server's data directory and every table of its database after the run.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -182,7 +183,8 @@ def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_foll
     config = three_hospitals("two hospitals, then three")
     federation_config = config["federation"]
     assert isinstance(federation_config, dict)
-    federation_config |= {"rounds": 3, "sites": [{"site": s, "dataset": "chest"} for s in SITES[:2]]}
+    n_rounds = 6  # slack for chromium's start-up: a round of two sites at 28 px takes a few seconds
+    federation_config |= {"rounds": n_rounds, "sites": [{"site": s, "dataset": "chest"} for s in SITES[:2]]}
     run_id = federation.launch(config)["federated"]["id"]
     wait_for(lambda: sum(queued_tasks(run_id).values()), 180, "round 1's site tasks")
 
@@ -192,12 +194,12 @@ def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_foll
         tab = context.new_page()
         tab.goto(f"{federation.url}/runs/{run_id}")
         now = tab.locator("#site-table .site-now").all_text_contents()
-        assert len(now) == 2 and all(n == "idle" or n.endswith(("round 1", "round 2")) for n in now), now
+        assert len(now) == 2 and all(n == "idle" or re.search(r"round \d+$", n) for n in now), now
         tab.select_option("#add-site-choice", f"{SITES[2]}/chest")
         tab.click("#add-site button")
         said = tab.wait_for_selector("#add-site-result:has-text('joins as client 3')", timeout=30_000)
         joins = int(said.text_content().rsplit(" ", 1)[-1])  # type: ignore[union-attr]
-        assert joins in (2, 3)  # round 1 (or 2, on a fast machine) was training
+        assert 2 <= joins <= n_rounds  # a round had started when the site was added
         cell = f"#site-table tr[data-site='{SITES[2]}'] td[data-round='{joins}'] .state-trained"
         tab.wait_for_selector(cell, timeout=300_000)  # the panel refreshes itself
         context.close()
@@ -207,8 +209,9 @@ def test_a_site_added_on_the_run_page_joins_at_the_next_round_and_the_panel_foll
     rounds = federation.http.get(f"/api/runs/{run_id}/rounds").json()["rounds"]
     newcomer = {r["number"]: next((c for c in r["clients"] if c["id"] == "3"), None) for r in rounds}
     assert all(newcomer[n] is None or newcomer[n]["status"] == "absent" for n in range(1, joins))
-    assert [newcomer[n]["status"] for n in range(joins, 4)] == ["trained"] * (4 - joins)  # type: ignore[index]
-    assert done_tasks(run_id)["train"] == 2 * 3 + (4 - joins)
+    joined = [newcomer[n]["status"] for n in range(joins, n_rounds + 1)]  # type: ignore[index]
+    assert joined == ["trained"] * (n_rounds + 1 - joins)
+    assert done_tasks(run_id)["train"] == 2 * n_rounds + (n_rounds + 1 - joins)
 
 
 def test_the_api_stops_at_once_while_agents_long_poll_and_they_come_back_online_when_it_is_up_again(
