@@ -8,7 +8,7 @@ as many PNEUMONIA images as that ratio asks, trains on the rest, and adds the de
   +augment       rotation, shift and zoom while training
   +youden        threshold by Youden's J on the clients' validation parts (all of today's defaults)
 and the centralized baseline with every default. 3 IID clients, 1 local epoch per round.
-Usage: python -m bench.generalise [--data kermany_train_64.npz] [--size 64] [--rounds 5]
+Usage: python -m bench.generalise [--data kermany_train_64.npz] [--size 64] [--rounds 5] [--steps plain +youden]
 """
 
 from __future__ import annotations
@@ -89,13 +89,16 @@ def main() -> None:
     parser.add_argument("--data", default="kermany_train_64.npz")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--steps", nargs="+", choices=list(STEPS), default=list(STEPS), help="the centralized run follows the last"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         data, counts = shifted_split(shared_file(args.data), Path(tmp))
-        for step in STEPS:
-            last = step == list(STEPS)[-1]
+        for step in args.steps:
+            last = step == args.steps[-1]
             results = run_local(config(data, args.size, args.rounds, step, centralized=last), Path(tmp) / step)
             lines.append(row(f"fed {step}", results["federated"]["final"]))
             print(f"[{time.perf_counter() - started:6.0f} s] {lines[-1]}", flush=True)

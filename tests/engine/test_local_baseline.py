@@ -19,10 +19,10 @@ from worker.site_executor import SiteSlot
 
 SLOT = SiteSlot("2", uuid.uuid4(), "hospital-b", "chest", {"train": {"negative": 30, "positive": 50}})
 # Validation: positives at 0.812 and 0.712, negatives at 0.612 and 0.212: Youden's J is 1 for every threshold in
-# (0.612, 0.712], and the grid point of those nearest 0.5 is 0.615.
+# (0.612, 0.712], whose middle grid point is 0.66.
 VALIDATION = grid_counts(np.array([1, 1, 0, 0]), np.array([0.812, 0.712, 0.612, 0.212]))
-# Test: positives at 0.9, 0.65 and 0.3, negatives at 0.55, 0.2 and 0.1 (no two classes in one grid bin).
-TEST = grid_counts(np.array([1, 1, 1, 0, 0, 0]), np.array([0.9, 0.65, 0.3, 0.55, 0.2, 0.1]))
+# Test: positives at 0.9, 0.7 and 0.3, negatives at 0.55, 0.2 and 0.1 (no two classes in one grid bin).
+TEST = grid_counts(np.array([1, 1, 1, 0, 0, 0]), np.array([0.9, 0.7, 0.3, 0.55, 0.2, 0.1]))
 
 
 def _config(threshold: dict[str, Any] | None = None) -> RunConfig:
@@ -40,9 +40,9 @@ def test_the_local_model_is_judged_at_the_threshold_its_own_validation_split_cho
 
     assert (row["client"], row["site"], row["dataset"], row["samples"]) == ("2", "hospital-b", "chest", 80)
     assert row["epochs"] == 8  # rounds x local_epochs, as the federated model trained
-    assert row["threshold"] == pytest.approx(0.615)
+    assert row["threshold"] == pytest.approx(0.66)
     metrics = row["metrics"]
-    # at 0.615: positives 0.9 and 0.65 found, 0.3 missed; no negative reaches it
+    # at 0.66: positives 0.9 and 0.7 found, 0.3 missed; no negative reaches it
     assert (metrics["tp"], metrics["fn"], metrics["fp"], metrics["tn"]) == (2, 1, 0, 3)
     assert metrics["sensitivity"] == pytest.approx(2 / 3)
     assert metrics["specificity"] == 1.0

@@ -71,10 +71,10 @@ VALIDATION = {
     "2": (np.array([1, 0]), np.array([0.95, 0.62])),
     "3": (np.array([1, 0]), np.array([0.68, 0.05])),
 }
-# Youden's threshold of the pooled validation counts, by who evaluated. Clients 1 and 2: J = 1 on (0.72, 0.91],
-# nearest 0.5 is 0.725. All three: J = 2/3 on (0.62, 0.68] and on (0.72, 0.91]; the tie goes to 0.625.
-# Clients 2 and 3: J = 1 on (0.62, 0.68] -> 0.625. Clients 1 and 3: J = 1 on (0.05, 0.68] -> 0.5.
-YOUDEN = {("1", "2"): 0.725, ("1", "2", "3"): 0.625, ("2", "3"): 0.625, ("1", "3"): 0.5}
+# Youden's threshold of the pooled validation counts, by who evaluated: the middle of the widest plateau of the best J.
+# Clients 1 and 2: J = 1 on (0.72, 0.91] -> 0.815. All three: J = 2/3 on (0.62, 0.68] and on the wider (0.72, 0.91]
+# -> 0.815. Clients 2 and 3: J = 1 on (0.62, 0.68] -> 0.65. Clients 1 and 3: J = 1 on (0.05, 0.68] -> 0.365.
+YOUDEN = {("1", "2"): 0.815, ("1", "2", "3"): 0.815, ("2", "3"): 0.65, ("1", "3"): 0.365}
 
 
 class FakeExecutor:

@@ -65,9 +65,20 @@ def test_pooled_auc_is_within_the_grid_resolution_of_the_exact_auc() -> None:
     assert abs(pooled_auc(grid_counts(labels, scores)) - roc_auc_score(labels, scores)) < 0.005
 
 
-def test_youden_threshold_maximises_sensitivity_plus_specificity_nearest_one_half() -> None:
-    # J = 2/3 for thresholds in (0.612, 0.712]: sensitivity 2/3, specificity 1; the grid point nearest 0.5 is 0.615.
-    assert choose_threshold(grid_counts(LABELS, SCORES), "youden") == pytest.approx(0.615)
+def test_youden_threshold_maximises_sensitivity_plus_specificity_in_the_middle_of_its_plateau() -> None:
+    # J = 2/3 for thresholds in (0.612, 0.712]: sensitivity 2/3, specificity 1; grid points 0.615 to 0.71.
+    assert choose_threshold(grid_counts(LABELS, SCORES), "youden") == pytest.approx(0.66)
+
+
+def test_youden_threshold_of_a_separated_validation_set_keeps_away_from_both_classes() -> None:
+    # Every threshold in (0.112, 0.312] separates the classes; the one nearest 0.5, 0.31, would lose a positive at
+    # 0.30 on new data.
+    separated = grid_counts(np.array([1, 1, 0, 0]), np.array([0.312, 0.362, 0.052, 0.112]))
+    # J = 1/2 on (0.112, 0.212] and on (0.612, 0.712], equally wide (20 grid points): the tie goes nearest 0.5.
+    two_plateaus = grid_counts(np.array([1, 1, 0, 0]), np.array([0.212, 0.712, 0.112, 0.612]))
+
+    assert choose_threshold(separated, "youden") == pytest.approx(0.21)
+    assert choose_threshold(two_plateaus, "youden") == pytest.approx(0.66)
 
 
 def test_target_sensitivity_takes_the_highest_threshold_that_still_reaches_it() -> None:

@@ -98,9 +98,12 @@ ThresholdMethod = Literal["youden", "sensitivity", "fixed"]
 def choose_threshold(counts: GridCounts, method: ThresholdMethod, *, target: float = 0.9, fixed: float = 0.5) -> float:
     """The operating threshold from validation counts.
 
-    ``youden`` maximises sensitivity + specificity - 1 (Youden, Cancer 1950), ties going to the threshold
-    nearest 0.5; ``sensitivity`` takes the highest threshold whose sensitivity is still >= ``target`` (the most
-    specific one that misses few cases); ``fixed`` returns ``fixed``. Raises ValueError without both classes.
+    ``youden`` maximises sensitivity + specificity - 1 (Youden, Cancer 1950). A small validation set that the
+    model separates well gives a plateau of thresholds with the same J; the middle of the widest plateau is taken
+    (ties: the one nearest 0.5), the threshold farthest from the validation errors on either side and so the one
+    that a shift of the scores on new data moves least across. ``sensitivity`` takes the highest threshold whose
+    sensitivity is still >= ``target`` (the most specific one that misses few cases); ``fixed`` returns ``fixed``.
+    Raises ValueError without both classes.
     """
     if method == "fixed":
         return fixed
@@ -109,7 +112,12 @@ def choose_threshold(counts: GridCounts, method: ThresholdMethod, *, target: flo
     if method == "youden":
         j = tpr - fpr
         best = np.flatnonzero(np.isclose(j, j.max()))
-        return float(GRID[best[np.argmin(np.abs(GRID[best] - 0.5))]])
+        plateaus = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
+        middles = [GRID[(p[0] + p[-1]) // 2] for p in plateaus]
+        widest = max(len(p) for p in plateaus)
+        return float(
+            min((m for m, p in zip(middles, plateaus, strict=True) if len(p) == widest), key=lambda m: abs(m - 0.5))
+        )
     return float(GRID[np.flatnonzero(tpr >= target).max()])
 
 
