@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     uploads = {"/api/site/blobs/": settings.max_chunk_bytes}  # weights files stream to disk in chunks of this size
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=uploads)
-    app.state.stream_slots = StreamSlots(settings.streams_per_caller)
+    app.state.stream_slots = StreamSlots(settings.streams_per_caller, settings)
     install_handlers(app)
 
     @app.exception_handler(Unauthenticated)

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from app import results, runs
@@ -118,7 +119,7 @@ async def events(
     # pool's for its whole life (500 streams starved every other request). The stream reads through the hub.
     session.close()
     start = since if last_event_id is None else last_event_id
-    slot = slots.acquire(caller)
+    slot = await run_in_threadpool(slots.acquire, caller)
     try:
         stream = await run_events(run_id, settings, request, since=start, slot=slot)
     except BaseException:
