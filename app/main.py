@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from app.auth.headers import SecurityHeaders, allowing_inline_scripts
 from app.db import SettingsDep
 from app.errors import Unauthenticated, install_handlers
 from app.health.checks import report as health_report
+from app.health.supervisor import exit_with_parent
 from app.limits.body import BodyLimit
 from app.logs import configure_logging
 from app.routes import api_experiments, api_gradcam, api_runs, pages
@@ -114,3 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     return app
+
+
+MANAGER_PID = "FEDLENS_API_MANAGER_PID"  # set by worker.cli.serve for the API processes it has uvicorn start
+
+
+def api_process_app() -> FastAPI:
+    """The app of one of several API processes under uvicorn's manager (``FEDLENS_API_WORKERS`` > 1), from the
+    environment; the process ends with its manager, so a killed manager leaves no process holding the port."""
+    exit_with_parent(int(os.environ[MANAGER_PID]))
+    return create_app()

@@ -23,7 +23,7 @@ def test_a_data_check_waiting_for_a_worker_does_not_hold_up_other_requests(tmp_p
         "FEDLENS_DATABASE_URL": f"sqlite:///{tmp_path / 'fedlens.db'}",
         "FEDLENS_BROKER_URL": redis_url("api"),
     }
-    with ThreadPoolExecutor(1) as pool, fedlens_api(tmp_path) as (port, _log):  # the API stops first
+    with ThreadPoolExecutor(1) as pool, fedlens_api(tmp_path) as (port, _log, _process):  # the API stops first
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
         wait_for(lambda: _answers(http), 60, "the API")
         http.headers["Authorization"] = f"Bearer {create_token(env, 'checker', 'researcher')}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
 import stat
 import subprocess
@@ -64,8 +65,8 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path) ->
 
 
 @contextmanager
-def fedlens_api(tmp_path: Path, *args: str, workers: int = 1) -> Iterator[tuple[int, Path]]:
-    """A `fedlens api` process (of ``workers`` processes) on a free port, and its console log."""
+def fedlens_api(tmp_path: Path, *args: str, workers: int = 1) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
+    """A `fedlens api` process (of ``workers`` processes) on a free port, its console log and its process."""
     port = free_port()
     env = os.environ | {
         "FEDLENS_API_WORKERS": str(workers),
@@ -79,7 +80,7 @@ def fedlens_api(tmp_path: Path, *args: str, workers: int = 1) -> Iterator[tuple[
         command = [sys.executable, "-m", "worker.cli", "api", "--port", str(port), *args]
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield port, log
+        yield port, log, process
     finally:
         process.terminate()
         process.wait(15)
@@ -91,7 +92,7 @@ def printed(log: Path, label: str) -> str:
 
 
 def test_api_tls_serves_https_with_its_own_ca_and_prints_the_fingerprint_it_serves(tmp_path: Path) -> None:
-    with fedlens_api(tmp_path, "--tls") as (port, log):
+    with fedlens_api(tmp_path, "--tls") as (port, log, _process):
         fingerprint_line = wait_for(lambda: printed(log, "TLS certificate SHA-256 fingerprint"), 30, "the fingerprint")
         ca = Path(printed(log, r"TLS certificate authority \(give it to clients that verify\)"))
         assert ca == (tmp_path / "data" / "tls" / "ca.pem").resolve()
@@ -107,7 +108,7 @@ def test_api_tls_serves_https_with_its_own_ca_and_prints_the_fingerprint_it_serv
 def test_api_serves_the_certificate_and_key_it_is_given(tmp_path: Path) -> None:
     given = ensure_server(tmp_path / "operator", HOSTS)
 
-    with fedlens_api(tmp_path, "--tls-cert", str(given.cert), "--tls-key", str(given.key)) as (port, log):
+    with fedlens_api(tmp_path, "--tls-cert", str(given.cert), "--tls-key", str(given.key)) as (port, log, _process):
         assert given.ca is not None
         with httpx.Client(verify=ssl.create_default_context(cafile=given.ca)) as https:
             wait_for(lambda: _answers(https, f"https://127.0.0.1:{port}"), 30, "the API over HTTPS")
@@ -140,7 +141,10 @@ def _answers(client: httpx.Client, base: str = "") -> bool:
 def test_api_workers_answer_keep_alive_requests_without_the_delayed_ack_wait(tmp_path: Path) -> None:
     """Two API processes behind one port (FEDLENS_API_WORKERS=2): each keep-alive request is answered at once, not
     after the client's 40 ms delayed ACK (uvicorn leaves Nagle on for its worker processes' sockets: app/nodelay.py)."""
-    with fedlens_api(tmp_path, workers=2) as (port, _log), httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+    with (
+        fedlens_api(tmp_path, workers=2) as (port, _log, _process),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
         wait_for(lambda: _answers(http), 60, "the API")
         seconds = []
         for _ in range(10):
@@ -149,3 +153,19 @@ def test_api_workers_answer_keep_alive_requests_without_the_delayed_ack_wait(tmp
             seconds.append(time.perf_counter() - began)
 
     assert min(seconds) < 0.03, seconds  # with Nagle on, every one waits about 0.04 s
+
+
+def test_the_api_processes_end_with_their_killed_manager_so_a_restarted_api_gets_the_port(tmp_path: Path) -> None:
+    """`fedlens up` restarts an API whose process was SIGKILLed; with FEDLENS_API_WORKERS=2 that process is uvicorn's
+    manager, whose worker processes would otherwise keep serving the port and block the new API."""
+    with (
+        fedlens_api(tmp_path, workers=2) as (port, _log, manager),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
+        wait_for(lambda: _answers(http), 60, "the API")
+        manager.kill()
+        manager.wait(10)
+        wait_for(lambda: not _answers(http), 15, "the API processes to end with their manager")
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(("127.0.0.1", port))  # free again: a restarted API can listen on it

@@ -236,7 +236,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Run uvicorn on the app, over HTTPS when the settings ask for it, and say where (and which certificate)."""
     import uvicorn
 
-    from app.main import create_app
+    from app.main import MANAGER_PID, create_app
     from app.nodelay import NoDelayH11Protocol
     from app.tls.certs import CertificateError, default_hosts, server_cert
 
@@ -259,8 +259,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
             click.echo(f"TLS certificate authority (give it to clients that verify): {cert.ca}")
     if settings.api_workers > 1:  # each worker process builds the app itself, from the environment
         os.environ.update(_settings_env(settings, ("tls", "tls_cert", "tls_key")))
+        os.environ[MANAGER_PID] = str(os.getpid())
     uvicorn.run(
-        create_app(settings) if settings.api_workers == 1 else "app.main:create_app",
+        create_app(settings) if settings.api_workers == 1 else "app.main:api_process_app",
         factory=settings.api_workers > 1,
         workers=settings.api_workers,
         http=NoDelayH11Protocol,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -104,3 +108,22 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(parent: int, signal_number: int = signal.SIGTERM) -> None:
+    """Ask Linux to send this process ``signal_number`` when its parent, process ``parent``, dies (prctl
+    PR_SET_PDEATHSIG); at once if it has died already.
+
+    uvicorn's worker processes (``FEDLENS_API_WORKERS`` > 1) outlive a manager killed with SIGKILL and keep the port,
+    so the API that ``fedlens up`` restarts could not bind it. Elsewhere than Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0) != 0:
+        logger.warning("could not tie this process to its parent: errno %d", ctypes.get_errno())
+    elif os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal_number)
