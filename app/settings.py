@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="API processes behind the port (uvicorn workers); each has its own broker subscription, its "
-        "own per-user stream cap and caches, so use one per core beyond the first only under load",
+        description="API processes behind the port (uvicorn workers), one per core for a server many people watch; "
+        "each has its own broker subscription and caches (the per-user stream cap is shared through Redis)",
     )
     tls: bool = Field(False, description="serve HTTPS with a certificate from fedlens' own CA in data_dir/tls")
     tls_cert: Path | None = Field(None, description="serve HTTPS with this certificate (PEM chain) instead")
