@@ -112,8 +112,8 @@ def request_gallery(
         kept = session.scalars(select(FlRound).where(FlRound.run_id == run_id).order_by(FlRound.number)).all()
         available = [r.number for r in kept if _weights_kept(r)]
         raise InvalidTransition(
-            f"the weights of round {rnd} are no longer kept (runs stored before every round's weights were kept "
-            "keep only their last checkpoints); rounds that can be explained: "
+            f"the weights of round {rnd} are no longer on the server (a run stored before every round's weights "
+            "were kept has only its last checkpoints); rounds that can be explained: "
             + (", ".join(map(str, available)) or "none")
         )
     try:

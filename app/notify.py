@@ -54,32 +54,53 @@ def notify(settings: Settings, run_id: uuid.UUID) -> None:
 
 class Subscription:
     """A blocking wait on one channel, for a worker that polls the database: ``wait`` returns at the first
-    notification or after ``timeout_s``. Without Redis it sleeps, so the poll goes on at its own pace; either way
-    the caller looks at the database after each wait, which stays the only source of truth."""
+    notification or after ``timeout_s``, and the caller looks at the database after each wait, which stays the only
+    source of truth. While Redis fails, the subscription is retried only every ``RETRY_S`` and each wait just sleeps
+    ``timeout_s``, so the caller keeps its own pace (and the log gets one line per outage)."""
+
+    RETRY_S = 10.0
 
     def __init__(self, settings: Settings, name: str) -> None:
         self._settings, self._name = settings, name
         self._pubsub: redis.client.PubSub | None = None
+        self._retry_at = 0.0
+        self._failing = False
+
+    def open(self) -> None:
+        """Subscribe now (if not yet), so that a message published from here on ends the next wait."""
+        if self._pubsub is not None or time.monotonic() < self._retry_at:
+            return
+        try:
+            pubsub = redis_client(self._settings.broker, self._settings.redis_ca_file, PUBLISH_TIMEOUT_S).pubsub
+            subscription = pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # left untyped
+            subscription.subscribe(self._name)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return
+        self._pubsub = subscription
+        if self._failing:
+            logger.info("notifications on %s are back", self._name)
+            self._failing = False
 
     def wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.open()
         try:
-            if self._pubsub is None:
-                client = redis_client(
-                    self._settings.broker, self._settings.redis_ca_file, PUBLISH_TIMEOUT_S + timeout_s
-                )
-                pubsub = client.pubsub  # redis-py leaves it untyped
-                self._pubsub = pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                self._pubsub.subscribe(self._name)
-            deadline = time.monotonic() + timeout_s
-            while (left := deadline - time.monotonic()) > 0:
+            while self._pubsub is not None and (left := deadline - time.monotonic()) > 0:
                 if self._pubsub.get_message(timeout=left) is not None:  # None: timed out, or a subscribe reply
                     while self._pubsub.get_message(timeout=0) is not None:  # one look serves every message so far
                         pass
                     return
         except redis.RedisError as exc:
-            logger.warning("no notifications on %s, polling: %s", self._name, exc)
-            self.close()
-            time.sleep(timeout_s)
+            self._failed(exc)
+        time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        if not self._failing:
+            logger.warning("no notifications on %s, polling the database instead: %s", self._name, exc)
+            self._failing = True
+        self._retry_at = time.monotonic() + self.RETRY_S
+        self.close()
 
     def close(self) -> None:
         if self._pubsub is not None:

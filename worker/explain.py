@@ -11,8 +11,7 @@ from app.gradcam import gallery_folder
 from app.models import GLOBAL, FlRound, RoundMetric
 from app.settings import Settings
 from worker.context import RunContext, run_context
-from worker.engine.checkpoint import ArtifactModified, load_checkpoint
-from worker.engine.digest import weights_sha256
+from worker.engine.checkpoint import load_checkpoint, load_round_weights
 from worker.engine.gallery import write_gallery, write_index
 from worker.engine.types import Weights
 from worker.failures import user_message
@@ -57,14 +56,11 @@ def compute(settings: Settings, ctx: RunContext, run_id: uuid.UUID, rnd: int, we
 
 def stored_weights(stored: FlRound) -> Weights:
     """A stored round's global weights, from its weights file (or, for a round stored before those were kept, its
-    checkpoint); ArtifactModified when they are not the weights recorded with the round."""
+    checkpoint); ArtifactModified (worker.engine.checkpoint) when they are not the weights recorded with the round."""
     if stored.weights_path is None:
         what = f"checkpoint of round {stored.number}"
         return load_checkpoint(Path(stored.checkpoint), sha256=stored.checkpoint_sha256, what=what).weights
-    weights = load_checkpoint(Path(stored.weights_path)).weights
-    if weights_sha256(weights) != stored.weights_sha256:
-        raise ArtifactModified(f"the weights of round {stored.number} were modified after they were written")
-    return weights
+    return load_round_weights(Path(stored.weights_path), weights_sha256=stored.weights_sha256, rnd=stored.number)
 
 
 def round_gallery(run_id: uuid.UUID, rnd: int, settings: Settings) -> str:

@@ -54,8 +54,9 @@ class Signals:
 
     @contextmanager
     def answers(self) -> Iterator[Subscription]:
-        """Subscribed to the run's answers while the executor waits for a stage's."""
+        """Subscribed to the run's answers from before a stage's tasks are queued until their answers are in."""
         subscription = Subscription(self.settings, answers_channel(self.run_id))
+        subscription.open()
         try:
             yield subscription
         finally:
@@ -266,6 +267,24 @@ class SiteExecutor:
         sha = self._publish(rnd, weights)
         deadline = utcnow() + timedelta(seconds=timeout_s)
         answers: dict[str, TaskResult | ClientFailure] = {}
+        with self.signals.answers() as subscription:  # subscribed before any task exists: no answer slips by
+            tasks = self._queue(kind, rnd, sha, settings, deadline, stage, answers)
+            self.signals.queued({self.slots[cid].site_id for cid in tasks.values()})
+            answers |= self._wait(kind, stage, tasks, deadline, timeout_s, subscription)
+        return {cid: answers[cid] for cid in settings}
+
+    def _queue(
+        self,
+        kind: str,
+        rnd: int,
+        sha: str,
+        settings: Mapping[str, TaskSettings],
+        deadline: datetime,
+        stage: str,
+        answers: dict[str, TaskResult | ClientFailure],
+    ) -> dict[uuid.UUID, str]:
+        """One task per online site, committed together (task id to client id); an offline site's failure goes
+        straight into ``answers``. Tasks of this round and kind left from an earlier try are expired first."""
         tasks: dict[uuid.UUID, str] = {}
         with self.sessions() as session:
             stale = (SiteTask.run_id == self.run_id, SiteTask.round == rnd, SiteTask.kind == kind)
@@ -293,31 +312,34 @@ class SiteExecutor:
                 session.flush()
                 tasks[task.id] = cid
             session.commit()
-        self.signals.queued({self.slots[cid].site_id for cid in tasks.values()})
-        answers |= self._wait(kind, stage, tasks, deadline, timeout_s)
-        return {cid: answers[cid] for cid in settings}
+        return tasks
 
     def _wait(
-        self, kind: str, stage: str, tasks: dict[uuid.UUID, str], deadline: datetime, timeout_s: float
+        self,
+        kind: str,
+        stage: str,
+        tasks: dict[uuid.UUID, str],
+        deadline: datetime,
+        timeout_s: float,
+        subscription: Subscription,
     ) -> dict[str, TaskResult | ClientFailure]:
         answers: dict[str, TaskResult | ClientFailure] = {}
         pending = dict(tasks)
-        with self.signals.answers() as subscription:
-            while pending:
-                if self.should_stop():
-                    self._expire(list(pending))
-                    raise Cancelled(f"cancelled during {stage}")
-                self._collect(kind, stage, pending, answers)
-                if pending and utcnow() >= deadline:
-                    self._expire(list(pending))
-                    for cid in pending.values():
-                        name = self.slots[cid].name
-                        answers[cid] = ClientFailure(
-                            cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
-                        )
-                    break
-                if pending:
-                    subscription.wait(POLL_S)
+        while pending:
+            if self.should_stop():
+                self._expire(list(pending))
+                raise Cancelled(f"cancelled during {stage}")
+            self._collect(kind, stage, pending, answers)
+            if pending and utcnow() >= deadline:
+                self._expire(list(pending))
+                for cid in pending.values():
+                    name = self.slots[cid].name
+                    answers[cid] = ClientFailure(
+                        cid, f"site {name} did not answer the {kind} task within {timeout_s:.0f} s"
+                    )
+                break
+            if pending:
+                subscription.wait(POLL_S)
         return answers
 
     def _collect(

@@ -123,7 +123,10 @@ async def next_task(
 
     def claim() -> SiteTask | None:
         session.expire_all()  # see tasks queued since the last look
-        return tasks.claim_next(session=session, site=site) if not site.disabled else None
+        task = tasks.claim_next(session=session, site=site) if not site.disabled else None
+        if task is None:
+            session.rollback()  # the pooled connection goes back while the request waits
+        return task
 
     async with hub_for(settings).watch(site_channel(site.id)) as feed:
         while True:

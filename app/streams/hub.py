@@ -29,7 +29,8 @@ from app.tls.redis import redis_ssl, redis_url
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_S = 1.0  # how often watched runs are re-read while Redis does not answer
+FALLBACK_S = 1.0  # how often waiters look at the database while Redis does not answer
+LINGER_S = 10.0  # the subscription outlives its last waiter this long: an agent's next long poll finds it open
 T = TypeVar("T")
 
 
@@ -39,7 +40,7 @@ def hub_client_name() -> str:
 
 
 class Feed:
-    """What the streams of one run share: a version bumped on every notification or recheck, and the reads made
+    """What the waiters of one channel share: a version bumped on every notification or recheck, and the reads made
     for the current version, so that 500 viewers of a run cost one query per change, not 500."""
 
     def __init__(self) -> None:
@@ -79,12 +80,16 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self.subscribed = False
         self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
     async def watch(self, channel: str) -> AsyncIterator[Feed]:
         """The feed of one channel (``app.notify.channel`` or ``site_channel``), bumped on each notification."""
         feed = self.feeds.setdefault(channel, Feed())
         feed.watchers += 1
+        if self._unsubscribe is not None:
+            self._unsubscribe.cancel()
+            self._unsubscribe = None
         if self._task is None:
             self._task = asyncio.create_task(self._listen())
         try:
@@ -94,8 +99,13 @@ class Hub:
             if not feed.watchers:
                 del self.feeds[channel]
             if not self.feeds and self._task is not None:
-                self._task.cancel()
-                self._task = None
+                self._unsubscribe = asyncio.get_running_loop().call_later(LINGER_S, self._stop)
+
+    def _stop(self) -> None:
+        self._unsubscribe = None
+        if not self.feeds and self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     def _bump_all(self) -> None:
         for feed in self.feeds.values():
@@ -111,7 +121,7 @@ class Hub:
             try:
                 await self._subscribed()
             except (redis.RedisError, OSError) as error:
-                logger.warning("run notifications unavailable, streams re-read every %.0f s: %s", FALLBACK_S, error)
+                logger.warning("notifications unavailable, waiters look every %.0f s: %s", FALLBACK_S, error)
             self.subscribed = False
             self._bump_all()
             await asyncio.sleep(FALLBACK_S)

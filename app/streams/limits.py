@@ -2,8 +2,9 @@
 
 The count lives in the broker's Redis, so the cap holds across all API processes behind the port
 (``FEDLENS_API_WORKERS``): a sorted set per caller whose members are the open streams, each scored with the time its
-lease ends. A process renews its own streams' leases every ``LEASE_S / 3``, so the streams of a killed process
-leave the count within ``LEASE_S``. While Redis does not answer, each process counts its own streams.
+lease ends (Redis's clock, so processes on other hosts agree). A process renews its own streams' leases every
+``LEASE_S / 3``, so the streams of a killed process leave the count within ``LEASE_S``. While Redis does not answer,
+each process counts its own streams.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
 import redis
 
@@ -28,10 +30,20 @@ KEY_PREFIX = "fedlens:streams:"
 REDIS_TIMEOUT_S = 1.0
 #: drop expired leases, then add this stream's if fewer than the cap remain; returns 1 when added
 ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(2 * tonumber(ARGV[2])))
+return 1
+"""
+#: extend the leases of the streams named in ARGV[2..] by ARGV[1] seconds
+RENEW = """
+local now = redis.call('TIME')
+local ends = tonumber(now[1]) + tonumber(now[2]) / 1e6 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], ends, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], math.ceil(2 * tonumber(ARGV[1])))
 return 1
 """
 
@@ -41,7 +53,10 @@ class TooManyStreams(DomainError):
 
 
 class StreamSlots:
-    """Open streams counted per caller id (the signed-in user), across the API processes of one broker."""
+    """Open streams counted per caller id (the signed-in user), across the API processes of one broker.
+
+    Releases and renewals go to Redis from one thread, in order: a renewal can never bring back a stream released
+    before it, and the event loop never waits for Redis."""
 
     def __init__(self, limit: int, settings: Settings) -> None:
         self.limit = limit
@@ -49,7 +64,7 @@ class StreamSlots:
         self._mine: dict[str, str] = {}  # this process's open streams: slot id -> caller
         self._lock = threading.Lock()
         self._renewing = False
-        self._releases = ThreadPoolExecutor(1, thread_name_prefix="stream-release")  # off the event loop
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="stream-slots")
 
     def _redis(self) -> redis.Redis:
         return redis_client(self._settings.broker, self._settings.redis_ca_file, REDIS_TIMEOUT_S)
@@ -57,10 +72,9 @@ class StreamSlots:
     def acquire(self, caller: str) -> Slot:
         """A slot for one more stream of ``caller``; TooManyStreams at the cap. Blocking: a Redis round trip."""
         slot_id = uuid.uuid4().hex
-        now = time.time()
         try:
-            added = self._redis().eval(
-                ACQUIRE, 1, KEY_PREFIX + caller, now, self.limit, now + LEASE_S, slot_id, int(2 * LEASE_S)
+            added = self._redis().register_script(ACQUIRE)(
+                keys=[KEY_PREFIX + caller], args=[self.limit, LEASE_S, slot_id]
             )
         except redis.RedisError as error:
             logger.warning("stream count unavailable, counting this process's streams only: %s", error)
@@ -74,7 +88,7 @@ class StreamSlots:
             self._mine[slot_id] = caller
             if not self._renewing:
                 self._renewing = True
-                threading.Thread(target=self._renew, name="stream-leases", daemon=True).start()
+                threading.Thread(target=self._renew_while_held, name="stream-leases", daemon=True).start()
         return Slot(self, slot_id)
 
     def open(self, caller: str) -> int:
@@ -85,8 +99,10 @@ class StreamSlots:
     def _release(self, slot_id: str) -> None:
         with self._lock:
             caller = self._mine.pop(slot_id, None)
-        if caller is not None:  # called on the event loop when a stream ends: Redis is asked from a thread
-            self._releases.submit(self._forget, caller, slot_id)
+        if caller is None:
+            return
+        with suppress(RuntimeError):  # raised while the interpreter exits: the lease runs out instead
+            self._writes.submit(self._forget, caller, slot_id)
 
     def _forget(self, caller: str, slot_id: str) -> None:
         try:
@@ -94,26 +110,33 @@ class StreamSlots:
         except redis.RedisError as error:  # its lease runs out instead
             logger.warning("could not release an event stream's slot: %s", error)
 
-    def _renew(self) -> None:
-        """Extend this process's leases every LEASE_S / 3 while it holds any; then stop."""
-        while True:
-            time.sleep(LEASE_S / 3)
-            with self._lock:
-                held: dict[str, list[str]] = defaultdict(list)
-                for slot_id, caller in self._mine.items():
-                    held[caller].append(slot_id)
-                if not held:
-                    self._renewing = False
+    def _renew_while_held(self) -> None:
+        """Every LEASE_S / 3, have the writer thread renew this process's leases; stop once it holds none."""
+        try:
+            while True:
+                time.sleep(LEASE_S / 3)
+                if not self._writes.submit(self._renew).result():
                     return
-            until = time.time() + LEASE_S
-            try:
-                with self._redis().pipeline(transaction=False) as pipe:
-                    for caller, slot_ids in held.items():
-                        pipe.zadd(KEY_PREFIX + caller, dict.fromkeys(slot_ids, until))
-                        pipe.expire(KEY_PREFIX + caller, int(2 * LEASE_S))
-                    pipe.execute()
-            except redis.RedisError as error:
-                logger.warning("could not renew event streams' slots: %s", error)
+        finally:
+            with self._lock:
+                self._renewing = False
+
+    def _renew(self) -> bool:
+        """Extend the leases of the streams open now; False when there are none."""
+        with self._lock:
+            held: dict[str, list[str]] = defaultdict(list)
+            for slot_id, caller in self._mine.items():
+                held[caller].append(slot_id)
+        self._extend(held)
+        return bool(held)
+
+    def _extend(self, held: dict[str, list[str]]) -> None:
+        try:
+            renew = self._redis().register_script(RENEW)
+            for caller, slot_ids in held.items():
+                renew(keys=[KEY_PREFIX + caller], args=[LEASE_S, *slot_ids])
+        except redis.RedisError as error:
+            logger.warning("could not renew event streams' slots: %s", error)
 
 
 class Slot:
@@ -124,5 +147,5 @@ class Slot:
 
     def release(self) -> None:
         if self._held:
-            self._held = False
             self._slots._release(self._slot_id)
+            self._held = False

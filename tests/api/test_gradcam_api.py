@@ -25,6 +25,7 @@ from worker.engine.checkpoint import ArtifactModified, save_round_weights
 from worker.engine.data import Dataset
 from worker.engine.digest import weights_sha256
 from worker.engine.gallery import write_index
+from worker.failures import user_message
 from worker.store import save_round
 
 
@@ -192,7 +193,8 @@ def test_request_for_a_round_without_checkpoint_or_not_stored_is_refused(
     fresh = client.post(f"/api/runs/{add_run(session, add_experiment(session)).id}/gradcam")
 
     assert dropped.status_code == 409
-    assert "round 1 are no longer kept" in dropped.json()["detail"] and "explained: 2, 3" in dropped.json()["detail"]
+    assert "round 1 are no longer on the server" in dropped.json()["detail"]
+    assert "explained: 2, 3" in dropped.json()["detail"]
     assert unknown.status_code == 404 and "completed: rounds 1 to 3" in unknown.json()["detail"]
     assert fresh.status_code == 404 and "none yet" in fresh.json()["detail"]
     assert client.post(f"/api/runs/{run.id}/gradcam", params={"round": 0}).status_code == 422
@@ -237,5 +239,9 @@ def test_an_old_rounds_weights_are_read_from_their_own_file_and_refused_once_mod
     save_round_weights(1, [w + 1 for w in weights], tmp_path / "weights")  # overwritten after it was recorded
 
     assert [w.tolist() for w in read] == [w.tolist() for w in weights]
-    with pytest.raises(ArtifactModified, match="weights of round 1 were modified after they were written"):
+    with pytest.raises(ArtifactModified) as modified:
         explain.stored_weights(stored)
+    # what the gallery shows: the engine's own message, not "internal error"
+    assert (
+        user_message(modified.value) == "ArtifactModified: the weights of round 1 were modified after they were written"
+    )

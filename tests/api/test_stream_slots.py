@@ -57,6 +57,26 @@ def test_the_streams_of_a_killed_process_leave_the_count_when_their_lease_ends(
     assert lease_ends > time.time()  # renewed: still counted
 
 
+def test_a_stream_released_while_its_lease_is_renewed_stays_released(
+    settings: Settings, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slots, caller = StreamSlots(1, settings), str(uuid.uuid4())
+    slot = slots.acquire(caller)
+    extend = StreamSlots._extend
+
+    def slow_extend(self: StreamSlots, held: dict[str, list[str]]) -> None:
+        slot.release()  # the stream ends after the renewal has listed it, before its lease is extended
+        time.sleep(0.2)
+        extend(self, held)
+
+    monkeypatch.setattr(StreamSlots, "_extend", slow_extend)
+    slots._writes.submit(slots._renew).result()
+    slots._writes.submit(lambda: None).result()  # the release's turn on the writer thread
+
+    assert broker.zcard(limits.KEY_PREFIX + caller) == 0
+    slots.acquire(caller)  # not refused by a lease the renewal brought back
+
+
 def test_without_redis_each_process_counts_its_own_streams(settings: Settings) -> None:
     unreachable = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
     slots, caller = StreamSlots(2, unreachable), "someone"

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from worker.engine.digest import weights_sha256 as digest_of
 from worker.engine.types import ClientUpdate, Weights
 
 
@@ -94,6 +95,15 @@ def save_round_weights(rnd: int, weights: Weights, folder: Path) -> Path:
     path = folder / f"round-{rnd:04d}.npz"
     save_checkpoint(Checkpoint(round=rnd, weights=weights), path)
     return path
+
+
+def load_round_weights(path: Path, *, weights_sha256: str | None, rnd: int) -> Weights:
+    """The weights ``save_round_weights`` wrote, refused (ArtifactModified) unless their digest is the one recorded
+    with the round."""
+    weights = load_checkpoint(path).weights
+    if weights_sha256 is None or digest_of(weights) != weights_sha256:
+        raise ArtifactModified(f"the weights of round {rnd} were modified after they were written")
+    return weights
 
 
 class CheckpointDir:
