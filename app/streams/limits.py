@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -64,6 +65,7 @@ class StreamSlots:
         self._mine: dict[str, str] = {}  # this process's open streams: slot id -> caller
         self._lock = threading.Lock()
         self._renewing = False
+        self._renewals_failing = False
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="stream-slots")
 
     def _redis(self) -> redis.Redis:
@@ -88,7 +90,8 @@ class StreamSlots:
             self._mine[slot_id] = caller
             if not self._renewing:
                 self._renewing = True
-                threading.Thread(target=self._renew_while_held, name="stream-leases", daemon=True).start()
+                renewer = threading.Thread(target=_renew_while_held, args=(weakref.ref(self),), daemon=True)
+                renewer.start()
         return Slot(self, slot_id)
 
     def open(self, caller: str) -> int:
@@ -110,23 +113,14 @@ class StreamSlots:
         except redis.RedisError as error:  # its lease runs out instead
             logger.warning("could not release an event stream's slot: %s", error)
 
-    def _renew_while_held(self) -> None:
-        """Every LEASE_S / 3, have the writer thread renew this process's leases; stop once it holds none."""
-        try:
-            while True:
-                time.sleep(LEASE_S / 3)
-                if not self._writes.submit(self._renew).result():
-                    return
-        finally:
-            with self._lock:
-                self._renewing = False
-
     def _renew(self) -> bool:
-        """Extend the leases of the streams open now; False when there are none."""
+        """Extend the leases of the streams open now; False, and no longer renewing, when there are none."""
         with self._lock:
             held: dict[str, list[str]] = defaultdict(list)
             for slot_id, caller in self._mine.items():
                 held[caller].append(slot_id)
+            if not held:  # under the lock: a stream acquired from now on starts a renewer of its own
+                self._renewing = False
         self._extend(held)
         return bool(held)
 
@@ -136,7 +130,29 @@ class StreamSlots:
             for caller, slot_ids in held.items():
                 renew(keys=[KEY_PREFIX + caller], args=[LEASE_S, *slot_ids])
         except redis.RedisError as error:
-            logger.warning("could not renew event streams' slots: %s", error)
+            if not self._renewals_failing:  # one line per outage
+                logger.warning("could not renew event streams' slots: %s", error)
+            self._renewals_failing = True
+        else:
+            self._renewals_failing = False
+
+
+def _renew_while_held(slots_ref: weakref.ref[StreamSlots]) -> None:
+    """Every LEASE_S / 3, have the writer thread renew the process's leases; stop once it holds none, or once its
+    StreamSlots is gone with its app. Holds no reference in between, so an app that was dropped can be collected."""
+    while True:
+        time.sleep(LEASE_S / 3)
+        slots = slots_ref()
+        if slots is None:
+            return
+        try:
+            if not slots._writes.submit(slots._renew).result():
+                return
+        except BaseException:
+            with slots._lock:
+                slots._renewing = False
+            raise
+        del slots
 
 
 class Slot:
