@@ -196,6 +196,8 @@ class Run(Base):
     seed: Mapped[int]
     total_rounds: Mapped[int]  # rounds (federated) or epochs (centralized)
     current_round: Mapped[int] = mapped_column(default=0)  # last completed round
+    #: last round the orchestrator began; set with the experiment's row locked, as a joining site reads it
+    started_round: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

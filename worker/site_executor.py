@@ -28,6 +28,7 @@ from app.notify import Subscription, answers_channel, publish, site_channel
 from app.run_config import RunConfig, SiteRef
 from app.settings import Settings
 from app.sites import blobs, registry
+from app.sites.join import lock_experiment
 from app.sites.protocol import DpSettings, SecAggTask, TaskResult, TaskSettings
 from worker.engine.aggregate import balanced_class_weight
 from worker.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -152,12 +153,15 @@ class SiteExecutor:
     def newcomers(self, rnd: int) -> dict[str, tuple[int, int]]:
         """Sites added to the run while it trains (``POST /api/runs/{id}/sites``) since the last look, as the loop's
         ``Newcomers``: client id to (join round, training images). A site that cannot join yet is asked again next
-        round; the class weights stay those chosen at launch."""
+        round; the class weights stay those chosen at launch. Marks round ``rnd`` begun under the experiment's row
+        lock, which a joining site takes too: it is either seen here or promised a later round."""
         with self.sessions() as session:
             run = session.get(Run, self.run_id)
             if run is None:
                 return {}
-            cfg = RunConfig.model_validate(run.experiment.config)
+            experiment = lock_experiment(session, run.experiment_id)
+            run.started_round = max(run.started_round, rnd)
+            cfg = RunConfig.model_validate(experiment.config)
             joined = {e.client: e.joins for e in cfg.federation.intermittent.events if e.joins is not None}
             fresh = []
             for number, ref in enumerate(cfg.federation.sites, start=1):
@@ -167,6 +171,7 @@ class SiteExecutor:
                     fresh.append(site_slot(session, number, ref))
                 except DataError as error:  # e.g. its agent stopped declaring the dataset: asked again next round
                     logger.warning("run %s: site %s cannot join round %d yet: %s", self.run_id, ref.site, rnd, error)
+            session.commit()
         for slot in fresh:
             self.slots[slot.client_id] = slot
             logger.info("run %s: site %s joins at round %d", self.run_id, slot.name, rnd)

@@ -2,7 +2,8 @@
 
 The site is appended to the experiment's ``federation.sites`` with a join event at the first round that has not
 started, so the config alone says who trained when: a resumed run and the dashboard read the same schedule. The
-orchestrator picks the newcomer up before that round (``SiteExecutor.newcomers``).
+orchestrator picks the newcomer up before that round (``SiteExecutor.newcomers``); both hold the experiment's row
+lock, so a round begins either before the join (the site gets the next one) or after it (the site trains in it).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ class Joined(BaseModel):
 
 
 def first_open_round(session: Session, run_id: uuid.UUID) -> int:
-    """The round after the last one stored or started: a round has started once its first site tasks are queued.
-
-    The orchestrator looks for newcomers just before it queues a round's tasks, so a site added in that instant
-    joins one round later than this; the loop then counts it from the round it was seen (``run_federated``)."""
+    """The round after the last one stored or begun. Call it with the run's experiment row locked: the orchestrator
+    marks a round begun (``run.started_round``) under that lock as it takes the newcomers of that round
+    (``SiteExecutor.newcomers``), so the round given here is the one the site really trains from first."""
     stored = session.scalar(select(func.max(FlRound.number)).where(FlRound.run_id == run_id)) or 0
-    started = session.scalar(select(func.max(SiteTask.round)).where(SiteTask.run_id == run_id)) or 0
-    return max(stored, started) + 1
+    queued = session.scalar(select(func.max(SiteTask.round)).where(SiteTask.run_id == run_id)) or 0
+    begun = session.scalar(select(Run.started_round).where(Run.id == run_id)) or 0
+    return max(stored, queued, begun) + 1
 
 
 def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef, offline_after_s: float) -> Joined:
@@ -57,11 +58,12 @@ def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef, offline_after
         message = "this run's differential privacy (noise, epsilon per site) was calibrated for the sites at launch; "
         raise Conflict(message + "start a new experiment to add a site")
     _check_site(session, ref, offline_after_s)
-    joins = first_open_round(session, run.id)
-    if joins > cfg.federation.rounds:
-        raise InvalidTransition(f"the run is in its last round ({cfg.federation.rounds}); no round is left to join")
     try:
-        client = _append(session, run.experiment_id, ref, joins)
+        experiment = lock_experiment(session, run.experiment_id)
+        joins = first_open_round(session, run.id)
+        if joins > cfg.federation.rounds:
+            raise InvalidTransition(f"the run is in its last round ({cfg.federation.rounds}); no round is left to join")
+        client = _append(experiment, ref, joins)
     except BaseException:
         session.rollback()  # release the experiment's row lock at once
         raise
@@ -69,10 +71,16 @@ def join_run(*, session: Session, run_id: uuid.UUID, ref: SiteRef, offline_after
     return Joined(client=client, joins=joins)
 
 
-def _append(session: Session, experiment_id: uuid.UUID, ref: SiteRef, joins: int) -> int:
-    """Append the site under a row lock (two sites joining at once both land); returns its client number."""
-    experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id).with_for_update())
+def lock_experiment(session: Session, experiment_id: uuid.UUID) -> Experiment:
+    """The experiment, its row locked until the transaction ends: joins and the start of a round take turns."""
+    locked = select(Experiment).where(Experiment.id == experiment_id).with_for_update()
+    experiment = session.scalar(locked.execution_options(populate_existing=True))  # as committed, not as cached
     assert experiment is not None  # a run's experiment is never deleted before it
+    return experiment
+
+
+def _append(experiment: Experiment, ref: SiteRef, joins: int) -> int:
+    """Append the site to the locked experiment (two sites joining at once both land); returns its client number."""
     config = copy.deepcopy(experiment.config)
     if any(existing["site"] == ref.site for existing in config["federation"]["sites"]):
         raise Conflict(f"site {ref.site!r} takes part in this run already")

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import RunStatus, Site, SiteTask, utcnow
+from app.models import Run, RunStatus, Site, SiteTask, utcnow
 from app.notify import Subscription, publish
 from app.run_config import RunConfig
 from app.settings import Settings
@@ -124,3 +124,17 @@ def test_a_subscription_wakes_at_the_first_notification_and_sleeps_its_timeout_w
 
     assert 0.25 < woke < 1.5
     assert 0.45 <= slept < 3
+
+
+def test_taking_a_rounds_newcomers_marks_it_begun_for_sites_that_join_later(
+    session: Session, settings: Settings
+) -> None:
+    executor = _executor(session, settings, [_site(session, "a", 0)], lambda: None)
+
+    assert executor.newcomers(3) == {}
+    executor.newcomers(2)  # a resumed run starts the round again: never back
+    run = session.get(Run, executor.run_id)
+    assert run is not None
+    session.refresh(run)
+
+    assert run.started_round == 3

@@ -67,6 +67,17 @@ def test_a_run_between_rounds_takes_the_site_from_the_next_one(
     assert _join(client, run, admin_headers).json() == {"client": 3, "joins": 3}
 
 
+def test_a_round_the_orchestrator_has_begun_is_not_promised_though_its_tasks_are_not_queued_yet(
+    client: TestClient, session: Session, admin_headers: dict[str, str]
+) -> None:
+    add_site(session, "hospital-c")
+    run = _run(session, RunStatus.RUNNING, rounds_done=1)
+    run.started_round = 2  # SiteExecutor.newcomers(2) has run: round 2 asks only the sites it knew then
+    session.commit()
+
+    assert _join(client, run, admin_headers).json() == {"client": 3, "joins": 3}
+
+
 def test_a_queued_run_takes_the_site_from_its_first_round(
     client: TestClient, session: Session, admin_headers: dict[str, str]
 ) -> None:
