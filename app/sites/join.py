@@ -31,7 +31,8 @@ class Joined(BaseModel):
 def first_open_round(session: Session, run_id: uuid.UUID) -> int:
     """The round after the last one stored or begun. Call it with the run's experiment row locked: the orchestrator
     marks a round begun (``run.started_round``) under that lock as it takes the newcomers of that round
-    (``SiteExecutor.newcomers``), so the round given here is the one the site really trains from first."""
+    (``SiteExecutor.newcomers``), so the round given here is the one the site really trains from first. The stored
+    rounds and queued tasks count too, for runs whose rounds began before ``started_round`` was kept (0014)."""
     stored = session.scalar(select(func.max(FlRound.number)).where(FlRound.run_id == run_id)) or 0
     queued = session.scalar(select(func.max(SiteTask.round)).where(SiteTask.run_id == run_id)) or 0
     begun = session.scalar(select(Run.started_round).where(Run.id == run_id)) or 0
